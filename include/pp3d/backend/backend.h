@@ -1,0 +1,126 @@
+// Backend: every numeric op pp3d's model and optimizer use, behind one interface.
+//
+// CpuBackend (Eigen, always built) is the reference; CudaBackend implements the
+// same contract on device tensors. Conventions shared by all ops:
+//  - Tensors are contiguous and row-major; all tensors of one call live on the
+//    backend's device. Shapes and dtypes are checked; a mismatch throws
+//    pp3d::Error naming the argument.
+//  - Compute is fp32. Unless an op says otherwise its floating tensors are f32;
+//    ops documented as "any float" also accept bf16/f16 storage (read and
+//    written through f32).
+//  - Gradients of *parameters* (dweight, dbias, dtable) ACCUMULATE (+=), so
+//    micro-batches add up without extra copies; gradients of *inputs* (dx, dq…)
+//    are OVERWRITTEN.
+//  - Ops run on the backend's current stream (CPU: synchronously, on the
+//    calling thread). One Backend object is not safe for concurrent use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "pp3d/core/device.h"
+#include "pp3d/core/tensor.h"
+
+namespace pp3d {
+
+struct AdamWParams {
+  float lr = 3e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;  // decoupled: p -= lr * wd * p
+  int64_t step = 1;           // 1-based step for bias correction
+  float grad_scale = 1.0f;    // gradients are multiplied by this first (unscale / clip)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  // Waits until all queued work on this backend is complete (no-op on CPU).
+  virtual void synchronize() {}
+
+  // ---- GEMM (any float for a, b; c any float) ----------------------------
+  // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, where A is
+  // stored [m, k] (or [k, m] if trans_a) and B [k, n] (or [n, k] if trans_b).
+  // Strided batched: `batch` products, matrices `stride_*` elements apart
+  // (0 stride = broadcast one matrix to every product).
+  virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
+                    const Tensor& b, float beta, Tensor& c, int64_t batch = 1, int64_t stride_a = 0,
+                    int64_t stride_b = 0, int64_t stride_c = 0) = 0;
+
+  // ---- elementwise (f32) ------------------------------------------------------
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out = a + b (out may alias)
+  virtual void scale(Tensor& x, float alpha) = 0;                      // x *= alpha
+  virtual void axpy(float alpha, const Tensor& x, Tensor& y) = 0;      // y += alpha * x
+  virtual void fill(Tensor& x, float value) = 0;                       // any float or i32
+  virtual void copy(const Tensor& src, Tensor& dst) = 0;               // same dtype and numel
+  virtual void cast(const Tensor& src, Tensor& dst) = 0;               // between f32/bf16/f16
+  // Sum of squares of all elements, accumulated in double (any float).
+  virtual double sum_squares(const Tensor& x) = 0;
+
+  // ---- bias -------------------------------------------------------------------
+  // x[rows, n] += bias[n] broadcast over rows.
+  virtual void bias_add(Tensor& x, const Tensor& bias) = 0;
+  // dbias[n] += sum over rows of dy[rows, n].
+  virtual void bias_grad(const Tensor& dy, Tensor& dbias) = 0;
+
+  // ---- LayerNorm over the last dim n of x[rows, n] -------------------------------
+  // y = (x - mean) * rstd * weight + bias; saves mean[rows], rstd[rows].
+  virtual void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
+                                 Tensor& mean, Tensor& rstd, float eps) = 0;
+  // dx = dL/dx (overwritten); dweight += ..., dbias += ...
+  virtual void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                  const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) = 0;
+
+  // ---- GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ----
+  virtual void gelu_forward(const Tensor& x, Tensor& y) = 0;
+  virtual void gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) = 0;  // dx overwritten
+
+  // ---- causal self-attention, per (batch, head) ------------------------------------
+  // qkv [B, T, 3, H, D] (q, k, v for H heads of size D, GPT-2 layout);
+  // out [B, T, H, D]; lse [B, H, T] = log-sum-exp of each query's scaled,
+  // causally masked scores, saved for backward. scale is usually 1/sqrt(D).
+  virtual void attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) = 0;
+  // dqkv [B, T, 3, H, D] overwritten; recomputes probabilities from qkv and lse.
+  virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                  Tensor& dqkv, float scale) = 0;
+
+  // ---- embedding ------------------------------------------------------------------
+  // ids [N] (i32); table [V_local, C] holds rows for ids [id_offset, id_offset + V_local).
+  // out[N, C] = (accumulate ? out : 0) + table[id - id_offset] for ids in range,
+  // + 0 for ids outside it (vocab-parallel lookups).
+  virtual void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, int64_t id_offset,
+                                 bool accumulate) = 0;
+  // dtable[id - id_offset] += dout[i] for in-range ids, in index order (deterministic).
+  virtual void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) = 0;
+
+  // ---- softmax cross-entropy over a vocabulary slice --------------------------------
+  // logits [N, V_local] hold columns for global ids [vocab_start, vocab_start + V_local);
+  // only the first `valid` columns are real (the rest is padding and ignored).
+  // Per row: local_max = max over valid columns, local_sumexp = sum exp(l - local_max),
+  // target_logit = logits[target - vocab_start] if the target is in this slice, else 0.
+  // A full-vocabulary loss is log(sumexp) + max - target_logit.
+  virtual void xent_stats(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                          Tensor& local_max, Tensor& local_sumexp, Tensor& target_logit) = 0;
+  // dlogits[i, j] = weight * (exp(l_ij - global_max_i) / global_sumexp_i - [j == target_i])
+  // for valid columns, 0 for padding. global_sumexp is relative to global_max.
+  virtual void xent_backward(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                             const Tensor& global_max, const Tensor& global_sumexp, float weight,
+                             Tensor& dlogits) = 0;
+
+  // ---- optimizer --------------------------------------------------------------------
+  // AdamW on one tensor. grad, m, v are f32. If `master` is defined (f32), the
+  // update is applied to master and param (any float) receives a cast of it;
+  // otherwise param must be f32 and is updated in place.
+  virtual void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
+                          const AdamWParams& p) = 0;
+};
+
+// The reference backend (always available).
+std::unique_ptr<Backend> make_cpu_backend();
+// A backend for `device` (CUDA requires a CUDA build and a visible GPU).
+std::unique_ptr<Backend> make_backend(Device device);
+
+}  // namespace pp3d

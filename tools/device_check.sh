@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# GPU session check (run on the lent H100/H200 through the device tool):
+# builds pp3d with CUDA for sm_90, runs the GPU tests and the GPU benchmarks,
+# and writes logs under $OUT (default ./device_out). Keep it under ~8 minutes.
+#   usage: OUT=/some/dir tools/device_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/device_out}"
+mkdir -p "$OUT"
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  nvcc --version | tail -2
+  ls /usr/local/cuda/include | grep -E '^(nccl|cudnn)\.h$' || echo "NCCL/cuDNN headers not in /usr/local/cuda"
+} > "$OUT/device_info.txt" 2>&1
+# NCCL / cuDNN from the pip wheels when the toolkit lacks them.
+extra=()
+site=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)
+if [ -n "$site" ]; then
+  [ -d "$site/nvidia/nccl" ] && extra+=(-DNCCL_ROOT="$site/nvidia/nccl") && export LD_LIBRARY_PATH="$site/nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
+  [ -d "$site/nvidia/cudnn" ] && extra+=(-DCUDNN_ROOT="$site/nvidia/cudnn") && export LD_LIBRARY_PATH="$site/nvidia/cudnn/lib:${LD_LIBRARY_PATH:-}"
+fi
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPP3D_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DPP3D_BUILD_EXAMPLES=OFF "${extra[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+cmake --build build-gpu -j 16 > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/cuda_tests.log" 2>&1
+echo "cuda tests rc=$?" >> "$OUT/cuda_tests.log"
+tail -20 "$OUT/cuda_tests.log"
+for b in build-gpu/benchmarks/*cuda*_bench; do
+  [ -x "$b" ] && "$b" > "$OUT/$(basename "$b").txt" 2>&1
+done
+ls -la "$OUT"
