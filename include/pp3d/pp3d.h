@@ -10,3 +10,8 @@
 #include "pp3d/core/rng.h"
 #include "pp3d/core/tensor.h"
 #include "pp3d/backend/backend.h"
+#include "pp3d/model/gpt_config.h"
+#include "pp3d/model/parameter.h"
+#include "pp3d/model/gpt.h"
+#include "pp3d/train/optimizer.h"
+#include "pp3d/train/lr_schedule.h"

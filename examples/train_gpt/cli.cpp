@@ -1,0 +1,82 @@
+// pp3d-train flags (see docs/USAGE_GUIDE.md) and the --print-config dump.
+#include "cli.h"
+
+namespace pp3d::cli {
+
+void add_train_options(CLI::App& app, TrainConfig& c) {
+  auto opt = [&](const char* name, auto& var, const char* help) {
+    return app.add_option(name, var, help)->capture_default_str();
+  };
+  app.add_option("--device", c.device, "cpu | cuda | auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
+  // ---- model
+  opt("--num-layers", c.num_layers, "transformer blocks");
+  opt("--hidden-size", c.hidden_size, "model width C");
+  opt("--num-heads", c.num_heads, "attention heads (must divide --hidden-size, and be divisible by --tp)");
+  opt("--seq-len", c.seq_len, "tokens per sequence (also the model's context)");
+  opt("--vocab-size", c.vocab_size, "0 = the data's vocabulary");
+  opt("--padded-vocab-size", c.padded_vocab_size, "0 = vocab rounded up to 64 (64 x tp when 64 does not divide)");
+  opt("--mlp-hidden-size", c.mlp_hidden_size, "0 = 4 x --hidden-size");
+  opt("--tied-embeddings", c.tied_embeddings, "true: the LM head is wte; false: separate lm_head");
+  opt("--ln-eps", c.ln_eps, "LayerNorm epsilon");
+  opt("--init-std", c.init_std, "std of the normal initialisation of wte and the linear weights");
+  // ---- batch
+  opt("--batch-size", c.micro_batch_size, "micro-batch rows per forward/backward");
+  opt("--global-batch-size", c.global_batch_size,
+      "rows per optimizer step (multiple of dp x --batch-size; 0 = dp x --batch-size x max(1, --micro-batches))");
+  opt("--micro-batches", c.micro_batches,
+      "micro-batches per step per data-parallel rank (with --global-batch-size: derives --batch-size)");
+  // ---- optimisation
+  opt("--max-steps", c.max_steps, "optimizer steps");
+  opt("--lr", c.lr, "peak learning rate");
+  opt("--min-lr", c.min_lr, "final learning rate of the decay");
+  opt("--warmup-steps", c.warmup_steps, "linear warm-up steps");
+  opt("--lr-schedule", c.lr_schedule, "cosine | linear | constant")->check(CLI::IsMember({"cosine", "linear", "constant"}));
+  opt("--weight-decay", c.weight_decay, "AdamW decoupled weight decay (matrices only)");
+  opt("--adam-eps", c.adam_eps, "AdamW epsilon (betas 0.9 / 0.95)");
+  opt("--grad-clip", c.grad_clip, "global gradient-norm clip (<= 0: off)");
+  opt("--seed", c.seed, "seed of initialization and batch sampling");
+  app.add_flag("--recompute", c.recompute, "recompute activations per block in backward");
+  // ---- parallelism
+  opt("--tp", c.tp, "tensor-parallel size (Megatron); dp = ranks / (tp x pp)");
+  opt("--pp", c.pp, "pipeline-parallel size");
+  app.add_flag("--sequence-parallel", c.sequence_parallel, "Megatron sequence parallelism (needs --tp > 1)");
+  opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved"}));
+  opt("--virtual-stages", c.virtual_stages, "model chunks per pipeline rank (interleaved: >= 2)");
+  opt("--pipeline-split", c.pipeline_split, "layers per virtual stage, e.g. 3,5 (default balanced)");
+  opt("--zero-stage", c.zero_stage, "ZeRO stage over the data-parallel group: 0 (plain DP), 1, 2, 3")
+      ->check(CLI::Range(0, 3));
+  opt("--bucket-size-mb", c.bucket_size_mb, "gradient-reduction bucket size (MB of f32)");
+  opt("--prefetch-layers", c.prefetch_layers, "ZeRO-3: layers gathered ahead of use");
+  // ---- data, files, reporting
+  app.add_option("--data", c.data, "text file/folder or llm.c .bin shard(s); default: embedded synthetic corpus");
+  app.add_option("--init-from", c.init_from, "llm.c GPT-2 checkpoint (fp32) to start from");
+  opt("--output-dir", c.output_dir, "where train.log and metrics.jsonl go");
+  opt("--log-interval", c.log_interval, "steps between log lines");
+  opt("--eval-interval", c.eval_interval, "steps between validations (0: only at the end)");
+  opt("--eval-batches", c.eval_batches, "validation batches of --batch-size rows per evaluation");
+  app.add_option("--export-safetensors", c.export_safetensors, "write the final weights (HF GPT-2 names) here");
+  app.add_option("--trace", c.trace, "write a Chrome trace (chrome://tracing) of one step's pipeline here");
+  opt("--trace-step", c.trace_step, "0-based step whose trace --trace writes (clamped to the last)");
+  app.add_flag("--log-all-ranks", c.log_all_ranks, "every rank logs (default: global rank 0 only)");
+}
+
+nlohmann::ordered_json config_json(const TrainConfig& c) {
+  return {{"device", c.device}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden_size},
+          {"num_heads", c.num_heads}, {"seq_len", c.seq_len}, {"vocab_size", c.vocab_size},
+          {"padded_vocab_size", c.padded_vocab_size}, {"mlp_hidden_size", c.mlp_hidden_size},
+          {"tied_embeddings", c.tied_embeddings}, {"ln_eps", c.ln_eps}, {"init_std", c.init_std},
+          {"batch_size", c.micro_batch_size}, {"global_batch_size", c.global_batch_size},
+          {"micro_batches", c.micro_batches}, {"max_steps", c.max_steps}, {"lr", c.lr}, {"min_lr", c.min_lr},
+          {"warmup_steps", c.warmup_steps}, {"lr_schedule", c.lr_schedule}, {"weight_decay", c.weight_decay},
+          {"adam_eps", c.adam_eps}, {"grad_clip", c.grad_clip}, {"seed", c.seed}, {"recompute", c.recompute},
+          {"tp", c.tp}, {"pp", c.pp}, {"sequence_parallel", c.sequence_parallel}, {"schedule", c.schedule},
+          {"virtual_stages", c.virtual_stages}, {"pipeline_split", c.pipeline_split}, {"zero_stage", c.zero_stage},
+          {"bucket_size_mb", c.bucket_size_mb}, {"prefetch_layers", c.prefetch_layers}, {"data", c.data},
+          {"init_from", c.init_from}, {"output_dir", c.output_dir}, {"log_interval", c.log_interval},
+          {"eval_interval", c.eval_interval}, {"eval_batches", c.eval_batches},
+          {"export_safetensors", c.export_safetensors}, {"trace", c.trace}, {"trace_step", c.trace_step},
+          {"log_all_ranks", c.log_all_ranks}};
+}
+
+}  // namespace pp3d::cli

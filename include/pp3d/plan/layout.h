@@ -1,0 +1,76 @@
+// The planner's description of one parallel layout, the workload and the
+// numeric precision, plus parsing/printing of layouts ("tp=2,pp=4,zero=1,mb=2").
+//
+// Plain value types; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace pp3d {
+
+enum class Schedule { GPipe, OneFOneB, Interleaved };
+enum class Recompute { None, Full };
+
+const char* schedule_name(Schedule s);   // "gpipe", "1f1b", "interleaved"
+const char* recompute_name(Recompute r);  // "none", "full"
+
+// One point of the search space. dp is derived from the GPU count when 0.
+struct Layout {
+  int tp = 1;
+  int pp = 1;
+  int dp = 1;
+  int zero_stage = 0;             // 0..3
+  int64_t micro_batch = 1;        // sequences per micro-batch per DP rank
+  Schedule schedule = Schedule::OneFOneB;
+  int virtual_stages = 1;         // v: model chunks per rank (interleaved only)
+  Recompute recompute = Recompute::None;
+  bool sequence_parallel = false;  // only meaningful with tp > 1
+  bool uneven_pp = false;          // allow num_layers % pp != 0
+
+  int gpus() const { return tp * pp * dp; }
+  // "tp=2 pp=4 dp=8 zero=1 mb=2 1f1b recompute=none sp=1".
+  std::string str() const;
+  // Machine-readable form that parse_layout() reads back exactly:
+  // "tp=2,pp=4,dp=8,zero=1,mb=2,sched=1f1b,v=1,recompute=none,sp=1,uneven=0".
+  std::string spec() const;
+};
+
+// Parses "tp=2,pp=4,dp=8,zero=1,mb=2,sched=interleaved,v=2,recompute=full,sp=1"
+// (any subset, any order; commas or spaces). Keys: tp pp dp zero mb
+// sched|schedule v recompute sp uneven. Unset fields keep Layout defaults,
+// except sp which defaults to on when tp > 1. Throws pp3d::Error naming a bad
+// key or value.
+Layout parse_layout(const std::string& text);
+
+// What is trained: sequences per optimizer step and tokens per sequence.
+struct Workload {
+  int64_t global_batch = 512;
+  int64_t seq_len = 0;  // 0: the model's max_seq_len
+};
+
+// Numeric precision. Mixed precision (bf16/fp16 compute, fp32 master weights and
+// Adam moments, the ZeRO paper's K = 12): 2 B params, 2 B grads, 12 B optimizer
+// state per parameter. fp32 training: 4 B params, 4 B grads, 8 B Adam (m, v).
+struct Precision {
+  bool mixed = true;        // false: everything fp32
+  double logits_bytes = 4;  // logits/loss buffer element size (fp32 for a stable softmax)
+
+  double param_bytes() const { return mixed ? 2 : 4; }
+  double grad_bytes() const { return mixed ? 2 : 4; }
+  double optimizer_bytes() const { return mixed ? 12 : 8; }
+  double activation_bytes() const { return mixed ? 2 : 4; }
+  static Precision bf16() { return {}; }
+  static Precision fp32() { return {false, 4}; }
+};
+
+// Knobs of the memory and time model (documented in docs/PLANNER.md).
+struct ModelOptions {
+  bool flash_attention = true;     // attention never stores the s x s scores (drop the 5as/h term)
+  bool dropout = false;            // pp3d's GPT has no dropout; true reproduces Korthikanti et al.'s 34
+  double bucket_bytes = 25e6;      // gradient bucket size; comm buffers = 2 buckets
+  double workspace_bytes = 1.0e9;  // cuBLAS/cuDNN workspace, allocator slack, CUDA context
+  double dp_exposed_fraction = 0.3;  // fraction of DP/ZeRO communication not hidden behind compute
+};
+
+}  // namespace pp3d

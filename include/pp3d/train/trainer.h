@@ -1,0 +1,188 @@
+// Trainer: the training loop behind pp3d-train — data -> micro-batches ->
+// pipeline schedule -> data-parallel gradient sync (ZeRO 0..3) -> global-norm
+// clipping -> AdamW -> log / eval / metrics.jsonl -> optional safetensors export.
+//
+// One code path for every layout: the world (a LocalCommunicator when none is
+// given) is split into a ProcessGrid (tp x dp x pp, dp = world / (tp * pp)); the
+// model is always a PipelineStage (pp may be 1) and the optimizer always a
+// ZeroOptimizer over the DP group (stage 0 = plain DDP; dp may be 1). Rows of
+// the step's global batch are split by DP rank, then into micro-batches; the
+// loss weight is 1 / (global batch * seq_len), so every layout computes the
+// serial run (DESIGN.md section 1; tests/parallel/trainer_3d_test.cpp).
+//
+// TrainConfig is a plain value type; validate(world) rejects inconsistent
+// settings (naming the command-line flag) before anything is allocated. A
+// Trainer owns its dataset, backend, model and optimizer and shares the world;
+// it is used from one thread, and every rank of the world calls the collective
+// members (constructor, train_step, evaluate, run, gather_full_parameters) together.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pp3d/backend/backend.h"
+#include "pp3d/comm/communicator.h"
+#include "pp3d/model/gpt.h"
+#include "pp3d/train/data.h"
+#include "pp3d/train/lr_schedule.h"
+#include "pp3d/train/optimizer.h"
+
+namespace pp3d {
+
+class ProcessGrid;
+class PipelineStage;
+class ZeroOptimizer;
+
+// The parallel layout of a run, derived from a TrainConfig and the world size.
+struct ParallelLayout {
+  int world = 1, tp = 1, pp = 1, dp = 1;
+  int64_t global_batch = 0;   // rows per optimizer step
+  int64_t micro_batch = 0;    // rows per micro-batch
+  int64_t micro_batches = 0;  // micro-batches per step on each DP rank
+  // "world 8 = tp 2 x dp 2 x pp 2; global batch 8 = dp 2 x 2 micro-batches x 2 rows"
+  std::string str() const;
+};
+
+struct TrainConfig {
+  // ---- model (ignored, except seq_len, with init_from: the checkpoint's shape is used)
+  int64_t num_layers = 4;
+  int64_t hidden_size = 128;
+  int64_t num_heads = 4;
+  int64_t seq_len = 64;     // tokens per row; also the model's max_seq_len
+  int64_t vocab_size = 0;   // 0: the dataset's (256 for bytes, 50257 for llm.c shards)
+  int64_t padded_vocab_size = 0;  // 0: vocab rounded up to a multiple of 64 (GptConfig)
+  int64_t mlp_hidden_size = 0;    // 0: 4 * hidden_size
+  bool tied_embeddings = true;    // LM head = wte
+  float ln_eps = 1e-5f;
+  float init_std = 0.02f;
+  // ---- batch
+  int64_t micro_batch_size = 16;   // rows per forward/backward
+  int64_t global_batch_size = 0;   // rows per optimizer step; 0: micro_batch_size * dp * max(micro_batches, 1)
+  int64_t micro_batches = 0;       // micro-batches per step per DP rank; > 0: with global_batch_size set,
+                                   // micro_batch_size is derived (= global / (dp * micro_batches))
+  // ---- optimisation
+  int64_t max_steps = 400;
+  float lr = 2e-3f;
+  float min_lr = 2e-4f;
+  int64_t warmup_steps = 40;
+  std::string lr_schedule = "cosine";  // cosine | linear | constant
+  float weight_decay = 0.1f;
+  float grad_clip = 1.0f;  // <= 0: no clipping
+  float adam_eps = 1e-8f;  // AdamW epsilon (betas 0.9 / 0.95)
+  uint64_t seed = 1337;    // parameter init and batch sampling
+  bool recompute = false;  // activation recompute per block
+  // ---- parallelism (dp = world size / (tp * pp))
+  int tp = 1;                      // tensor-parallel size (divides num_heads)
+  int pp = 1;                      // pipeline-parallel size
+  bool sequence_parallel = false;  // Megatron sequence parallelism (tp > 1; seq_len % tp == 0)
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved
+  int virtual_stages = 1;          // model chunks per pipeline rank (interleaved: >= 2)
+  std::string pipeline_split;      // "" = balanced, else layers per virtual stage "3,5"
+  int zero_stage = 0;              // 0 (plain data parallel), 1, 2, 3
+  double bucket_size_mb = 25.0;    // gradient bucket size (MB of f32)
+  int prefetch_layers = 1;         // ZeRO-3: layers gathered ahead
+  // ---- data, device, files
+  std::string device = "cpu";  // cpu | cuda | auto
+  std::string data;            // "" = embedded synthetic corpus; text file/folder; llm.c .bin shard(s)
+  std::string init_from;       // llm.c GPT-2 checkpoint to start from
+  std::string output_dir = "output";
+  std::string export_safetensors;  // write the final weights here ("" = no export)
+  // ---- reporting
+  int64_t log_interval = 10;   // train.log line every N steps (metrics.jsonl gets every step)
+  int64_t eval_interval = 100; // validation every N steps and after the last; 0: only after the last
+  int64_t eval_batches = 8;    // validation batches of micro_batch_size rows
+  bool quiet = false;          // no console/log output (tests)
+  std::string trace;           // Chrome trace of step trace_step written here ("" = none; merged over pp)
+  int64_t trace_step = 2;      // 0-based step whose pipeline trace is written (clamped to the last step)
+  bool log_all_ranks = false;  // every rank logs (default: global rank 0 only)
+
+  // Serial layout (dp = 1) shorthands.
+  int64_t effective_global_batch() const { return resolve_layout(1).global_batch; }
+  int64_t grad_accum_steps() const { return resolve_layout(1).micro_batches; }
+  // Throws pp3d::Error naming the offending flag (e.g. "--hidden-size 130 is not divisible by --num-heads 4"),
+  // including the parallel layout for `world_size` ranks.
+  void validate(int world_size = 1) const;
+  // The layout on `world_size` ranks (checks the parallel and batch flags only).
+  ParallelLayout resolve_layout(int world_size) const;
+};
+
+struct StepMetrics {
+  int64_t step = 0;               // 0-based optimizer step
+  double loss = 0.0;              // mean cross-entropy over the global batch's tokens (nats)
+  float lr = 0.0f;
+  float grad_norm = 0.0f;         // global L2 norm before clipping
+  double step_seconds = 0.0;
+  double tokens_per_s = 0.0;
+  std::optional<double> val_loss; // set on evaluation steps
+  // Pipeline bubble of the step on this rank (pp > 1): idle / step time, and (p-1)/m (or /(v m)).
+  std::optional<double> idle_fraction;
+  std::optional<double> theoretical_bubble;
+  // This process's allocator bytes per category after the step: current and peak since the previous step.
+  std::vector<std::pair<std::string, std::size_t>> mem_current, mem_peak;
+};
+
+class Trainer {
+ public:
+  // Validates `config` against the world's size, resolves the device, loads the
+  // data, builds the grid, pipeline stage and ZeRO optimizer (and loads
+  // init_from). world == nullptr: a serial run on a LocalCommunicator. Does not
+  // touch output_dir (run() does). Collective over the world.
+  explicit Trainer(TrainConfig config, std::shared_ptr<Communicator> world = nullptr);
+  ~Trainer();
+
+  // One optimizer step at step() over the global batch, then step()++. The loss
+  // and grad norm are global (the same on every rank).
+  StepMetrics train_step();
+  // Mean validation loss over eval_batches fixed validation batches of
+  // micro-batch rows (batch i on DP rank i % dp; forward only through the pipeline).
+  double evaluate();
+  // The whole run: max_steps steps with logging, eval, <output_dir>/train.log and
+  // metrics.jsonl (global rank 0 writes them), the trace and the export.
+  // Returns the last step's metrics.
+  StepMetrics run();
+  // The full (unsharded, f32, host) tensors of every parameter of the model
+  // (one "wte"), gathered over TP, PP (and ZeRO-3 DP) onto global rank 0;
+  // empty on the other ranks. Collective over the world.
+  std::vector<Parameter> gather_full_parameters();
+
+  int64_t step() const { return step_; }
+  const TrainConfig& config() const { return cfg_; }
+  const ParallelLayout& layout() const { return layout_; }
+  const GptConfig& model_config() const;
+  // This rank's first model chunk (the whole model when tp = pp = 1). Under
+  // ZeRO-2/3 gradients (and with ZeRO-3 values) are undefined between steps.
+  Gpt& model();
+  PipelineStage& pipeline() { return *stage_; }
+  ZeroOptimizer& optimizer() { return *zero_; }
+  const ProcessGrid& grid() const { return *grid_; }
+  const DataLoader& data() const { return *loader_; }
+  // Unigram entropy of the training split (bits per token).
+  double unigram_entropy_bits() const { return unigram_bits_; }
+
+ private:
+  double eval_batch(int64_t index);  // collective over the pp (and TP) group
+  void log_header();
+
+  TrainConfig cfg_;
+  ParallelLayout layout_;
+  std::shared_ptr<Communicator> world_;
+  std::unique_ptr<ProcessGrid> grid_;
+  std::shared_ptr<const TokenDataset> dataset_;
+  std::unique_ptr<DataLoader> loader_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<PipelineStage> stage_;
+  std::unique_ptr<ZeroOptimizer> zero_;
+  SumSquaresReducer mp_reducer_;
+  LrSchedule schedule_;
+  double unigram_bits_ = 0.0;
+  int64_t step_ = 0;
+};
+
+// Parses a --device value: "cpu", "cuda" (needs a CUDA build and a GPU) or "auto".
+Device resolve_device(const std::string& device);
+
+}  // namespace pp3d

@@ -1,0 +1,128 @@
+// One GPT block: forward and backward from Backend ops and the tensor-parallel
+// Linear layers (see gpt.h for the math, docs/MODEL.md for the TP layout).
+#include <cmath>
+
+#include "model/gpt_internal.h"
+#include "pp3d/parallel/tensor_parallel.h"
+
+namespace pp3d {
+namespace detail {
+
+void BlockActs::drop_all_but_input() {
+  ln1 = ln1_mean = ln1_rstd = qkv = att = lse = Tensor();
+  x2 = ln2 = ln2_mean = ln2_rstd = fc = gelu = Tensor();
+}
+
+Tensor new_activation(Backend& be, const Shape& shape) {
+  return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
+}
+
+PartialGrads::PartialGrads(Backend& be, Communicator* tp, bool active, std::vector<Parameter*> params)
+    : be_(be), tp_(active && tp_world(tp) > 1 ? tp : nullptr), params_(std::move(params)) {
+  int64_t total = 0;
+  for (Parameter* p : params_) total += p->grad.numel();
+  if (tp_ != nullptr) scratch_ = Tensor::zeros({total}, DType::F32, be.device(), MemCategory::Comm);
+  int64_t off = 0;
+  for (Parameter* p : params_) {
+    const int64_t n = p->grad.numel();
+    targets_.push_back(tp_ ? scratch_.slice(off, off + n).reshape(p->grad.shape()) : p->grad);
+    off += n;
+  }
+}
+
+void PartialGrads::finish() {
+  if (tp_ == nullptr) return;
+  tp_->all_reduce(scratch_);
+  for (std::size_t i = 0; i < params_.size(); ++i) be_.axpy(1.0f, targets_[i], params_[i]->grad);
+  scratch_ = Tensor();
+  targets_.clear();
+  tp_ = nullptr;
+}
+
+}  // namespace detail
+
+using detail::new_activation;
+
+namespace {
+
+// Local rows (tokens) of the sequence-parallel regions.
+int64_t sp_rows(int64_t T, const Communicator* tp, bool sp) { return sp ? T / tp_world(tp) : T; }
+
+}  // namespace
+
+Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a) const {
+  const int64_t Tl = sp_rows(T, tp, sequence_parallel), Nl = B * Tl;
+  const int64_t C = ln1_w->value.numel(), H = local_heads, D = head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel});
+  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel});
+  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel});
+  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
+
+  a.ln1 = new_activation(be, {Nl, C});
+  a.ln1_mean = new_activation(be, {Nl});
+  a.ln1_rstd = new_activation(be, {Nl});
+  be.layernorm_forward(a.x, ln1_w->value, ln1_b->value, a.ln1, a.ln1_mean, a.ln1_rstd, eps);
+  a.qkv = c_attn.forward(be, tp, a.ln1.reshape({B, Tl, C}));  // [B, T, 3*H*D]: this rank's heads
+  a.att = new_activation(be, {B, T, H, D});
+  a.lse = new_activation(be, {B, H, T});
+  be.attention_forward(a.qkv.reshape({B, T, 3, H, D}), a.att, a.lse, scale);
+  a.x2 = attn_proj.forward(be, tp, a.att.reshape({B, T, H * D})).reshape({Nl, C});
+  be.add(a.x, a.x2, a.x2);  // residual: x2 = x + attn_proj(...)
+  a.ln2 = new_activation(be, {Nl, C});
+  a.ln2_mean = new_activation(be, {Nl});
+  a.ln2_rstd = new_activation(be, {Nl});
+  be.layernorm_forward(a.x2, ln2_w->value, ln2_b->value, a.ln2, a.ln2_mean, a.ln2_rstd, eps);
+  a.fc = c_fc.forward(be, tp, a.ln2.reshape({B, Tl, C}));
+  a.gelu = new_activation(be, a.fc.shape());
+  be.gelu_forward(a.fc, a.gelu);
+  Tensor out = mlp_proj.forward(be, tp, a.gelu.reshape({B, T, -1})).reshape({Nl, C});
+  be.add(a.x2, out, out);  // residual
+  return out;
+}
+
+Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout) {
+  const int64_t Tl = sp_rows(T, tp, sequence_parallel), Nl = B * Tl, N = B * T;
+  const int64_t C = ln1_w->value.numel(), H = local_heads, D = head_dim;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel});
+  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel});
+  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel});
+  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
+  // LayerNorm grads from the local tokens are partial under sequence parallelism.
+  detail::PartialGrads ln(be, tp, sequence_parallel, {ln1_w, ln1_b, ln2_w, ln2_b});
+
+  // MLP branch: out = x2 + mlp_proj(gelu(fc(ln2(x2))))
+  Tensor dgelu = mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), a.gelu.reshape({B, T, -1}));
+  a.gelu = Tensor();
+  Tensor dfc = new_activation(be, a.fc.shape());
+  be.gelu_backward(a.fc, dgelu.reshape(a.fc.shape()), dfc);
+  a.fc = Tensor();
+  dgelu = Tensor();
+  Tensor dln2 = c_fc.backward(be, tp, dfc, a.ln2.reshape({B, Tl, C})).reshape({Nl, C});
+  dfc = Tensor();
+  a.ln2 = Tensor();
+  Tensor dx2 = new_activation(be, {Nl, C});
+  be.layernorm_backward(dln2, a.x2, ln2_w->value, a.ln2_mean, a.ln2_rstd, dx2, ln.grad(2), ln.grad(3));
+  dln2 = Tensor();
+  be.add(dx2, dout.reshape({Nl, C}), dx2);  // residual gradient
+  a.x2 = a.ln2_mean = a.ln2_rstd = Tensor();
+  // Attention branch: x2 = x + attn_proj(attention(c_attn(ln1(x))))
+  Tensor datt = attn_proj.backward(be, tp, dx2.reshape({B, Tl, C}), a.att.reshape({B, T, H * D}));
+  Tensor dqkv = new_activation(be, {N, 3 * H * D});
+  Tensor dqkv5 = dqkv.reshape({B, T, 3, H, D});
+  be.attention_backward(datt.reshape({B, T, H, D}), a.qkv.reshape({B, T, 3, H, D}), a.att, a.lse, dqkv5, scale);
+  datt = Tensor();
+  a.att = a.lse = a.qkv = Tensor();
+  Tensor dln1 = c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), a.ln1.reshape({B, Tl, C})).reshape({Nl, C});
+  dqkv = Tensor();
+  Tensor dx = new_activation(be, {Nl, C});
+  be.layernorm_backward(dln1, a.x, ln1_w->value, a.ln1_mean, a.ln1_rstd, dx, ln.grad(0), ln.grad(1));
+  be.add(dx, dx2, dx);
+  a.drop_all_but_input();
+  a.x = Tensor();
+  ln.finish();
+  return dx;
+}
+
+}  // namespace pp3d

@@ -1,0 +1,274 @@
+// GradBucketer: bucket planning, flat gradient buffers and the overlapped
+// DP reduction (see include/pp3d/parallel/grad_buckets.h).
+#include "pp3d/parallel/grad_buckets.h"
+
+#include <algorithm>
+#include <set>
+
+#include "pp3d/core/error.h"
+
+namespace pp3d {
+
+namespace {
+
+// True when `p` is the tied wte of a model holding both ends (used by the
+// embedding layer -1 and by the head layer L).
+bool tied_whole(Gpt& m, const Parameter* p) {
+  return m.config().tied_embeddings && m.layout().has_embedding && m.layout().has_head && p->name == "wte";
+}
+
+// True when `p` is a tied wte copy that a pipeline sums over the embedding group.
+bool tied_split(Gpt& m, const Parameter* p) {
+  return m.config().tied_embeddings && p->name == "wte" && !(m.layout().has_embedding && m.layout().has_head);
+}
+
+}  // namespace
+
+BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_bytes, int pad_multiple,
+                             bool layer_per_bucket) {
+  PP3D_CHECK(bucket_bytes > 0, "bucket size must be positive, got {} bytes", bucket_bytes);
+  PP3D_CHECK(pad_multiple >= 1, "pad multiple (DP size) must be >= 1, got {}", pad_multiple);
+  BucketPlan plan;
+  plan.uses.resize(models.size());
+  plan.layers.resize(models.size());
+  for (std::size_t mi = 0; mi < models.size(); ++mi) {
+    Gpt* m = models[mi];
+    PP3D_CHECK(m != nullptr, "GradBucketer: model {} is null", mi);
+    const int64_t L = m->config().num_layers;
+    std::map<int64_t, std::vector<Parameter*>> by_layer;
+    for (Parameter* p : m->parameters()) {
+      PP3D_CHECK(p->layer >= -1 && p->layer <= L, "parameter '{}' has layer {} outside [-1, {}]", p->name,
+                 p->layer, L);
+      PP3D_CHECK(p->grad.defined() && p->grad.dtype() == DType::F32 && p->grad.numel() == p->value.numel(),
+                 "parameter '{}' needs an f32 gradient of its shape (got {})", p->name,
+                 p->grad.defined() ? p->grad.str() : std::string("undefined"));
+      by_layer[p->layer].push_back(p);
+    }
+    for (const auto& [layer, ps] : by_layer) plan.layers[mi].push_back(layer);
+    // Reverse layer order: the order in which gradients become final.
+    GradBucket cur;
+    auto close = [&]() {
+      if (cur.params.empty()) return;
+      cur.padded = (cur.numel + pad_multiple - 1) / pad_multiple * pad_multiple;
+      if (cur.padded == 0) cur.padded = pad_multiple;
+      plan.buckets.push_back(std::move(cur));
+      cur = GradBucket{};
+    };
+    for (auto it = by_layer.rbegin(); it != by_layer.rend(); ++it) {
+      if (cur.params.empty()) {
+        cur.model = static_cast<int>(mi);
+        cur.hi_layer = it->first;
+      }
+      cur.lo_layer = it->first;
+      for (Parameter* p : it->second) {
+        cur.params.push_back(p);
+        cur.offsets.push_back(cur.numel);
+        cur.numel += p->grad.numel();
+        if (tied_split(*m, p)) cur.deferred = true;
+      }
+      if (layer_per_bucket || cur.numel * 4 >= bucket_bytes) close();
+    }
+    close();
+  }
+  // Which buckets each layer touches.
+  for (int b = 0; b < static_cast<int>(plan.buckets.size()); ++b) {
+    const GradBucket& bk = plan.buckets[static_cast<std::size_t>(b)];
+    Gpt& m = *models[static_cast<std::size_t>(bk.model)];
+    auto& uses = plan.uses[static_cast<std::size_t>(bk.model)];
+    std::set<int64_t> layers;
+    for (const Parameter* p : bk.params) {
+      layers.insert(p->layer);
+      if (tied_whole(m, p)) layers.insert(m.config().num_layers);
+    }
+    for (int64_t l : layers) uses[l].push_back(b);
+  }
+  return plan;
+}
+
+class GradBucketer::Hooks final : public LayerHooks {
+ public:
+  Hooks(GradBucketer& g, int model) : g_(g), model_(model) {}
+  void before_backward(int64_t layer) override { g_.before_backward(model_, layer); }
+  void after_backward(int64_t layer) override { g_.after_backward(model_, layer); }
+
+ private:
+  GradBucketer& g_;
+  int model_;
+};
+
+GradBucketer::GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicator> dp,
+                           const GradBucketConfig& config)
+    : models_(std::move(models)), dp_(std::move(dp)), cfg_(config) {
+  PP3D_CHECK(dp_ != nullptr, "GradBucketer: the data-parallel communicator is null");
+  PP3D_CHECK(!models_.empty(), "GradBucketer: no model given");
+  PP3D_CHECK(cfg_.bucket_mb > 0.0, "GradBucketer: bucket_mb must be > 0, got {}", cfg_.bucket_mb);
+  const auto bytes = static_cast<int64_t>(cfg_.bucket_mb * 1e6);
+  plan_ = plan_grad_buckets(models_, std::max<int64_t>(bytes, 1), dp_->size(), cfg_.layer_per_bucket);
+  state_.resize(plan_.buckets.size());
+  backward_count_.assign(models_.size(), 0);
+  for (int b = 0; b < num_buckets(); ++b) {
+    const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+    const Device dev = bk.params.front()->grad.device();
+    State& s = state_[static_cast<std::size_t>(b)];
+    s.full = Tensor::zeros({bk.padded}, DType::F32, dev, MemCategory::Grads);
+    for (std::size_t i = 0; i < bk.params.size(); ++i) {
+      Parameter& p = *bk.params[i];
+      Tensor view = s.full.slice(bk.offsets[i], bk.offsets[i] + p.grad.numel()).reshape(p.grad.shape());
+      view.copy_from(p.grad);
+      p.grad = view;  // the old storage is released here
+    }
+    if (cfg_.mode == BucketMode::ReduceScatterRelease)
+      s.shard = Tensor::zeros({bk.padded / dp_->size()}, DType::F32, dev, MemCategory::Grads);
+  }
+  if (cfg_.install_hooks) {
+    for (std::size_t m = 0; m < models_.size(); ++m) {
+      hooks_.push_back(std::make_unique<Hooks>(*this, static_cast<int>(m)));
+      models_[m]->set_layer_hooks(hooks_.back().get());
+    }
+  }
+}
+
+GradBucketer::~GradBucketer() {
+  for (std::size_t m = 0; m < hooks_.size(); ++m)
+    if (models_[m]->layer_hooks() == hooks_[m].get()) models_[m]->set_layer_hooks(nullptr);
+  // Unfinished handles wait in their destructors (CommHandle contract).
+}
+
+void GradBucketer::allocate(int b) {
+  State& s = state_[static_cast<std::size_t>(b)];
+  if (s.full.defined()) return;
+  const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+  s.full = Tensor::zeros({bk.padded}, DType::F32, s.shard.device(), MemCategory::Grads);
+  for (std::size_t i = 0; i < bk.params.size(); ++i) {
+    Parameter& p = *bk.params[i];
+    const int64_t n = p.value.defined() ? p.value.numel() : shape_numel(shard_local_shape(p.global_shape, p.shard));
+    p.grad = s.full.slice(bk.offsets[i], bk.offsets[i] + n).reshape(shard_local_shape(p.global_shape, p.shard));
+  }
+}
+
+void GradBucketer::set_micro_batches_per_step(int m) {
+  PP3D_CHECK(m >= 0, "GradBucketer: micro-batches per step must be >= 0, got {}", m);
+  micro_batches_ = m;
+}
+
+bool GradBucketer::is_last(int model) const {
+  return last_ || (micro_batches_ > 0 && backward_count_[static_cast<std::size_t>(model)] == micro_batches_);
+}
+
+void GradBucketer::before_backward(int model, int64_t layer) {
+  // The first layer of a backward pass is the model's highest one.
+  if (layer == plan_.layers[static_cast<std::size_t>(model)].back()) {
+    int& c = backward_count_[static_cast<std::size_t>(model)];
+    ++c;
+    PP3D_CHECK(micro_batches_ == 0 || c <= micro_batches_,
+               "GradBucketer: backward pass {} of a step configured with {} micro-batches (call finish() after "
+               "each step)", c, micro_batches_);
+  }
+  if (cfg_.mode != BucketMode::ReduceScatterRelease) return;
+  const auto& uses = plan_.uses[static_cast<std::size_t>(model)];
+  auto it = uses.find(layer);
+  if (it == uses.end()) return;
+  for (int b : it->second) allocate(b);
+}
+
+void GradBucketer::after_backward(int model, int64_t layer) {
+  if (!is_last(model)) return;
+  for (int b = 0; b < num_buckets(); ++b) {
+    const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+    if (bk.model == model && bk.lo_layer == layer && !bk.deferred && !state_[static_cast<std::size_t>(b)].launched) {
+      launch(b);
+      ++launched_in_backward_;
+    }
+  }
+  poll();
+}
+
+void GradBucketer::launch(int b) {
+  State& s = state_[static_cast<std::size_t>(b)];
+  PP3D_CHECK(s.full.defined(), "GradBucketer: bucket {} has no gradient buffer at reduction (no backward ran "
+                               "on it this step)", b);
+  const int64_t chunk = plan_.buckets[static_cast<std::size_t>(b)].padded / dp_->size();
+  switch (cfg_.mode) {
+    case BucketMode::AllReduce:
+      s.handle = dp_->all_reduce_async(s.full, ReduceOp::Sum);
+      break;
+    case BucketMode::ReduceScatter:
+      s.tmp = Tensor::empty({chunk}, DType::F32, s.full.device(), MemCategory::Comm);
+      s.handle = dp_->reduce_scatter_async(s.full, s.tmp, ReduceOp::Sum);
+      break;
+    case BucketMode::ReduceScatterRelease:
+      s.handle = dp_->reduce_scatter_async(s.full, s.shard, ReduceOp::Sum);
+      break;
+  }
+  s.launched = true;
+  in_flight_.push_back(b);
+}
+
+void GradBucketer::complete(int b) {
+  State& s = state_[static_cast<std::size_t>(b)];
+  s.handle.reset();
+  if (cfg_.mode == BucketMode::ReduceScatter) {
+    Tensor own = reduced(b);
+    own.copy_from(s.tmp);
+    s.tmp = Tensor();
+  } else if (cfg_.mode == BucketMode::ReduceScatterRelease) {
+    for (Parameter* p : plan_.buckets[static_cast<std::size_t>(b)].params) p->grad = Tensor();
+    s.full = Tensor();
+  }
+}
+
+void GradBucketer::poll() {
+  // Complete finished reductions in launch order (frees buffers early in Release mode).
+  while (!in_flight_.empty()) {
+    State& s = state_[static_cast<std::size_t>(in_flight_.front())];
+    if (!s.handle->test()) break;
+    s.handle->wait();
+    complete(in_flight_.front());
+    in_flight_.erase(in_flight_.begin());
+  }
+}
+
+void GradBucketer::finish() {
+  for (int b = 0; b < num_buckets(); ++b)
+    if (plan_.buckets[static_cast<std::size_t>(b)].deferred && !state_[static_cast<std::size_t>(b)].launched) launch(b);
+  for (int b : in_flight_) {
+    state_[static_cast<std::size_t>(b)].handle->wait();
+    complete(b);
+  }
+  in_flight_.clear();
+  for (int b = 0; b < num_buckets(); ++b) {
+    State& s = state_[static_cast<std::size_t>(b)];
+    const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+    PP3D_CHECK(s.launched, "GradBucketer::finish: the gradients of bucket {} (layers {}..{}) were never reduced: "
+               "call set_last_micro_batch(true) before the backward of the step's last micro-batch, with the "
+               "layer hooks installed", b, bk.lo_layer, bk.hi_layer);
+    s.launched = false;
+  }
+  last_ = false;
+  std::fill(backward_count_.begin(), backward_count_.end(), 0);
+}
+
+void GradBucketer::zero_grad() {
+  PP3D_CHECK(in_flight_.empty(), "GradBucketer::zero_grad while reductions are in flight (call finish() first)");
+  std::fill(backward_count_.begin(), backward_count_.end(), 0);
+  for (State& s : state_)
+    if (s.full.defined()) s.full.zero_();
+  launched_in_backward_ = 0;
+}
+
+std::pair<int64_t, int64_t> GradBucketer::owned_range(int b) const {
+  const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+  if (cfg_.mode == BucketMode::AllReduce) return {0, bk.numel};
+  const int64_t chunk = bk.padded / dp_->size();
+  return {dp_->rank() * chunk, (dp_->rank() + 1) * chunk};
+}
+
+Tensor GradBucketer::reduced(int b) const {
+  const State& s = state_[static_cast<std::size_t>(b)];
+  if (cfg_.mode == BucketMode::ReduceScatterRelease) return s.shard;
+  if (cfg_.mode == BucketMode::AllReduce) return s.full;
+  const auto [begin, end] = owned_range(b);
+  return s.full.slice(begin, end);
+}
+
+}  // namespace pp3d

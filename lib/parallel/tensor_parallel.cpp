@@ -1,0 +1,148 @@
+// ColumnParallelLinear / RowParallelLinear forward and backward (see tensor_parallel.h).
+#include "pp3d/parallel/tensor_parallel.h"
+
+#include "parallel/tp_detail.h"
+#include "pp3d/core/error.h"
+
+namespace pp3d {
+
+using detail::take_middle_block;
+using detail::with_last_dim;
+
+namespace {
+
+Tensor activation(Backend& be, const Shape& shape) {
+  return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
+}
+
+void check_input(const Tensor& x, int64_t features, const char* what) {
+  PP3D_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == features, "{}: input must be [..., {}], got {}", what,
+             features, x.defined() ? x.str() : std::string("undefined"));
+}
+
+void check_weight(const Parameter* w, const Parameter* b, int64_t bias_len, const char* what) {
+  PP3D_CHECK(w != nullptr && w->value.defined() && w->value.dim() == 2, "{}: weight must be a 2-D parameter", what);
+  PP3D_CHECK(b == nullptr || (b->value.defined() && b->value.numel() == bias_len),
+             "{} '{}': bias must hold {} values, got {}", what, w->name, bias_len,
+             b && b->value.defined() ? b->value.str() : std::string("undefined"));
+}
+
+// This rank's in/tp feature columns of a replicated x [..., in].
+Tensor local_columns(Backend& be, Communicator* tp, const Tensor& x, int64_t in_local) {
+  const int n = tp_world(tp);
+  if (n == 1) return x;
+  check_input(x, in_local * n, "RowParallelLinear (input_is_parallel = false)");
+  const int64_t rows = x.numel() / (in_local * n);
+  return take_middle_block(be, x, rows, n, in_local, tp->rank()).reshape(with_last_dim(x.shape(), in_local));
+}
+
+// All-gathers y_local [..., f] over the group into [..., f * tp] (feature blocks in rank order).
+Tensor gather_features(Backend& be, Communicator* tp, const Tensor& y_local) {
+  const int n = tp_world(tp);
+  if (n == 1) return y_local;
+  const int64_t f = y_local.size(-1), rows = y_local.numel() / f;
+  Tensor buf = Tensor::empty({n, rows, f}, y_local.dtype(), be.device(), MemCategory::Comm);
+  tp->all_gather(y_local, buf);
+  return detail::swap_leading_dims(be, buf, n, rows, f, with_last_dim(y_local.shape(), f * n));
+}
+
+}  // namespace
+
+// ---- ColumnParallelLinear ---------------------------------------------------------
+
+ColumnParallelLinear::ColumnParallelLinear(Parameter& weight, Parameter* bias, Options options)
+    : w_(&weight), b_(bias), opts_(options) {
+  check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "ColumnParallelLinear");
+}
+
+Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x) const {
+  const int64_t out_l = w_->value.size(0), in = w_->value.size(1);
+  check_input(x, in, "ColumnParallelLinear::forward");
+  const Tensor X = opts_.sequence_parallel ? sequence_all_gather(be, tp, x) : x;
+  const int64_t rows = X.numel() / in;
+  Tensor y = activation(be, with_last_dim(X.shape(), out_l));
+  be.gemm(false, true, rows, out_l, in, 1.0f, X, w_->value, 0.0f, y);
+  if (b_ != nullptr) {
+    Tensor y2 = y.reshape({rows, out_l});
+    be.bias_add(y2, b_->value);
+  }
+  return opts_.gather_output ? gather_features(be, tp, y) : y;
+}
+
+Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
+                                      bool input_grad) const {
+  const int n = tp_world(tp);
+  const int64_t out_l = w_->value.size(0), in = w_->value.size(1);
+  check_input(x, in, "ColumnParallelLinear::backward (x)");
+  // Sequence parallelism keeps only the local slice: gather it again.
+  const Tensor X = opts_.sequence_parallel ? sequence_all_gather(be, tp, x) : x;
+  const int64_t rows = X.numel() / in;
+  const int64_t dy_cols = opts_.gather_output ? out_l * n : out_l;
+  PP3D_CHECK(dy.defined() && dy.numel() == rows * dy_cols,
+             "ColumnParallelLinear::backward '{}': dy must hold [{}, {}], got {}", w_->name, rows, dy_cols,
+             dy.defined() ? dy.str() : std::string("undefined"));
+  const Tensor dyl = (opts_.gather_output && n > 1) ? take_middle_block(be, dy, rows, n, out_l, tp->rank())
+                                                    : dy.reshape({rows, out_l});
+  be.gemm(true, false, out_l, in, rows, 1.0f, dyl, X, 1.0f, w_->grad);
+  if (b_ != nullptr) be.bias_grad(dyl, b_->grad);
+  if (!input_grad) return Tensor();
+  Tensor dx = activation(be, X.shape());
+  be.gemm(false, false, rows, in, out_l, 1.0f, dyl, w_->value, 0.0f, dx);
+  if (n == 1) return opts_.sequence_parallel ? sequence_reduce_scatter(be, tp, dx) : dx;
+  // "f" backward: every rank holds a partial dx (its output columns only).
+  if (opts_.sequence_parallel) return sequence_reduce_scatter(be, tp, dx);
+  tp->all_reduce(dx);
+  return dx;
+}
+
+// ---- RowParallelLinear ------------------------------------------------------------
+
+RowParallelLinear::RowParallelLinear(Parameter& weight, Parameter* bias, Options options)
+    : w_(&weight), b_(bias), opts_(options) {
+  check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "RowParallelLinear");
+  PP3D_CHECK(!opts_.sequence_parallel || opts_.input_is_parallel,
+             "RowParallelLinear '{}': sequence_parallel needs input_is_parallel", weight.name);
+}
+
+Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x) const {
+  const int n = tp_world(tp);
+  const int64_t out = w_->value.size(0), in_l = w_->value.size(1);
+  const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
+  check_input(xl, in_l, "RowParallelLinear::forward");
+  const int64_t rows = xl.numel() / in_l;
+  Tensor y = activation(be, with_last_dim(xl.shape(), out));
+  be.gemm(false, true, rows, out, in_l, 1.0f, xl, w_->value, 0.0f, y);
+  // "g" forward: sum the partial products (reduce-scatter to the local tokens with SP).
+  if (opts_.sequence_parallel) {
+    y = sequence_reduce_scatter(be, tp, y);
+  } else if (n > 1) {
+    tp->all_reduce(y);
+  }
+  if (b_ != nullptr) {
+    Tensor y2 = y.reshape({y.numel() / out, out});
+    be.bias_add(y2, b_->value);
+  }
+  return y;
+}
+
+Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
+                                   bool input_grad) const {
+  const int64_t out = w_->value.size(0), in_l = w_->value.size(1);
+  const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
+  check_input(xl, in_l, "RowParallelLinear::backward (x)");
+  const int64_t rows = xl.numel() / in_l;
+  const Tensor dY = opts_.sequence_parallel ? sequence_all_gather(be, tp, dy) : dy;
+  PP3D_CHECK(dY.defined() && dY.numel() == rows * out,
+             "RowParallelLinear::backward '{}': dy must hold [{}, {}]{}, got {}", w_->name, rows, out,
+             opts_.sequence_parallel ? " after the sequence all-gather" : "",
+             dy.defined() ? dy.str() : std::string("undefined"));
+  const Tensor dy2 = dY.reshape({rows, out});
+  be.gemm(true, false, out, in_l, rows, 1.0f, dy2, xl, 1.0f, w_->grad);
+  if (b_ != nullptr) be.bias_grad(dy2, b_->grad);
+  if (!input_grad) return Tensor();
+  Tensor dxl = activation(be, xl.shape());
+  be.gemm(false, false, rows, in_l, out, 1.0f, dy2, w_->value, 0.0f, dxl);
+  return opts_.input_is_parallel ? dxl : gather_features(be, tp, dxl);
+}
+
+}  // namespace pp3d

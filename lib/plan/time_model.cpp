@@ -1,0 +1,192 @@
+// Planner step-time model: GEMMs against peak x efficiency(shape), memory-bound
+// ops against HBM bandwidth, alpha-beta collectives, pipeline bubble, ZeRO.
+#include <algorithm>
+#include <cmath>
+
+#include "pp3d/core/error.h"
+#include "pp3d/plan/planner.h"
+#include "plan/plan_detail.h"
+
+namespace pp3d {
+namespace {
+
+struct Gemm {
+  double time = 0, flops = 0;
+  double peak = 0;
+  void add(const Cluster& c, double count, double m, double n, double k, double elem_bytes) {
+    const double f = 2 * m * n * k;
+    const double compute = f / (peak * c.gpu.gemm(m, n, k));
+    const double memory = (m * k + k * n + m * n) * elem_bytes / c.gpu.hbm_bw;
+    time += count * std::max(compute, memory);
+    flops += count * f;
+  }
+};
+
+// A communication group of n ranks spread over `nodes` nodes (equal share per
+// node). Collectives are rings: the latency term counts one step per rank pair
+// (hierarchically: inter-node steps pay the inter alpha, the rest the intra
+// alpha); the bandwidth term is limited by the slowest link in the ring.
+struct Group {
+  int n = 1;
+  int nodes = 1;
+  const Cluster* c = nullptr;
+  double latency(double steps_per_rank) const {
+    if (n <= 1) return 0;
+    if (nodes <= 1) return steps_per_rank * (n - 1) * c->intra.alpha;
+    return steps_per_rank * ((nodes - 1) * c->inter.alpha + (n / nodes - 1) * c->intra.alpha);
+  }
+  double beta() const { return nodes <= 1 ? c->intra.beta : c->inter.beta; }
+  // `bytes` is the full (unsharded) buffer; `messages` separate collectives (buckets).
+  double all_reduce(double bytes, double messages = 1) const {
+    return n <= 1 ? 0 : messages * latency(2) + 2.0 * (n - 1) / n * bytes / beta();
+  }
+  double half_ring(double bytes, double messages = 1) const {  // reduce-scatter or all-gather
+    return n <= 1 ? 0 : messages * latency(1) + double(n - 1) / n * bytes / beta();
+  }
+};
+
+// Group of n ranks that are `stride` global ranks apart (Megatron order: tp
+// fastest, then dp, then pp).
+Group make_group(const Cluster& c, int n, int64_t stride) {
+  const int64_t span = int64_t(n) * stride;
+  const int nodes = span <= c.gpus_per_node ? 1 : int(std::min<int64_t>(n, (span + c.gpus_per_node - 1) / c.gpus_per_node));
+  return {n, nodes, &c};
+}
+
+struct StageCost {
+  double gemm = 0, elementwise = 0, tp = 0, p2p = 0, flops = 0, backward = 0;
+  double total() const { return gemm + elementwise + tp + p2p; }
+};
+
+// One micro-batch through stage `st`: forward, backward, recompute.
+StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& prec, int64_t seq, const Cluster& c,
+                     const ModelOptions& opt, int st, int64_t layers, int gpus) {
+  const double s = double(seq), b = double(l.micro_batch), h = double(cfg.hidden_size);
+  const double a = double(cfg.num_heads), F = double(cfg.mlp_hidden()), V = double(cfg.padded_vocab());
+  const double t = l.tp, d = h / a, ab = prec.activation_bytes(), bs = b * s;
+  const bool rc = l.recompute == Recompute::Full;
+  const double passes = 3 + (rc ? 1 : 0);  // forward, backward (2x), recomputed forward
+  StageCost r;
+
+  Gemm layer;  // one block's forward GEMMs on one TP rank
+  layer.peak = c.gpu.peak(prec.mixed);
+  layer.add(c, 1, bs, 3 * h / t, h, ab);              // c_attn
+  layer.add(c, b * a / t, s, s, d, ab);               // Q K^T
+  layer.add(c, b * a / t, s, d, s, ab);               // P V
+  layer.add(c, 1, bs, h, h / t, ab);                  // attn.c_proj
+  layer.add(c, 1, bs, F / t, h, ab);                  // c_fc
+  layer.add(c, 1, bs, h, F / t, ab);                  // mlp.c_proj
+  const double L = double(layers);
+  r.gemm = L * passes * layer.time;
+  r.flops = L * passes * layer.flops;
+  r.backward = L * 2 * layer.time;
+
+  // Memory-bound bytes of one block's forward: 2 LayerNorms (read + write),
+  // 2 residual adds (2 reads + 1 write), bias+GELU, softmax when not fused.
+  const double repl = (l.sequence_parallel && l.tp > 1) ? t : 1.0;
+  double ew = (2 * 2 + 2 * 3) * bs * h * ab / repl + 2 * bs * F / t * ab;
+  if (!opt.flash_attention) ew += 2 * b * (a / t) * s * s * ab;
+  // ~14 kernels per block forward (6 GEMMs or attention calls, 2 LayerNorms,
+  // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
+  r.elementwise = L * passes * (ew / c.gpu.hbm_bw + 14 * c.gpu.launch_overhead);
+
+  const Group tpg = make_group(c, l.tp, 1);
+  r.tp = L * (4 + (rc ? 2 : 0)) * tpg.all_reduce(bs * h * ab);
+
+  if (st == 0) {  // embedding: gather + add, vocab-parallel all-reduce in forward
+    r.elementwise += 3 * 2 * bs * h * ab / c.gpu.hbm_bw;
+    r.tp += tpg.all_reduce(bs * h * ab);
+  }
+  if (st == l.pp - 1) {  // ln_f, LM head, cross-entropy
+    Gemm head;
+    head.peak = layer.peak;
+    head.add(c, 1, bs, V / t, h, ab);
+    r.gemm += 3 * head.time;
+    r.flops += 3 * head.flops;
+    r.backward += 2 * head.time;
+    r.elementwise += (3 * bs * V / t * prec.logits_bytes + 3 * 2 * bs * h * ab) / c.gpu.hbm_bw +
+                     8 * c.gpu.launch_overhead;
+    r.tp += 3 * tpg.all_reduce(bs * 4);  // max, target logit, sum-exp
+  }
+  if (l.pp > 1) {  // receive/send activations forward, gradients backward; one pair per chunk
+    const LinkSpec& pp_link = gpus <= c.gpus_per_node ? c.intra : c.inter;
+    r.p2p = 2.0 * l.virtual_stages * pp_link.time(bs * h * ab / t);
+  }
+  return r;
+}
+
+}  // namespace
+
+TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
+                           const Cluster& c, const ModelOptions& opt) {
+  detail::check_model_fit(cfg, l, work);
+  c.validate();
+  const int64_t seq = detail::plan_seq_len(cfg, work), m = detail::plan_micro_batches(l, work);
+  const auto layers = stage_layer_counts(cfg, l);
+  const int gpus = l.gpus();
+  TimeBreakdown r;
+  r.num_micro_batches = m;
+
+  StageCost worst;
+  double hw_flops_per_replica = 0, psi_max = 0;
+  for (int st = 0; st < l.pp; ++st) {
+    const StageCost sc = stage_cost(cfg, l, prec, seq, c, opt, st, layers[st], gpus);
+    hw_flops_per_replica += sc.flops * double(m) * l.tp;
+    psi_max = std::max(psi_max, stage_parameters(cfg, l, st));
+    if (st == 0 || sc.total() > worst.total()) {
+      worst = sc;
+      r.slowest_stage = st;
+    }
+  }
+  r.gemm = worst.gemm;
+  r.elementwise = worst.elementwise;
+  r.tp_comm = worst.tp;
+  r.pp_p2p = worst.p2p;
+  r.per_micro_batch = worst.total();
+  const double v = l.virtual_stages, p = l.pp;
+  r.bubble = (p - 1) / v * r.per_micro_batch;
+  r.pipeline = double(m) * r.per_micro_batch + r.bubble;
+  r.bubble_fraction = (p - 1) / (v * double(m));
+
+  // Data parallelism / ZeRO on the stage with the most parameters.
+  const Group dpg = make_group(c, l.dp, l.tp);
+  const double gbytes = psi_max * prec.grad_bytes(), pbytes = psi_max * prec.param_bytes();
+  const double bucket = std::max(opt.bucket_bytes, 1.0);
+  const double gmsg = std::ceil(gbytes / bucket), pmsg = std::ceil(pbytes / bucket);
+  const int n = l.dp;
+  const double md = double(m);
+  double overlappable = worst.backward;  // buckets overlap the last micro-batch's backward
+  switch (l.zero_stage) {
+    case 0: r.dp_comm = dpg.all_reduce(gbytes, gmsg); break;
+    case 1: r.dp_comm = dpg.half_ring(gbytes, gmsg) + dpg.half_ring(pbytes, pmsg); break;
+    case 2:  // gradients are reduce-scattered into the shard after every micro-batch
+      r.dp_comm = md * dpg.half_ring(gbytes, gmsg) + dpg.half_ring(pbytes, pmsg);
+      overlappable = md * worst.backward;
+      break;
+    default:  // 3: params gathered for forward and for backward of every micro-batch
+      r.dp_comm = md * (dpg.half_ring(gbytes, gmsg) + 2 * dpg.half_ring(pbytes, pmsg));
+      overlappable = md * (worst.gemm + worst.elementwise);
+      break;
+  }
+  const double hidden = std::min((1 - opt.dp_exposed_fraction) * r.dp_comm, overlappable);
+  r.dp_exposed = r.dp_comm - hidden;
+
+  if (l.pp > 1 && cfg.tied_embeddings) {
+    const Group emb = make_group(c, 2, int64_t(l.tp) * l.dp * (l.pp - 1));
+    r.embedding_sync = emb.all_reduce(double(cfg.padded_vocab()) * cfg.hidden_size / l.tp * prec.grad_bytes());
+  }
+  const double psi_opt = l.zero_stage >= 1 ? psi_max / n : psi_max;
+  r.optimizer = 28.0 * psi_opt / c.gpu.hbm_bw;  // Adam: master, m, v read+write, grad read, param write
+
+  r.step = r.pipeline + r.dp_exposed + r.embedding_sync + r.optimizer;
+  r.tokens_per_step = double(work.global_batch) * double(seq);
+  r.tokens_per_s = r.tokens_per_step / r.step;
+  const double N = double(cfg.num_parameters());
+  r.model_flops = r.tokens_per_step * (6 * N + 12.0 * cfg.num_layers * double(seq) * cfg.hidden_size);
+  r.hardware_flops = hw_flops_per_replica * l.dp;
+  r.tflops_per_gpu = r.hardware_flops / (r.step * gpus) / 1e12;
+  r.mfu = r.model_flops / (r.step * gpus * c.gpu.peak(prec.mixed));
+  return r;
+}
+
+}  // namespace pp3d
