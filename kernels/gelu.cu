@@ -2,8 +2,8 @@
 //   y  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
 //   dy/dx = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 // Layout: flat fp32 arrays; each thread handles 4 consecutive elements through
-// one 128-bit load/store (float4) when the pointers are 16-byte aligned, and a
-// scalar tail otherwise. Backward overwrites dx (input gradient convention).
+// one 128-bit load/store (float4) when the pointers are 16-byte aligned (scalar
+// tail), and one element per thread otherwise. Backward overwrites dx (input gradient convention).
 #include <cuda_runtime.h>
 
 #include "launchers.h"
@@ -48,13 +48,27 @@ __global__ void gelu_backward_kernel(float* __restrict__ dx, const float* __rest
   }
 }
 
+// Unaligned views (e.g. a slice at an odd offset): one element per thread.
+__global__ void gelu_forward_scalar_kernel(float* y, const float* x, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = gelu_f(x[i]);
+}
+__global__ void gelu_backward_scalar_kernel(float* dx, const float* x, const float* dy, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) dx[i] = dy[i] * gelu_grad_f(x[i]);
+}
+
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 }  // namespace
 
 int gelu_forward(float* y, const float* x, int64_t n, void* stream) {
   if (n == 0) return 0;
-  if (!aligned16(x) || !aligned16(y)) return static_cast<int>(cudaErrorMisalignedAddress);
   const int threads = 256;
+  if (!aligned16(x) || !aligned16(y)) {
+    gelu_forward_scalar_kernel<<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0,
+                                 static_cast<cudaStream_t>(stream)>>>(y, x, n);
+    return static_cast<int>(cudaGetLastError());
+  }
   const int64_t blocks = ((n + 3) / 4 + threads - 1) / threads;
   gelu_forward_kernel<<<static_cast<unsigned>(blocks), threads, 0, static_cast<cudaStream_t>(stream)>>>(y, x, n);
   return static_cast<int>(cudaGetLastError());
@@ -62,8 +76,12 @@ int gelu_forward(float* y, const float* x, int64_t n, void* stream) {
 
 int gelu_backward(float* dx, const float* x, const float* dy, int64_t n, void* stream) {
   if (n == 0) return 0;
-  if (!aligned16(x) || !aligned16(dy) || !aligned16(dx)) return static_cast<int>(cudaErrorMisalignedAddress);
   const int threads = 256;
+  if (!aligned16(x) || !aligned16(dy) || !aligned16(dx)) {
+    gelu_backward_scalar_kernel<<<static_cast<unsigned>((n + threads - 1) / threads), threads, 0,
+                                  static_cast<cudaStream_t>(stream)>>>(dx, x, dy, n);
+    return static_cast<int>(cudaGetLastError());
+  }
   const int64_t blocks = ((n + 3) / 4 + threads - 1) / threads;
   gelu_backward_kernel<<<static_cast<unsigned>(blocks), threads, 0, static_cast<cudaStream_t>(stream)>>>(dx, x, dy,
                                                                                                           n);

@@ -15,4 +15,60 @@ int gelu_forward(float* y, const float* x, int64_t n, void* stream);
 // dx = dy * gelu_tanh'(x), n elements, fp32.
 int gelu_backward(float* dx, const float* x, const float* dy, int64_t n, void* stream);
 
+// ---- elementwise.cu (f32 unless noted) ----------------------------------------
+int add_f32(float* out, const float* a, const float* b, int64_t n, void* stream);  // out may alias a or b
+int scale_f32(float* x, float alpha, int64_t n, void* stream);
+int axpy_f32(float* y, float alpha, const float* x, int64_t n, void* stream);
+// Writes a 32-bit (f32/i32) or 16-bit (bf16/f16) bit pattern into n elements.
+int fill_u32(void* x, uint32_t bits, int64_t n, void* stream);
+int fill_u16(void* x, uint16_t bits, int64_t n, void* stream);
+// dtype codes: 0 f32, 1 bf16, 2 f16 (pp3d::DType order); round to nearest even.
+int cast(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n, void* stream);
+// Number of double partials sum_squares needs (a function of n only).
+int64_t sum_squares_blocks(int64_t n);
+// *out (device) = sum of x^2 in double; partials: sum_squares_blocks(n) doubles of scratch.
+int sum_squares(double* out, double* partials, const void* x, int dtype, int64_t n, void* stream);
+
+// ---- bias.cu ------------------------------------------------------------------
+int bias_add_f32(float* x, const float* bias, int64_t rows, int64_t n, void* stream);
+// Scratch rows for bias_grad: partial needs bias_grad_chunks(rows) * n floats.
+int64_t bias_grad_chunks(int64_t rows);
+int bias_grad_f32(float* dbias, const float* dy, int64_t rows, int64_t n, float* partial, void* stream);
+
+// ---- layernorm.cu -------------------------------------------------------------
+int layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                      int64_t rows, int64_t n, float eps, void* stream);
+// Scratch for backward: partial needs layernorm_backward_chunks(rows) * 2 * n floats.
+int64_t layernorm_backward_chunks(int64_t rows);
+int layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                       const float* mean, const float* rstd, int64_t rows, int64_t n, float* partial,
+                       void* stream);
+
+// ---- attention.cu (causal, D <= 128) ---------------------------------------------
+int attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int D, float scale,
+                      void* stream);
+// di: B*H*T floats of scratch.
+int attention_backward(float* dqkv, float* di, const float* dout, const float* qkv, const float* out,
+                       const float* lse, int B, int T, int H, int D, float scale, void* stream);
+
+// ---- embedding.cu -------------------------------------------------------------
+int embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t v, int64_t c,
+                      int64_t id_offset, bool accumulate, void* stream);
+int embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t v, int64_t c,
+                       int64_t id_offset, void* stream);
+
+// ---- xent.cu ------------------------------------------------------------------
+int xent_stats(float* local_max, float* local_sumexp, float* target_logit, const float* logits,
+               const int32_t* targets, int64_t n, int64_t vl, int64_t vocab_start, int64_t valid, void* stream);
+int xent_backward(float* dlogits, const float* logits, const int32_t* targets, const float* gmax, const float* gsum,
+                  int64_t n, int64_t vl, int64_t vocab_start, int64_t valid, float weight, void* stream);
+
+// ---- adamw.cu -----------------------------------------------------------------
+struct AdamWArgs {
+  float lr, b1, b2, eps, wd, gs, inv_bc1, inv_bc2;
+};
+// master may be nullptr (then param is f32 and updated in place).
+int adamw(void* param, int param_dtype, float* master, const float* grad, float* m, float* v, int64_t n,
+          AdamWArgs args, void* stream);
+
 }  // namespace pp3d::kernels

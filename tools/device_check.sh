@@ -12,6 +12,10 @@ mkdir -p "$OUT"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
   nvcc --version | tail -2
   ls /usr/local/cuda/include | grep -E '^(nccl|cudnn)\.h$' || echo "NCCL/cuDNN headers not in /usr/local/cuda"
+  # The configure step needs these host libraries too (find_package REQUIRED).
+  for h in eigen3/Eigen/Core fmt/format.h spdlog/spdlog.h yaml-cpp/yaml.h nlohmann/json.hpp CLI/CLI.hpp mpi.h; do
+    if [ -e "/usr/include/$h" ] || [ -e "/usr/lib/x86_64-linux-gnu/openmpi/include/$h" ]; then echo "have $h"; else echo "MISSING $h"; fi
+  done
 } > "$OUT/device_info.txt" 2>&1
 # NCCL / cuDNN from the pip wheels when the toolkit lacks them.
 extra=()
@@ -22,7 +26,10 @@ if [ -n "$site" ]; then
 fi
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPP3D_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DPP3D_BUILD_EXAMPLES=OFF "${extra[@]}" > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build build-gpu -j 16 > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+# Only what this check runs: the GPU tests (tests/cuda/*_test.cpp) and GPU benchmarks (benchmarks/cuda/*_bench.cpp).
+targets=()
+for f in tests/cuda/*_test.cpp benchmarks/cuda/*_bench.cpp; do [ -e "$f" ] && targets+=("$(basename "${f%.cpp}")"); done
+cmake --build build-gpu -j 16 --target "${targets[@]}" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/cuda_tests.log" 2>&1
 echo "cuda tests rc=$?" >> "$OUT/cuda_tests.log"
 tail -20 "$OUT/cuda_tests.log"

@@ -4,13 +4,16 @@
 
 namespace pp3d {
 
+#ifdef PP3D_HAVE_CUDA
+std::unique_ptr<Backend> make_cuda_backend(int device);  // lib/backend/cuda/cuda_backend.cpp
+#endif
+
 std::unique_ptr<Backend> make_backend(Device device) {
   if (device.is_cpu()) return make_cpu_backend();
 #ifdef PP3D_HAVE_CUDA
   PP3D_CHECK(cuda_device_count() > device.index, "cuda:{} requested but {} GPU(s) are visible", device.index,
              cuda_device_count());
-  PP3D_FAIL("the CUDA backend's ops are not implemented yet (only the GELU kernels and device memory are); "
-            "use --device cpu");
+  return make_cuda_backend(device.index);
 #else
   PP3D_FAIL("{} requested but this pp3d was built without CUDA (reconfigure with -DPP3D_WITH_CUDA=ON)",
             device.str());

@@ -40,6 +40,9 @@ class Backend {
   virtual std::string name() const = 0;
   // Waits until all queued work on this backend is complete (no-op on CPU).
   virtual void synchronize() {}
+  // The stream ops are queued on (a cudaStream_t for CUDA, nullptr on CPU), e.g. to
+  // pass as the StreamHandle of a communicator's async call.
+  virtual void* native_stream() const { return nullptr; }
 
   // ---- GEMM (any float for a, b; c any float) ----------------------------
   // Row-major C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C, where A is

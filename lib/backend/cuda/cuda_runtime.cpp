@@ -37,12 +37,19 @@ void cuda_memcpy(void* dst, Device dst_dev, const void* src, Device src_dev, std
   cudaMemcpyKind kind = cudaMemcpyDefault;  // unified addressing picks the direction
   (void)dst_dev;
   (void)src_dev;
+  // Tensor copies are synchronous with respect to ALL streams: the backends queue work on
+  // non-blocking streams, which the legacy default stream used by cudaMemcpy does not wait
+  // for, and a pageable host->device cudaMemcpy may return before its DMA has landed.
+  PP3D_CHECK_CUDA(cudaDeviceSynchronize());
   PP3D_CHECK_CUDA(cudaMemcpy(dst, src, bytes, kind));
+  PP3D_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 void cuda_memset_zero(void* dst, int device, std::size_t bytes) {
   PP3D_CHECK_CUDA(cudaSetDevice(device));
+  PP3D_CHECK_CUDA(cudaDeviceSynchronize());  // see cuda_memcpy: ordered against every stream
   PP3D_CHECK_CUDA(cudaMemset(dst, 0, bytes));
+  PP3D_CHECK_CUDA(cudaDeviceSynchronize());
 }
 
 }  // namespace detail

@@ -1,0 +1,122 @@
+// CudaBackend: pp3d::Backend on one GPU (internal header; CUDA builds only).
+//
+// Owns a non-blocking CUDA stream (every op is queued on it, in call order), a
+// cuBLASLt handle with a workspace allocated once (MemCategory::Workspace), a
+// small cache of cuBLASLt algorithm choices, and grow-only scratch buffers
+// (MemCategory::Workspace) that kernels needing partial sums use; scratch is
+// reused across ops, which is safe because all ops run in order on one stream.
+// Argument checks mirror CpuBackend's (same shapes, dtypes, messages); each op
+// checks its launcher's cudaGetLastError(). Results are ready after
+// synchronize(); sum_squares synchronizes itself (it returns a host value).
+// Determinism: kernels use fixed reduction orders and no atomics, so two runs
+// are bitwise equal on the same GPU model; GEMMs are deterministic as long as
+// cuBLASLt picks the same algorithm (same shapes, alignment, toolkit, GPU).
+// The calling thread's current device must be the backend's device (the
+// constructor selects it). One object must not be used concurrently.
+// Implementation: cuda_backend.cpp (setup, elementwise, bias), cuda_gemm.cpp,
+// cuda_nn_ops.cpp (layernorm, gelu, attention, embedding, xent, adamw).
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "pp3d/backend/backend.h"
+
+namespace pp3d {
+
+struct CudaBackendOptions {
+  bool allow_tf32 = false;                         // fp32 GEMMs on TF32 tensor cores (not bitwise fp32)
+  std::size_t gemm_workspace_bytes = 32u << 20;   // cuBLASLt workspace (32 MiB suits Hopper)
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device, const CudaBackendOptions& opts = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  Device device() const override { return Device::cuda(device_); }
+  std::string name() const override { return "cuda:" + std::to_string(device_); }
+  void synchronize() override;
+  void* native_stream() const override { return stream_; }
+  cudaStream_t stream() const { return stream_; }
+  bool allow_tf32() const { return opts_.allow_tf32; }
+  void set_allow_tf32(bool on) { opts_.allow_tf32 = on; }
+
+  void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
+            const Tensor& b, float beta, Tensor& c, int64_t batch, int64_t stride_a, int64_t stride_b,
+            int64_t stride_c) override;
+
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void scale(Tensor& x, float alpha) override;
+  void axpy(float alpha, const Tensor& x, Tensor& y) override;
+  void fill(Tensor& x, float value) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void cast(const Tensor& src, Tensor& dst) override;
+  double sum_squares(const Tensor& x) override;
+
+  void bias_add(Tensor& x, const Tensor& bias) override;
+  void bias_grad(const Tensor& dy, Tensor& dbias) override;
+
+  void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y, Tensor& mean,
+                         Tensor& rstd, float eps) override;
+  void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                          const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) override;
+
+  void gelu_forward(const Tensor& x, Tensor& y) override;
+  void gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) override;
+
+  void attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) override;
+  void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                          Tensor& dqkv, float scale) override;
+
+  void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, int64_t id_offset,
+                         bool accumulate) override;
+  void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) override;
+
+  void xent_stats(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                  Tensor& local_max, Tensor& local_sumexp, Tensor& target_logit) override;
+  void xent_backward(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                     const Tensor& global_max, const Tensor& global_sumexp, float weight,
+                     Tensor& dlogits) override;
+
+  void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
+                  const AdamWParams& p) override;
+
+  // ---- internals shared by the implementation files ----
+  // Throws unless `t` is defined and lives on this backend's GPU (optionally with dtype dt).
+  void check_tensor(const Tensor& t, const char* what) const;
+  void check(const Tensor& t, DType dt, const char* what) const;
+  void check_float(const Tensor& t, const char* what) const;
+  // Device scratch of at least `bytes` in slot `slot` (0..kScratchSlots-1), valid until the
+  // next call with the same slot; contents undefined.
+  static constexpr int kScratchSlots = 4;
+  void* scratch(int slot, std::size_t bytes);
+
+ private:
+  // One cuBLASLt matmul in column-major terms (see cuda_gemm.cpp); returns false when
+  // cuBLASLt offers no algorithm for this configuration.
+  bool lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a, DType ta,
+                 const void* b, DType tb, float beta, void* c, DType tc, int64_t batch, int64_t stride_a,
+                 int64_t stride_b, int64_t stride_c);
+
+  int device_ = 0;
+  CudaBackendOptions opts_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  Tensor gemm_ws_;
+  std::array<Tensor, kScratchSlots> scratch_;
+  // (key fields...) -> algorithm; key built in cuda_gemm.cpp.
+  std::map<std::string, cublasLtMatmulAlgo_t> algo_cache_;
+};
+
+// Factory used by make_backend(Device::cuda(i)).
+std::unique_ptr<Backend> make_cuda_backend(int device);
+
+}  // namespace pp3d

@@ -1,0 +1,259 @@
+// CudaBackend: LayerNorm, GELU, attention, embedding, cross-entropy and AdamW.
+// Argument checks match CpuBackend's; the math (and its determinism) is described
+// at the top of each kernel file: kernels/{layernorm,gelu,attention,embedding,xent,adamw}.cu.
+#include <cmath>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "launchers.h"
+#include "pp3d/core/error.h"
+
+namespace pp3d {
+
+namespace {
+
+int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
+  PP3D_CHECK(w.dim() == 1, "{}: weight must be 1-d, got shape {}", what, shape_str(w.shape()));
+  PP3D_CHECK(x.dim() >= 1 && x.size(-1) == w.numel() && w.numel() > 0,
+             "{}: x {} must end in the normalised size {}", what, shape_str(x.shape()), w.numel());
+  return x.numel() / w.numel();
+}
+
+void check_len(const Tensor& t, int64_t len, const char* what) {
+  PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
+}
+
+}  // namespace
+
+// ---- LayerNorm ----------------------------------------------------------------
+
+void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
+                                    Tensor& mean, Tensor& rstd, float eps) {
+  check(x, DType::F32, "layernorm_forward: x");
+  check(weight, DType::F32, "layernorm_forward: weight");
+  check(bias, DType::F32, "layernorm_forward: bias");
+  check(y, DType::F32, "layernorm_forward: y");
+  check(mean, DType::F32, "layernorm_forward: mean");
+  check(rstd, DType::F32, "layernorm_forward: rstd");
+  const int64_t rows = ln_rows(x, weight, "layernorm_forward");
+  const int64_t n = weight.numel();
+  check_len(bias, n, "layernorm_forward: bias");
+  check_shape(y, x.shape(), "layernorm_forward: y");
+  check_len(mean, rows, "layernorm_forward: mean");
+  check_len(rstd, rows, "layernorm_forward: rstd");
+  PP3D_CHECK(eps >= 0.0f, "layernorm_forward: eps must be >= 0, got {}", eps);
+  PP3D_CHECK_CUDA(kernels::layernorm_forward(y.data<float>(), mean.data<float>(), rstd.data<float>(),
+                                             x.data<float>(), weight.data<float>(), bias.data<float>(), rows, n, eps,
+                                             stream_));
+}
+
+void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                                     const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
+  check(dy, DType::F32, "layernorm_backward: dy");
+  check(x, DType::F32, "layernorm_backward: x");
+  check(weight, DType::F32, "layernorm_backward: weight");
+  check(mean, DType::F32, "layernorm_backward: mean");
+  check(rstd, DType::F32, "layernorm_backward: rstd");
+  check(dx, DType::F32, "layernorm_backward: dx");
+  check(dweight, DType::F32, "layernorm_backward: dweight");
+  check(dbias, DType::F32, "layernorm_backward: dbias");
+  const int64_t rows = ln_rows(x, weight, "layernorm_backward");
+  const int64_t n = weight.numel();
+  check_shape(dy, x.shape(), "layernorm_backward: dy");
+  check_shape(dx, x.shape(), "layernorm_backward: dx");
+  check_len(mean, rows, "layernorm_backward: mean");
+  check_len(rstd, rows, "layernorm_backward: rstd");
+  check_len(dweight, n, "layernorm_backward: dweight");
+  check_len(dbias, n, "layernorm_backward: dbias");
+  if (rows == 0) return;
+  auto* partial = static_cast<float*>(
+      scratch(0, static_cast<std::size_t>(kernels::layernorm_backward_chunks(rows) * 2 * n) * sizeof(float)));
+  PP3D_CHECK_CUDA(kernels::layernorm_backward(dx.data<float>(), dweight.data<float>(), dbias.data<float>(),
+                                              dy.data<float>(), x.data<float>(), weight.data<float>(),
+                                              mean.data<float>(), rstd.data<float>(), rows, n, partial, stream_));
+}
+
+// ---- GELU -------------------------------------------------------------------------
+
+void CudaBackend::gelu_forward(const Tensor& x, Tensor& y) {
+  check(x, DType::F32, "gelu_forward: x");
+  check(y, DType::F32, "gelu_forward: y");
+  check_same_numel(x, y, "gelu_forward: y");
+  PP3D_CHECK_CUDA(kernels::gelu_forward(y.data<float>(), x.data<float>(), x.numel(), stream_));
+}
+
+void CudaBackend::gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {
+  check(x, DType::F32, "gelu_backward: x");
+  check(dy, DType::F32, "gelu_backward: dy");
+  check(dx, DType::F32, "gelu_backward: dx");
+  check_same_numel(x, dy, "gelu_backward: dy");
+  check_same_numel(x, dx, "gelu_backward: dx");
+  PP3D_CHECK_CUDA(kernels::gelu_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(), stream_));
+}
+
+// ---- attention ----------------------------------------------------------------------
+
+namespace {
+struct AttnDims {
+  int64_t B, T, H, D;
+};
+AttnDims attn_dims(const Tensor& qkv, const char* what) {
+  PP3D_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "{}: qkv must be [B, T, 3, H, D], got {}", what,
+             shape_str(qkv.shape()));
+  const AttnDims a{qkv.size(0), qkv.size(1), qkv.size(3), qkv.size(4)};
+  PP3D_CHECK(a.D <= 128, "{}: head size D = {} is larger than the 128 the CUDA attention kernels support", what,
+             a.D);
+  PP3D_CHECK(a.B < 65536 && a.H < 65536 && a.T < (int64_t{1} << 30), "{}: qkv {} is too large (B, H < 65536)", what,
+             shape_str(qkv.shape()));
+  return a;
+}
+}  // namespace
+
+void CudaBackend::attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) {
+  check(qkv, DType::F32, "attention_forward: qkv");
+  check(out, DType::F32, "attention_forward: out");
+  check(lse, DType::F32, "attention_forward: lse");
+  const AttnDims a = attn_dims(qkv, "attention_forward");
+  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_forward: out");
+  check_shape(lse, {a.B, a.H, a.T}, "attention_forward: lse");
+  if (qkv.numel() == 0) return;
+  PP3D_CHECK_CUDA(kernels::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(),
+                                             static_cast<int>(a.B), static_cast<int>(a.T), static_cast<int>(a.H),
+                                             static_cast<int>(a.D), scale, stream_));
+}
+
+void CudaBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
+                                     Tensor& dqkv, float scale) {
+  check(dout, DType::F32, "attention_backward: dout");
+  check(qkv, DType::F32, "attention_backward: qkv");
+  check(out, DType::F32, "attention_backward: out");
+  check(lse, DType::F32, "attention_backward: lse");
+  check(dqkv, DType::F32, "attention_backward: dqkv");
+  const AttnDims a = attn_dims(qkv, "attention_backward");
+  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_backward: out");
+  check_shape(dout, {a.B, a.T, a.H, a.D}, "attention_backward: dout");
+  check_shape(lse, {a.B, a.H, a.T}, "attention_backward: lse");
+  check_shape(dqkv, qkv.shape(), "attention_backward: dqkv");
+  if (qkv.numel() == 0) return;
+  PP3D_CHECK(dqkv.raw() != qkv.raw(), "attention_backward: dqkv must not share storage with qkv");
+  auto* di = static_cast<float*>(scratch(0, static_cast<std::size_t>(a.B * a.H * a.T) * sizeof(float)));
+  PP3D_CHECK_CUDA(kernels::attention_backward(dqkv.data<float>(), di, dout.data<float>(), qkv.data<float>(),
+                                              out.data<float>(), lse.data<float>(), static_cast<int>(a.B),
+                                              static_cast<int>(a.T), static_cast<int>(a.H), static_cast<int>(a.D),
+                                              scale, stream_));
+}
+
+// ---- embedding -------------------------------------------------------------------
+
+namespace {
+void check_rows(const Tensor& t, int64_t n, int64_t c, const char* what) {
+  PP3D_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == c, "{} must be [{}, {}], got {}", what, n, c,
+             shape_str(t.shape()));
+}
+}  // namespace
+
+void CudaBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, int64_t id_offset,
+                                    bool accumulate) {
+  check(ids, DType::I32, "embedding_forward: ids");
+  PP3D_CHECK(ids.dim() == 1, "embedding_forward: ids must be 1-d [N], got shape {}", shape_str(ids.shape()));
+  check(table, DType::F32, "embedding_forward: table");
+  check(out, DType::F32, "embedding_forward: out");
+  PP3D_CHECK(table.dim() == 2, "embedding_forward: table must be [V_local, C], got {}", shape_str(table.shape()));
+  const int64_t n = ids.numel(), v = table.size(0), c = table.size(1);
+  check_rows(out, n, c, "embedding_forward: out");
+  PP3D_CHECK_CUDA(kernels::embedding_forward(out.data<float>(), ids.data<int32_t>(), table.data<float>(), n, v, c,
+                                             id_offset, accumulate, stream_));
+}
+
+void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) {
+  check(ids, DType::I32, "embedding_backward: ids");
+  PP3D_CHECK(ids.dim() == 1, "embedding_backward: ids must be 1-d [N], got shape {}", shape_str(ids.shape()));
+  check(dout, DType::F32, "embedding_backward: dout");
+  check(dtable, DType::F32, "embedding_backward: dtable");
+  PP3D_CHECK(dtable.dim() == 2, "embedding_backward: dtable must be [V_local, C], got {}",
+             shape_str(dtable.shape()));
+  const int64_t n = ids.numel(), v = dtable.size(0), c = dtable.size(1);
+  check_rows(dout, n, c, "embedding_backward: dout");
+  PP3D_CHECK_CUDA(kernels::embedding_backward(dtable.data<float>(), ids.data<int32_t>(), dout.data<float>(), n, v, c,
+                                              id_offset, stream_));
+}
+
+// ---- cross-entropy over a vocabulary slice ---------------------------------------------
+
+namespace {
+int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t valid, const char* what) {
+  PP3D_CHECK(logits.dim() == 2, "{}: logits must be [N, V_local], got {}", what, shape_str(logits.shape()));
+  PP3D_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "{}: targets must be [{}], got {}", what,
+             logits.size(0), shape_str(targets.shape()));
+  PP3D_CHECK(valid >= 0 && valid <= logits.size(1), "{}: valid = {} outside [0, V_local = {}]", what, valid,
+             logits.size(1));
+  return logits.size(0);
+}
+}  // namespace
+
+void CudaBackend::xent_stats(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                             Tensor& local_max, Tensor& local_sumexp, Tensor& target_logit) {
+  check(logits, DType::F32, "xent_stats: logits");
+  check(targets, DType::I32, "xent_stats: targets");
+  const int64_t n = xent_rows(logits, targets, valid, "xent_stats");
+  check(local_max, DType::F32, "xent_stats: local_max");
+  check(local_sumexp, DType::F32, "xent_stats: local_sumexp");
+  check(target_logit, DType::F32, "xent_stats: target_logit");
+  check_len(local_max, n, "xent_stats: local_max");
+  check_len(local_sumexp, n, "xent_stats: local_sumexp");
+  check_len(target_logit, n, "xent_stats: target_logit");
+  PP3D_CHECK_CUDA(kernels::xent_stats(local_max.data<float>(), local_sumexp.data<float>(),
+                                      target_logit.data<float>(), logits.data<float>(), targets.data<int32_t>(), n,
+                                      logits.size(1), vocab_start, valid, stream_));
+}
+
+void CudaBackend::xent_backward(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
+                                const Tensor& global_max, const Tensor& global_sumexp, float weight,
+                                Tensor& dlogits) {
+  check(logits, DType::F32, "xent_backward: logits");
+  check(targets, DType::I32, "xent_backward: targets");
+  check(dlogits, DType::F32, "xent_backward: dlogits");
+  const int64_t n = xent_rows(logits, targets, valid, "xent_backward");
+  check(global_max, DType::F32, "xent_backward: global_max");
+  check(global_sumexp, DType::F32, "xent_backward: global_sumexp");
+  check_len(global_max, n, "xent_backward: global_max");
+  check_len(global_sumexp, n, "xent_backward: global_sumexp");
+  check_shape(dlogits, logits.shape(), "xent_backward: dlogits");
+  PP3D_CHECK_CUDA(kernels::xent_backward(dlogits.data<float>(), logits.data<float>(), targets.data<int32_t>(),
+                                         global_max.data<float>(), global_sumexp.data<float>(), n, logits.size(1),
+                                         vocab_start, valid, weight, stream_));
+}
+
+// ---- AdamW ---------------------------------------------------------------------------
+
+void CudaBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
+                             const AdamWParams& p) {
+  check_float(param, "adamw_step: param");
+  check(grad, DType::F32, "adamw_step: grad");
+  check(m, DType::F32, "adamw_step: m");
+  check(v, DType::F32, "adamw_step: v");
+  check_same_numel(param, grad, "adamw_step: grad");
+  check_same_numel(param, m, "adamw_step: m");
+  check_same_numel(param, v, "adamw_step: v");
+  const bool has_master = master.defined();
+  if (has_master) {
+    check(master, DType::F32, "adamw_step: master");
+    check_same_numel(param, master, "adamw_step: master");
+  } else {
+    PP3D_CHECK(param.dtype() == DType::F32,
+               "adamw_step: param is {}, a 16-bit param needs an f32 master copy (pass `master`)",
+               dtype_name(param.dtype()));
+  }
+  PP3D_CHECK(p.step >= 1, "adamw_step: step must be >= 1 (1-based), got {}", p.step);
+  PP3D_CHECK(p.beta1 >= 0.0f && p.beta1 < 1.0f && p.beta2 >= 0.0f && p.beta2 < 1.0f,
+             "adamw_step: betas must lie in [0, 1), got beta1={} beta2={}", p.beta1, p.beta2);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(p.step));
+  const kernels::AdamWArgs args{p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, p.grad_scale,
+                                static_cast<float>(1.0 / bc1), static_cast<float>(1.0 / bc2)};
+  PP3D_CHECK_CUDA(kernels::adamw(param.raw(), static_cast<int>(param.dtype()),
+                                 has_master ? master.data<float>() : nullptr, grad.data<float>(), m.data<float>(),
+                                 v.data<float>(), param.numel(), args, stream_));
+}
+
+}  // namespace pp3d

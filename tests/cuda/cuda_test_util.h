@@ -1,0 +1,112 @@
+// Helpers for the GPU op tests: random host tensors, host<->device copies, and
+// comparisons that count failures and print one line per check (plain main(),
+// no test framework, so the binaries also run by hand on a GPU machine).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <initializer_list>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pp3d/backend/backend.h"
+#include "pp3d/core/tensor.h"
+
+namespace pp3d::cudatest {
+
+inline int& failures() {
+  static int n = 0;
+  return n;
+}
+
+// Host tensor of `dt` holding values uniform in [lo, hi) (rounded to dt), reproducible from seed.
+inline Tensor rand_host(const Shape& shape, uint32_t seed, DType dt = DType::F32, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
+  for (auto& x : v) x = dist(gen);
+  Tensor t = Tensor::empty(shape, dt);
+  t.fill_from(v);
+  return t;
+}
+
+inline Tensor to_gpu(const Tensor& h) { return h.to(Device::cuda(0)); }
+inline std::vector<float> to_host(const Tensor& d) { return d.to(Device::cpu()).to_vector(); }
+
+// Raw bytes of a tensor (any device), for bitwise comparisons.
+inline std::vector<uint8_t> bytes_of(const Tensor& t) {
+  Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
+  const auto* p = static_cast<const uint8_t*>(h.raw());
+  return {p, p + h.nbytes()};
+}
+
+struct Tol {
+  double atol, rtol;
+};
+// Per-dtype tolerances for rounded outputs (TransformerEngine's: bf16 1e-5/1e-2, f16 1e-5/1e-3).
+inline Tol tol_for(DType t, Tol f32) {
+  if (t == DType::BF16) return {1e-5, 1e-2};
+  if (t == DType::F16) return {1e-5, 1e-3};
+  return f32;
+}
+
+// |got - want| <= atol + rtol |want| element by element; equal values (incl. inf) and NaN pairs pass.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
+                         const std::string& what) {
+  if (got.size() != want.size()) {
+    std::printf("FAIL %s: %zu values, expected %zu\n", what.c_str(), got.size(), want.size());
+    ++failures();
+    return;
+  }
+  double worst = 0.0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const double g = got[i], w = want[i];
+    if (g == w || (std::isnan(g) && std::isnan(w))) continue;
+    const double err = std::fabs(g - w);
+    if (!(err <= tol.atol + tol.rtol * std::fabs(w))) {
+      std::printf("FAIL %s at %zu: got %.9g want %.9g (atol %g rtol %g)\n", what.c_str(), i, g, w, tol.atol,
+                  tol.rtol);
+      ++failures();
+      return;
+    }
+    worst = std::max(worst, err);
+  }
+  std::printf("ok   %s (%zu values, max abs err %.3g)\n", what.c_str(), want.size(), worst);
+}
+
+inline void expect_close(const Tensor& got, const Tensor& want, Tol tol, const std::string& what) {
+  expect_close(to_host(got), want.device().is_cpu() ? want.to_vector() : to_host(want), tol, what);
+}
+
+inline void expect_bitwise(const Tensor& got, const Tensor& want, const std::string& what) {
+  const auto g = bytes_of(got), w = bytes_of(want);
+  if (g.size() != w.size() || std::memcmp(g.data(), w.data(), g.size()) != 0) {
+    std::size_t i = 0;
+    while (i < g.size() && i < w.size() && g[i] == w[i]) ++i;
+    std::printf("FAIL %s: bytes differ (first at byte %zu of %zu)\n", what.c_str(), i, w.size());
+    ++failures();
+    return;
+  }
+  std::printf("ok   %s (%zu bytes, bitwise)\n", what.c_str(), w.size());
+}
+
+inline std::string tag(const char* op, std::initializer_list<int64_t> dims, const char* extra = "") {
+  std::string s = op;
+  s += " [";
+  bool first = true;
+  for (int64_t d : dims) {
+    s += (first ? "" : ",") + std::to_string(d);
+    first = false;
+  }
+  return s + "]" + extra;
+}
+
+inline int finish() {
+  std::printf("%s\n", failures() ? "FAILED" : "all GPU checks passed");
+  return failures() ? 1 : 0;
+}
+
+}  // namespace pp3d::cudatest
