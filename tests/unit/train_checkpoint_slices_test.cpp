@@ -76,7 +76,7 @@ TEST_CASE("checkpoint geometry: any partition reads back from any other (vs naiv
       {{12, 10}, 0, 1, 1, 5, 0, 2, 3, 2},   // serial with flat cuts -> fused tp2
       {{12, 10}, 1, 2, 1, 3, 0, 3, 1, 4},   // column shards -> row shards
       {{6, 8}, 1, 2, 2, 1, 1, 4, 1, 3},     // column segments (one run per row) -> 4 column shards
-      {{30}, 0, 3, 3, 4, 0, 5, 1, 2},       // 1-D fused bias
+      {{36}, 0, 3, 3, 4, 0, 4, 1, 2},       // 1-D fused bias
       {{4, 6, 5}, 1, 3, 1, 2, 2, 5, 1, 3},  // 3-D, inner dims
   };
   for (const Case& c : cases) {
