@@ -36,6 +36,13 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--grad-clip", c.grad_clip, "global gradient-norm clip (<= 0: off)");
   opt("--seed", c.seed, "seed of initialization and batch sampling");
   app.add_flag("--recompute", c.recompute, "recompute activations per block in backward");
+  // ---- mixed precision (docs/MIXED_PRECISION.md)
+  app.add_flag("--bf16", c.bf16, "bf16 parameters (f32 gradients, master weights and Adam state; no loss scaling)");
+  app.add_flag("--fp16", c.fp16, "fp16 parameters with dynamic loss scaling (not with --bf16)");
+  opt("--initial-loss-scale", c.loss_scaler.init_scale, "--fp16: initial loss scale (DeepSpeed 2^initial_scale_power)");
+  opt("--loss-scale-window", c.loss_scaler.scale_window, "--fp16: clean steps before the loss scale doubles");
+  opt("--hysteresis", c.loss_scaler.hysteresis, "--fp16: overflows tolerated before the loss scale halves");
+  opt("--min-loss-scale", c.loss_scaler.min_scale, "--fp16: lower bound of the loss scale");
   // ---- parallelism
   opt("--tp", c.tp, "tensor-parallel size (Megatron); dp = ranks / (tp x pp)");
   opt("--pp", c.pp, "pipeline-parallel size");
@@ -56,6 +63,10 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--eval-interval", c.eval_interval, "steps between validations (0: only at the end)");
   opt("--eval-batches", c.eval_batches, "validation batches of --batch-size rows per evaluation");
   app.add_option("--export-safetensors", c.export_safetensors, "write the final weights (HF GPT-2 names) here");
+  opt("--save-interval", c.save_interval, "checkpoint every N steps and after the last (0: never); "
+      "<output-dir>/checkpoint-<step>/, reloadable into any layout");
+  opt("--keep-last", c.keep_last, "keep only the newest N checkpoints (0: all)");
+  app.add_option("--resume-from", c.resume_from, "checkpoint directory, or 'latest' (in --output-dir), to continue from");
   app.add_option("--trace", c.trace, "write a Chrome trace (chrome://tracing) of one step's pipeline here");
   opt("--trace-step", c.trace_step, "0-based step whose trace --trace writes (clamped to the last)");
   app.add_flag("--log-all-ranks", c.log_all_ranks, "every rank logs (default: global rank 0 only)");
@@ -70,12 +81,16 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"micro_batches", c.micro_batches}, {"max_steps", c.max_steps}, {"lr", c.lr}, {"min_lr", c.min_lr},
           {"warmup_steps", c.warmup_steps}, {"lr_schedule", c.lr_schedule}, {"weight_decay", c.weight_decay},
           {"adam_eps", c.adam_eps}, {"grad_clip", c.grad_clip}, {"seed", c.seed}, {"recompute", c.recompute},
+          {"bf16", c.bf16}, {"fp16", c.fp16}, {"initial_loss_scale", c.loss_scaler.init_scale},
+          {"loss_scale_window", c.loss_scaler.scale_window}, {"hysteresis", c.loss_scaler.hysteresis},
+          {"min_loss_scale", c.loss_scaler.min_scale},
           {"tp", c.tp}, {"pp", c.pp}, {"sequence_parallel", c.sequence_parallel}, {"schedule", c.schedule},
           {"virtual_stages", c.virtual_stages}, {"pipeline_split", c.pipeline_split}, {"zero_stage", c.zero_stage},
           {"bucket_size_mb", c.bucket_size_mb}, {"prefetch_layers", c.prefetch_layers}, {"data", c.data},
           {"init_from", c.init_from}, {"output_dir", c.output_dir}, {"log_interval", c.log_interval},
           {"eval_interval", c.eval_interval}, {"eval_batches", c.eval_batches},
-          {"export_safetensors", c.export_safetensors}, {"trace", c.trace}, {"trace_step", c.trace_step},
+          {"export_safetensors", c.export_safetensors}, {"save_interval", c.save_interval},
+          {"keep_last", c.keep_last}, {"resume_from", c.resume_from}, {"trace", c.trace}, {"trace_step", c.trace_step},
           {"log_all_ranks", c.log_all_ranks}};
 }
 

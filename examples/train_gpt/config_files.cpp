@@ -44,6 +44,30 @@ std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& in) const {
         if (!e.IsScalar()) throw CLI::ConfigError("--config: key '" + key + "' holds a nested list");
         item.inputs.push_back(e.Scalar());
       }
+    } else if (v.IsMap() && (flag == "fp16" || flag == "bf16")) {
+      // DeepSpeed-style sections: fp16: {enabled, initial_scale_power, loss_scale_window, hysteresis,
+      // min_loss_scale}, bf16: {enabled} -> the --fp16 / --bf16 / loss-scaler flags.
+      for (const auto& e : v) {
+        const std::string sub = e.first.as<std::string>();
+        if (!e.second.IsScalar()) throw CLI::ConfigError("--config: key '" + key + "." + sub + "' must hold a value");
+        CLI::ConfigItem si;
+        const std::string val = e.second.Scalar();
+        if (sub == "enabled") {
+          si.name = flag;
+          si.inputs.push_back(val);
+        } else if (flag == "fp16" && sub == "initial_scale_power") {
+          si.name = "initial-loss-scale";
+          si.inputs.push_back(std::to_string(std::ldexp(1.0, std::stoi(val))));
+        } else if (flag == "fp16" && (sub == "loss_scale_window" || sub == "hysteresis" || sub == "min_loss_scale")) {
+          si.name = sub == "loss_scale_window" ? "loss-scale-window" : sub == "hysteresis" ? "hysteresis" : "min-loss-scale";
+          si.inputs.push_back(val);
+        } else {
+          throw CLI::ConfigError("--config: unknown key '" + key + "." + sub + "' (fp16: enabled, initial_scale_power, "
+                                 "loss_scale_window, hysteresis, min_loss_scale; bf16: enabled)");
+        }
+        items.push_back(std::move(si));
+      }
+      continue;
     } else {
       throw CLI::ConfigError("--config: key '" + key + "' must hold a value or a list, not a map or null");
     }
@@ -84,9 +108,29 @@ void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainC
   reject_unknown(j, {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
                      "gradient_clipping", "steps_per_print", "optimizer", "zero_optimization", "fp16", "bf16",
                      "wall_clock_breakdown", "zero_allow_untested_optimizer"}, "", path);
-  PP3D_CHECK(!enabled(j.value("fp16", nlohmann::json())) && !enabled(j.value("bf16", nlohmann::json())),
-             "--deepspeed-config '{}': fp16 / bf16 training is not available in pp3d-train yet (set \"enabled\": "
-             "false)", path);
+  if (j.contains("bf16")) {
+    reject_unknown(j["bf16"], {"enabled"}, "bf16", path);
+    if (enabled(j["bf16"])) set_unless_given(app, "--bf16", c.bf16, true);
+  }
+  if (j.contains("fp16")) {
+    const auto& f = j["fp16"];
+    reject_unknown(f, {"enabled", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis",
+                       "min_loss_scale"}, "fp16", path);
+    if (enabled(f)) {
+      PP3D_CHECK(f.value("loss_scale", 0.0) == 0.0, "--deepspeed-config '{}': fp16.loss_scale {} (a static loss "
+                 "scale) is not supported; pp3d uses dynamic loss scaling (loss_scale 0)", path,
+                 f.value("loss_scale", 0.0));
+      set_unless_given(app, "--fp16", c.fp16, true);
+      if (f.contains("initial_scale_power"))
+        set_unless_given(app, "--initial-loss-scale", c.loss_scaler.init_scale,
+                         std::ldexp(1.0, f["initial_scale_power"].get<int>()));
+      if (f.contains("loss_scale_window"))
+        set_unless_given(app, "--loss-scale-window", c.loss_scaler.scale_window, f["loss_scale_window"].get<int64_t>());
+      if (f.contains("hysteresis")) set_unless_given(app, "--hysteresis", c.loss_scaler.hysteresis, f["hysteresis"].get<int>());
+      if (f.contains("min_loss_scale"))
+        set_unless_given(app, "--min-loss-scale", c.loss_scaler.min_scale, f["min_loss_scale"].get<double>());
+    }
+  }
   if (j.contains("train_batch_size")) set_unless_given(app, "--global-batch-size", c.global_batch_size, j["train_batch_size"].get<int64_t>());
   if (j.contains("train_micro_batch_size_per_gpu"))
     set_unless_given(app, "--batch-size", c.micro_batch_size, j["train_micro_batch_size_per_gpu"].get<int64_t>());

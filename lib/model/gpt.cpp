@@ -31,6 +31,8 @@ detail::GptCacheState& ActivationCache::state() {
 Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, const GptOptions& options)
     : cfg_(config.resolved()), layout_(layout), opts_(options), backend_(&backend) {
   cfg_.validate();
+  PP3D_CHECK(is_floating(opts_.param_dtype), "GptOptions::param_dtype must be f32, bf16 or f16, got {}",
+             dtype_name(opts_.param_dtype));
   layout_.last_layer = layout_.end_layer(cfg_);
   layout_.validate(cfg_);
   build_parameters();
@@ -49,7 +51,7 @@ Parameter& Gpt::add_parameter(const std::string& name, Shape global, ShardSpec s
   p->replicated_in_tp = !shard.sharded();
   p->counted_in_norm = !(p->replicated_in_tp && layout_.tp_rank != 0);
   const Shape local = shard_local_shape(p->global_shape, shard);
-  p->value = Tensor::empty(local, DType::F32, backend_->device(), MemCategory::Params);
+  p->value = Tensor::empty(local, opts_.param_dtype, backend_->device(), MemCategory::Params);
   p->grad = Tensor::zeros(local, DType::F32, backend_->device(), MemCategory::Grads);
   init_parameter(*p, opts_.seed);
   params_.push_back(std::move(p));

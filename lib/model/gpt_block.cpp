@@ -62,7 +62,8 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   a.ln1 = new_activation(be, {Nl, C});
   a.ln1_mean = new_activation(be, {Nl});
   a.ln1_rstd = new_activation(be, {Nl});
-  be.layernorm_forward(a.x, ln1_w->value, ln1_b->value, a.ln1, a.ln1_mean, a.ln1_rstd, eps);
+  be.layernorm_forward(a.x, value_as_f32(be, ln1_w->value), value_as_f32(be, ln1_b->value), a.ln1, a.ln1_mean,
+                       a.ln1_rstd, eps);
   a.qkv = c_attn.forward(be, tp, a.ln1.reshape({B, Tl, C}));  // [B, T, 3*H*D]: this rank's heads
   a.att = new_activation(be, {B, T, H, D});
   a.lse = new_activation(be, {B, H, T});
@@ -72,7 +73,8 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   a.ln2 = new_activation(be, {Nl, C});
   a.ln2_mean = new_activation(be, {Nl});
   a.ln2_rstd = new_activation(be, {Nl});
-  be.layernorm_forward(a.x2, ln2_w->value, ln2_b->value, a.ln2, a.ln2_mean, a.ln2_rstd, eps);
+  be.layernorm_forward(a.x2, value_as_f32(be, ln2_w->value), value_as_f32(be, ln2_b->value), a.ln2, a.ln2_mean,
+                       a.ln2_rstd, eps);
   a.fc = c_fc.forward(be, tp, a.ln2.reshape({B, Tl, C}));
   a.gelu = new_activation(be, a.fc.shape());
   be.gelu_forward(a.fc, a.gelu);
@@ -103,7 +105,8 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   dfc = Tensor();
   a.ln2 = Tensor();
   Tensor dx2 = new_activation(be, {Nl, C});
-  be.layernorm_backward(dln2, a.x2, ln2_w->value, a.ln2_mean, a.ln2_rstd, dx2, ln.grad(2), ln.grad(3));
+  be.layernorm_backward(dln2, a.x2, value_as_f32(be, ln2_w->value), a.ln2_mean, a.ln2_rstd, dx2, ln.grad(2),
+                        ln.grad(3));
   dln2 = Tensor();
   be.add(dx2, dout.reshape({Nl, C}), dx2);  // residual gradient
   a.x2 = a.ln2_mean = a.ln2_rstd = Tensor();
@@ -117,7 +120,8 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   Tensor dln1 = c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), a.ln1.reshape({B, Tl, C})).reshape({Nl, C});
   dqkv = Tensor();
   Tensor dx = new_activation(be, {Nl, C});
-  be.layernorm_backward(dln1, a.x, ln1_w->value, a.ln1_mean, a.ln1_rstd, dx, ln.grad(0), ln.grad(1));
+  be.layernorm_backward(dln1, a.x, value_as_f32(be, ln1_w->value), a.ln1_mean, a.ln1_rstd, dx, ln.grad(0),
+                        ln.grad(1));
   be.add(dx, dx2, dx);
   a.drop_all_but_input();
   a.x = Tensor();

@@ -38,9 +38,10 @@ Tensor Gpt::embed_forward(const Tensor& ids, detail::GptCacheState& s) {
   const bool sp = sp_active(layout_);
   const VocabShard shard = vocab_shard(cfg_.vocab_size, cfg_.padded_vocab(), layout_.tp_rank, layout_.tp_size);
   // wte rows summed over TP (all-reduce, or reduce-scatter to the local tokens), then + wpe.
-  Tensor x = vocab_parallel_embedding_forward(be, tp_group(), ids, wte_->value, shard.start, sp).reshape({B * Tl, C});
+  Tensor x = vocab_parallel_embedding_forward(be, tp_group(), ids, value_as_f32(be, wte_->value), shard.start, sp)
+                 .reshape({B * Tl, C});
   const Tensor pos = detail::positions(be, B, sp ? layout_.tp_rank * Tl : 0, Tl);
-  be.embedding_forward(pos, wpe_->value, x, 0, true);
+  be.embedding_forward(pos, value_as_f32(be, wpe_->value), x, 0, true);
   if (!s.eval) s.ids = ids;
   return x;
 }
@@ -63,7 +64,8 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   const VocabShard shard = vocab_shard(cfg_.vocab_size, cfg_.padded_vocab(), layout_.tp_rank, layout_.tp_size);
   Tensor lnf = new_activation(be, {Nl, C});
   Tensor mean = new_activation(be, {Nl}), rstd = new_activation(be, {Nl});
-  be.layernorm_forward(x, lnf_w_->value, lnf_b_->value, lnf, mean, rstd, cfg_.ln_eps);
+  be.layernorm_forward(x, value_as_f32(be, lnf_w_->value), value_as_f32(be, lnf_b_->value), lnf, mean, rstd,
+                       cfg_.ln_eps);
   // logits [N, Vp/tp] = ln_f(x) . head_local^T: a column-parallel Linear without bias.
   const ColumnParallelLinear head(*head_, nullptr, {false, sp});
   Tensor logits = head.forward(be, tp_group(), lnf.reshape({B, Tl, C})).reshape({N, shard.local});
@@ -99,7 +101,8 @@ Tensor Gpt::head_backward(detail::GptCacheState& s) {
   dlogits = Tensor();
   detail::PartialGrads ln(be, tp_group(), sp, {lnf_w_, lnf_b_});
   Tensor dx = new_activation(be, {Nl, C});
-  be.layernorm_backward(dlnf, s.x_final, lnf_w_->value, s.lnf_mean, s.lnf_rstd, dx, ln.grad(0), ln.grad(1));
+  be.layernorm_backward(dlnf, s.x_final, value_as_f32(be, lnf_w_->value), s.lnf_mean, s.lnf_rstd, dx, ln.grad(0),
+                        ln.grad(1));
   ln.finish();
   s.lnf = s.lnf_mean = s.lnf_rstd = s.x_final = s.max = s.sumexp = Tensor();
   return dx;

@@ -1,5 +1,6 @@
 #include "pp3d/model/parameter.h"
 
+#include <cstring>
 #include <vector>
 
 #include "pp3d/core/error.h"
@@ -60,6 +61,7 @@ Tensor make_initial_values(const Shape& global, const ShardSpec& shard, const In
 
 void init_parameter(Parameter& p, uint64_t seed) {
   PP3D_CHECK(p.value.defined(), "init_parameter('{}'): value not allocated", p.name);
+  p.init_seed = seed;
   Tensor host = make_initial_values(p.global_shape, p.shard, p.init, seed, p.name);
   PP3D_CHECK(host.shape() == p.value.shape(), "parameter '{}': value {} does not match its shard shape {}", p.name,
              p.value.str(), shape_str(host.shape()));
@@ -70,6 +72,42 @@ void init_parameter(Parameter& p, uint64_t seed) {
     cast.fill_from(host.to_vector());
     p.value.copy_from(cast);
   }
+}
+
+namespace {
+
+// The 16-bit pattern `f` rounds to in `dt` (BF16 / F16).
+uint16_t round_bits(float f, DType dt) { return dt == DType::BF16 ? f32_to_bf16(f) : f32_to_f16(f); }
+
+}  // namespace
+
+Tensor master_initial_values(const Parameter& p) {
+  PP3D_CHECK(p.value.defined(), "master_initial_values('{}'): the value is not allocated (ZeRO-3 released?)", p.name);
+  const Tensor host = p.value.device().is_cpu() ? p.value : p.value.to(Device::cpu());
+  if (p.init_seed.has_value() && host.dtype() != DType::F32) {
+    Tensor init = make_initial_values(p.global_shape, p.shard, p.init, *p.init_seed, p.name);
+    if (init.shape() == host.shape()) {
+      const float* f = init.data<float>();
+      const uint16_t* h = host.data<uint16_t>();
+      bool same = true;
+      for (int64_t i = 0, n = init.numel(); i < n && same; ++i) same = round_bits(f[i], host.dtype()) == h[i];
+      if (same) return init;
+    }
+  }
+  Tensor out = Tensor::empty(host.shape(), DType::F32);
+  if (host.dtype() == DType::F32) {
+    std::memcpy(out.data<float>(), host.data<float>(), static_cast<std::size_t>(host.numel()) * 4);
+  } else {
+    out.fill_from(host.to_vector());
+  }
+  return out;
+}
+
+Tensor value_as_f32(Backend& be, const Tensor& value) {
+  if (!value.defined() || value.dtype() == DType::F32) return value;
+  Tensor out = Tensor::empty(value.shape(), DType::F32, be.device(), MemCategory::Workspace);
+  be.cast(value, out);
+  return out;
 }
 
 }  // namespace pp3d

@@ -64,7 +64,7 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
   be.gemm(false, true, rows, out_l, in, 1.0f, X, w_->value, 0.0f, y);
   if (b_ != nullptr) {
     Tensor y2 = y.reshape({rows, out_l});
-    be.bias_add(y2, b_->value);
+    be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
   }
   return opts_.gather_output ? gather_features(be, tp, y) : y;
 }
@@ -120,7 +120,7 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
   }
   if (b_ != nullptr) {
     Tensor y2 = y.reshape({y.numel() / out, out});
-    be.bias_add(y2, b_->value);
+    be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
   }
   return y;
 }

@@ -55,7 +55,13 @@ ZeroOptimizer::ZeroOptimizer(Backend& backend, std::vector<Gpt*> models, std::sh
     st.v = Tensor::zeros({oe - ob}, DType::F32, dev, MemCategory::Optimizer);
     if (dt != DType::F32) {
       st.master = Tensor::empty({oe - ob}, DType::F32, dev, MemCategory::Optimizer);
-      backend_->cast(full.slice(ob, oe), st.master);
+      backend_->cast(full.slice(ob, oe), st.master);  // padding (and a fallback)
+      // The owned ranges: the exact f32 init values of each parameter (so the
+      // master equals the f32 model's init bitwise; master_initial_values).
+      for (const Segment& s : st.segments) {
+        const Tensor init = master_initial_values(*s.p).reshape({-1});
+        st.master.slice(s.begin - ob, s.end - ob).copy_from(init.slice(s.begin - s.offset, s.end - s.offset));
+      }
     }
     if (cfg_.stage == 3) {
       st.value_shard = full.slice(ob, oe).clone(MemCategory::Params);
@@ -136,13 +142,16 @@ float ZeroOptimizer::clip_grad_norm(float max_norm, const SumSquaresReducer& red
   PP3D_CHECK(std::isfinite(norm), "gradient norm is not finite ({}): check the loss / learning rate", norm);
   if (max_norm > 0.0f) {
     const float c = clip_coefficient(norm, max_norm);
-    if (c < 1.0f)
-      for (int b = 0; b < buckets_->num_buckets(); ++b) {
-        Tensor red = buckets_->reduced(b);
-        backend_->scale(red, c);
-      }
+    if (c < 1.0f) scale_gradients(c);
   }
   return norm;
+}
+
+void ZeroOptimizer::scale_gradients(float factor) {
+  for (int b = 0; b < buckets_->num_buckets(); ++b) {
+    Tensor red = buckets_->reduced(b);
+    backend_->scale(red, factor);
+  }
 }
 
 bool ZeroOptimizer::local_grads_nonfinite() {

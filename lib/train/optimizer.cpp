@@ -23,8 +23,10 @@ AdamW::AdamW(Backend& backend, std::vector<Parameter*> params, const AdamWConfig
     s.m = Tensor::zeros(p->value.shape(), DType::F32, dev, MemCategory::Optimizer);
     s.v = Tensor::zeros(p->value.shape(), DType::F32, dev, MemCategory::Optimizer);
     if (p->value.dtype() != DType::F32) {
+      // The exact f32 init values (so the master equals the f32 model's init
+      // and the 16-bit value is its rounding), or the value cast to f32.
       s.master = Tensor::empty(p->value.shape(), DType::F32, dev, MemCategory::Optimizer);
-      backend_->cast(p->value, s.master);
+      s.master.copy_from(master_initial_values(*p));
     }
     state_.push_back(std::move(s));
   }

@@ -27,7 +27,9 @@ Device rank_device(const std::string& spec, int world_size) {
 }  // namespace
 
 Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
-    : cfg_(std::move(config)), world_(std::move(world)) {
+    : cfg_(std::move(config)),
+      world_(std::move(world)),
+      mp_(MixedPrecision::dtype_from_flags(cfg_.bf16, cfg_.fp16), cfg_.loss_scaler) {
   if (world_ == nullptr) world_ = std::make_shared<LocalCommunicator>();
   cfg_.validate(world_->size());  // before any allocation
   layout_ = cfg_.resolve_layout(world_->size());
@@ -75,6 +77,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   GptOptions opts;
   opts.seed = cfg_.seed;
   opts.recompute = cfg_.recompute;
+  opts.param_dtype = mp_.param_dtype();
   PipelineConfig pc;
   pc.schedule = parse_schedule(cfg_.schedule);
   pc.virtual_stages = cfg_.virtual_stages;
@@ -110,6 +113,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   schedule_.total_steps = cfg_.max_steps;
   schedule_.decay = parse_lr_decay(cfg_.lr_schedule);
   schedule_.validate();
+  if (!cfg_.resume_from.empty()) resume();
 }
 
 Trainer::~Trainer() = default;

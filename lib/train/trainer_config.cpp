@@ -98,6 +98,7 @@ ParallelLayout TrainConfig::resolve_layout(int world_size) const {
 }
 
 void TrainConfig::validate(int world_size) const {
+  PP3D_CHECK(!(bf16 && fp16), "--bf16 and --fp16 are mutually exclusive: choose one");
   PP3D_CHECK(num_layers >= 1, "--num-layers must be >= 1, got {}", num_layers);
   PP3D_CHECK(hidden_size >= 1, "--hidden-size must be >= 1, got {}", hidden_size);
   PP3D_CHECK(num_heads >= 1, "--num-heads must be >= 1, got {}", num_heads);
@@ -124,6 +125,8 @@ void TrainConfig::validate(int world_size) const {
              weight_decay);
   PP3D_CHECK(std::isfinite(grad_clip), "--grad-clip must be finite, got {}", grad_clip);
   PP3D_CHECK(std::isfinite(adam_eps) && adam_eps > 0.0f, "--adam-eps must be > 0, got {}", adam_eps);
+  PP3D_CHECK(save_interval >= 0, "--save-interval must be >= 0, got {}", save_interval);
+  PP3D_CHECK(keep_last >= 0, "--keep-last must be >= 0, got {}", keep_last);
   PP3D_CHECK(trace_step >= 0, "--trace-step must be >= 0, got {}", trace_step);
   PP3D_CHECK(device == "cpu" || device == "cuda" || device == "auto", "--device '{}' is not one of cpu, cuda, auto",
              device);
@@ -131,6 +134,15 @@ void TrainConfig::validate(int world_size) const {
   PP3D_CHECK(eval_interval >= 0, "--eval-interval must be >= 0, got {}", eval_interval);
   PP3D_CHECK(eval_batches >= 1, "--eval-batches must be >= 1, got {}", eval_batches);
   PP3D_CHECK(!output_dir.empty(), "--output-dir must not be empty");
+  if (fp16) {
+    const LossScalerConfig& s = loss_scaler;
+    PP3D_CHECK(std::isfinite(s.init_scale) && s.init_scale > 0.0f, "--initial-loss-scale must be > 0, got {}",
+               s.init_scale);
+    PP3D_CHECK(s.scale_window >= 1, "--loss-scale-window must be >= 1, got {}", s.scale_window);
+    PP3D_CHECK(s.hysteresis >= 1, "--hysteresis must be >= 1, got {}", s.hysteresis);
+    PP3D_CHECK(s.min_scale > 0.0f && s.min_scale <= s.init_scale,
+               "--min-loss-scale {} must be in (0, --initial-loss-scale {}]", s.min_scale, s.init_scale);
+  }
 }
 
 Device resolve_device(const std::string& device) {

@@ -37,6 +37,11 @@ void Trainer::log_header() {
             "warm-up), weight decay {}, grad clip {}, seed {}", layout_.global_batch, cfg_.seq_len, layout_.dp,
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
+  if (cfg_.bf16) log->info("mixed precision: bf16 parameters, f32 gradients / master weights / Adam state");
+  if (cfg_.fp16)
+    log->info("mixed precision: fp16 parameters, f32 gradients / master weights / Adam state; dynamic loss scale "
+              "{} (window {}, hysteresis {}, min {})", mp_.loss_scale(), cfg_.loss_scaler.scale_window,
+              cfg_.loss_scaler.hysteresis, cfg_.loss_scaler.min_scale);
 }
 
 StepMetrics Trainer::run() {
@@ -56,6 +61,7 @@ StepMetrics Trainer::run() {
   if (talk) log_header();
   StepMetrics last;
   double tokens_per_s_sum = 0.0;
+  const int64_t first_step = step_;  // > 0 after --resume-from
   while (step_ < cfg_.max_steps) {
     StepMetrics m = train_step();
     tokens_per_s_sum += m.tokens_per_s;
@@ -71,6 +77,10 @@ StepMetrics Trainer::run() {
                                   {"tokens_per_s", m.tokens_per_s},
                                   {"step_ms", m.step_seconds * 1e3}};
       if (m.val_loss) j["val_loss"] = *m.val_loss;
+      if (cfg_.fp16 || cfg_.bf16) {
+        j["loss_scale"] = m.loss_scale;
+        j["skipped"] = m.skipped;
+      }
       j["dp"] = layout_.dp;
       j["tp"] = layout_.tp;
       j["pp"] = layout_.pp;
@@ -84,6 +94,9 @@ StepMetrics Trainer::run() {
       metrics << j.dump() << '\n';
       metrics.flush();
     }
+    if (talk && m.skipped)
+      log->warn("step {:>5}/{} | fp16 overflow: step skipped, loss scale -> {}", m.step + 1, cfg_.max_steps,
+                mp_.loss_scale());
     if (talk && (m.step % cfg_.log_interval == 0 || m.val_loss || last_step)) {
       log->info("step {:>5}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}{}",
                 m.step + 1, cfg_.max_steps, m.loss, m.lr, m.grad_norm, m.step_seconds * 1e3, m.tokens_per_s,
@@ -93,11 +106,12 @@ StepMetrics Trainer::run() {
                 m.val_loss ? fmt::format(" | val loss {:.4f}", *m.val_loss) : std::string());
     }
     last = m;
+    if (cfg_.save_interval > 0 && (step_ % cfg_.save_interval == 0 || last_step)) save();
   }
   if (talk) {
     log->info("done: final train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f} nats), mean {:.0f} tok/s",
               last.loss, last.val_loss.value_or(NAN), unigram_bits_ * std::log(2.0),
-              tokens_per_s_sum / static_cast<double>(cfg_.max_steps));
+              tokens_per_s_sum / static_cast<double>(std::max<int64_t>(1, cfg_.max_steps - first_step)));
     if (!cfg_.trace.empty() && rank0) log->info("pipeline trace of step {} written to '{}'",
                                                 std::min(cfg_.trace_step, cfg_.max_steps - 1) + 1, cfg_.trace);
   }

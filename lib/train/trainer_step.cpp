@@ -46,14 +46,21 @@ StepMetrics Trainer::train_step() {
     if (stage_->has_head()) mbs[static_cast<std::size_t>(m)].targets = on_device(b.targets, dev);
   }
   zero_->zero_grad();
-  StepResult res = stage_->run_step(mbs, loss_weight);  // + the tied-embedding gradient all-reduce
+  // --fp16: the loss weight carries the loss scale (gradients x scale); the
+  // cache loss is divided by it again (exact: a power of two). 1 otherwise.
+  const float scale = mp_.loss_scale();
+  StepResult res = stage_->run_step(mbs, loss_weight * scale);  // + the tied-embedding gradient all-reduce
   zero_->finish_gradient_sync();
   StepMetrics r;
   r.step = step_;
-  r.loss = all_reduce_sum_double(*grid_->dp_group(), res.loss);  // res.loss is already on every stage
-  r.grad_norm = zero_->clip_grad_norm(cfg_.grad_clip, mp_reducer_);
+  r.loss = all_reduce_sum_double(*grid_->dp_group(), res.loss) / scale;  // res.loss is already on every stage
   r.lr = schedule_.lr(step_);
-  zero_->step(r.lr);
+  // Overflow check over the world (fp16), unscaled global-norm clipping and AdamW,
+  // or a skip on every rank; without a scaler exactly clip_grad_norm + step.
+  const MixedPrecisionStep ms = mp_.step(*zero_, r.lr, cfg_.grad_clip, world_.get(), mp_reducer_);
+  r.grad_norm = ms.grad_norm;
+  r.loss_scale = ms.loss_scale;
+  r.skipped = ms.skipped;
   backend_->synchronize();
   r.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.tokens_per_s = static_cast<double>(layout_.global_batch * cfg_.seq_len) / r.step_seconds;

@@ -206,3 +206,83 @@ TEST_CASE("Trainer: trains on llm.c shards and text files", "[trainer]") {
   CHECK(tt.data().dataset().val.size() == fs::file_size(text) / 10);
   fs::remove_all(dir);
 }
+
+TEST_CASE("Trainer: --bf16 / --fp16 runs follow the fp32 losses; metrics carry the loss scale", "[trainer][mixed]") {
+  // Per-step losses of run() from metrics.jsonl (evaluation included: 16-bit forward).
+  auto run = [](TrainConfig c, const std::string& name) {
+    c.max_steps = 10;
+    c.warmup_steps = 2;
+    c.eval_interval = 5;
+    c.seq_len = 16;
+    c.micro_batch_size = 4;
+    c.eval_batches = 1;
+    c.output_dir = tmp(name);
+    Trainer t(c);
+    const StepMetrics last = t.run();
+    CHECK(last.val_loss.has_value());
+    CHECK(std::isfinite(last.val_loss.value_or(NAN)));
+    std::vector<nlohmann::json> rows;
+    std::ifstream in(fs::path(c.output_dir) / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+    fs::remove_all(c.output_dir);
+    return rows;
+  };
+  TrainConfig c = tiny();
+  const auto f32 = run(c, "f32");
+  TrainConfig b = c;
+  b.bf16 = true;
+  const auto bf = run(b, "bf16");
+  TrainConfig h = c;
+  h.fp16 = true;
+  h.loss_scaler.scale_window = 4;  // the scale grows during the run
+  const auto fp = run(h, "fp16");
+  REQUIRE(f32.size() == 10);
+  REQUIRE(bf.size() == 10);
+  REQUIRE(fp.size() == 10);
+  CHECK_FALSE(f32[0].contains("loss_scale"));
+  for (std::size_t i = 0; i < 10; ++i) {
+    const double ref = f32[i]["loss"].get<double>();
+    INFO("step " << i << " f32 " << ref << " bf16 " << bf[i]["loss"] << " fp16 " << fp[i]["loss"]);
+    CHECK(std::fabs(bf[i]["loss"].get<double>() - ref) <= 1e-2 * ref);
+    CHECK(std::fabs(fp[i]["loss"].get<double>() - ref) <= 1e-2 * ref);
+    CHECK(bf[i]["loss_scale"].get<double>() == 1.0);
+    CHECK_FALSE(bf[i]["skipped"].get<bool>());
+    CHECK_FALSE(fp[i]["skipped"].get<bool>());  // f32 gradients: no overflow on this run
+    // DeepSpeed window rule: x2 after every 4 clean steps, from 2^16.
+    CHECK(fp[i]["loss_scale"].get<double>() == std::ldexp(65536.0, static_cast<int>(i / 4)));
+  }
+  for (const auto* rows : {&bf, &fp}) CHECK((*rows)[9]["loss"].get<double>() < 0.9 * (*rows)[0]["loss"].get<double>());
+}
+
+TEST_CASE("TrainConfig: --bf16 with --fp16 is rejected", "[trainer][mixed]") {
+  TrainConfig c = tiny();
+  c.bf16 = c.fp16 = true;
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--bf16 and --fp16 are mutually exclusive"));
+  c.bf16 = false;
+  c.loss_scaler.scale_window = 0;
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--loss-scale-window must be >= 1"));
+}
+
+TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {
+  TrainConfig c = tiny();
+  c.fp16 = true;
+  c.loss_scaler.scale_window = 2;  // x2 after steps 2 and 4
+  c.max_steps = 3;
+  c.warmup_steps = 0;
+  c.seq_len = 8;
+  c.micro_batch_size = 2;
+  c.eval_batches = 1;
+  c.save_interval = 2;
+  c.output_dir = tmp("fp16_ckpt");
+  {
+    Trainer t(c);
+    t.run();
+    CHECK(t.mixed_precision().loss_scale() == 131072.0f);
+  }
+  TrainConfig r = c;
+  r.resume_from = (fs::path(c.output_dir) / "checkpoint-2").string();
+  Trainer t(r);
+  CHECK(t.step() == 2);
+  CHECK(t.mixed_precision().loss_scale() == 131072.0f);  // not the initial 65536
+  fs::remove_all(c.output_dir);
+}

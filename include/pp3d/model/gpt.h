@@ -93,6 +93,13 @@ struct GptOptions {
   uint64_t seed = 1337;        // parameter init: rng_key(seed, name)
   bool recompute = false;      // per-block activation recompute (bitwise identical gradients)
   bool decay_vectors = false;  // weight decay also on 1-D tensors (biases, LayerNorm)
+  // Storage of every parameter: F32, or BF16 / F16 for mixed precision
+  // (docs/MIXED_PRECISION.md): values are the rounding of the f32 init (2
+  // bytes/elem in MemCategory::Params); gradients stay f32; GEMMs read the
+  // 16-bit weights directly, LayerNorm / bias / embedding weights are cast to
+  // f32 per use; activations and compute are f32. The optimizer (AdamW,
+  // ZeroOptimizer) keeps the f32 master copy.
+  DType param_dtype = DType::F32;
 };
 
 class Gpt {

@@ -10,8 +10,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "pp3d/backend/backend.h"
 #include "pp3d/core/tensor.h"
 
 namespace pp3d {
@@ -58,6 +60,10 @@ struct Parameter {
   // block l, L the head (ln_f, lm_head, the head stage's tied wte copy).
   // Used for layer-granular hooks (bucketed gradient reduction, ZeRO-3).
   int64_t layer = -1;
+  // The seed init_parameter() drew the values with (unset for parameters
+  // filled otherwise); lets an optimizer rebuild the exact f32 init values as
+  // the master copy of a 16-bit parameter (master_initial_values).
+  std::optional<uint64_t> init_seed;
 
   Shape local_shape() const { return value.shape(); }
   int64_t global_numel() const { return shape_numel(global_shape); }
@@ -71,7 +77,20 @@ Shape shard_local_shape(const Shape& global, const ShardSpec& shard);
 Tensor make_initial_values(const Shape& global, const ShardSpec& shard, const InitSpec& init,
                            uint64_t seed, const std::string& name);
 
-// Writes make_initial_values(...) into p.value (any device / float dtype).
+// Writes make_initial_values(...) into p.value (any device / float dtype,
+// 16-bit: rounded to nearest even) and records p.init_seed.
 void init_parameter(Parameter& p, uint64_t seed);
+
+// The f32 master values of a parameter (host, f32, local shape): the
+// layout-independent f32 init values when p.init_seed is set and p.value still
+// holds exactly their rounding to its dtype (a freshly initialised model), so
+// the master equals the f32 model's init bitwise; otherwise p.value converted
+// to f32 (e.g. values loaded or modified after init). p.value must be defined.
+Tensor master_initial_values(const Parameter& p);
+
+// `value` as f32 for the ops that read f32 only (LayerNorm, bias, embedding):
+// `value` itself when it is f32, else a cast into a new MemCategory::Workspace
+// tensor on be's device (16-bit parameters; small tensors, cast per use).
+Tensor value_as_f32(Backend& be, const Tensor& value);
 
 }  // namespace pp3d

@@ -3,6 +3,9 @@
 //
 //  stage 0  gradients all-reduced (summed) in buckets during the last
 //           micro-batch's backward; every rank steps every parameter.
+//  16-bit parameters (GptOptions::param_dtype): the f32 master copy is kept
+//           with m and v (sharded like them from stage 1), initialised with
+//           the exact f32 init values (master_initial_values); gradients f32.
 //  stage 1  Adam m, v (and the f32 master copy of 16-bit parameters) only for
 //           the owned 1/N_d range of every bucket's flat buffer; gradients
 //           reduce-scattered in buckets; the owned range stepped; parameters
@@ -85,6 +88,9 @@ class ZeroOptimizer {
   // grad_norm, then scales the owned gradients by clip_coefficient when the
   // norm exceeds max_norm (> 0). Returns the norm before clipping.
   float clip_grad_norm(float max_norm, const SumSquaresReducer& reduce_other = {});
+  // Multiplies the owned reduced gradients by `factor` (clipping, loss-scale
+  // removal; local, no communication).
+  void scale_gradients(float factor);
   // True when any owned reduced gradient is inf/NaN on THIS rank (local; the
   // DynamicLossScaler agrees over all ranks).
   bool local_grads_nonfinite();

@@ -1,7 +1,8 @@
 // AdamW over a list of Parameters, and global gradient-norm clipping.
 //
 // AdamW keeps m and v (f32, MemCategory::Optimizer) per parameter, plus an f32
-// master copy for parameters stored in bf16/f16. Weight decay applies to the
+// master copy for parameters stored in bf16/f16 (initialised with
+// master_initial_values: the exact f32 init values of a fresh model). Weight decay applies to the
 // parameters whose Parameter::weight_decay is set (2-D matrices by default).
 // The Parameter objects must outlive the optimizer. Not thread-safe.
 //
@@ -45,6 +46,7 @@ class AdamW {
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }  // for checkpoint restore
   const AdamWConfig& config() const { return cfg_; }
+  Backend& backend() const { return *backend_; }
   const std::vector<Parameter*>& params() const { return params_; }
   std::vector<State>& state() { return state_; }  // index-aligned with params()
 

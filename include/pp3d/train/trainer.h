@@ -28,7 +28,9 @@
 #include "pp3d/comm/communicator.h"
 #include "pp3d/model/gpt.h"
 #include "pp3d/train/data.h"
+#include "pp3d/train/loss_scaler.h"
 #include "pp3d/train/lr_schedule.h"
+#include "pp3d/train/mixed_precision.h"
 #include "pp3d/train/optimizer.h"
 
 namespace pp3d {
@@ -75,6 +77,10 @@ struct TrainConfig {
   float adam_eps = 1e-8f;  // AdamW epsilon (betas 0.9 / 0.95)
   uint64_t seed = 1337;    // parameter init and batch sampling
   bool recompute = false;  // activation recompute per block
+  // ---- mixed precision (docs/MIXED_PRECISION.md): 16-bit parameters, f32 grads / master / Adam state
+  bool bf16 = false;               // --bf16: bf16 parameters, no loss scaling
+  bool fp16 = false;               // --fp16: f16 parameters + dynamic loss scaling (exclusive with bf16)
+  LossScalerConfig loss_scaler;    // --fp16 only: --initial-loss-scale, --loss-scale-window, --hysteresis, --min-loss-scale
   // ---- parallelism (dp = world size / (tp * pp))
   int tp = 1;                      // tensor-parallel size (divides num_heads)
   int pp = 1;                      // pipeline-parallel size
@@ -91,6 +97,9 @@ struct TrainConfig {
   std::string init_from;       // llm.c GPT-2 checkpoint to start from
   std::string output_dir = "output";
   std::string export_safetensors;  // write the final weights here ("" = no export)
+  int64_t save_interval = 0;       // > 0: checkpoint (any-layout reloadable) every N steps and after the last
+  int keep_last = 0;               // > 0: keep only the newest N checkpoints
+  std::string resume_from;         // checkpoint directory, or "latest" (output_dir's latest pointer)
   // ---- reporting
   int64_t log_interval = 10;   // train.log line every N steps (metrics.jsonl gets every step)
   int64_t eval_interval = 100; // validation every N steps and after the last; 0: only after the last
@@ -114,7 +123,9 @@ struct StepMetrics {
   int64_t step = 0;               // 0-based optimizer step
   double loss = 0.0;              // mean cross-entropy over the global batch's tokens (nats)
   float lr = 0.0f;
-  float grad_norm = 0.0f;         // global L2 norm before clipping
+  float grad_norm = 0.0f;         // global L2 norm before clipping (of the unscaled gradients; NaN when skipped)
+  float loss_scale = 1.0f;        // --fp16: the loss scale this step's gradients carried (1 otherwise)
+  bool skipped = false;           // --fp16: gradient overflow, the optimizer step was skipped on every rank
   double step_seconds = 0.0;
   double tokens_per_s = 0.0;
   std::optional<double> val_loss; // set on evaluation steps
@@ -158,6 +169,7 @@ class Trainer {
   Gpt& model();
   PipelineStage& pipeline() { return *stage_; }
   ZeroOptimizer& optimizer() { return *zero_; }
+  const MixedPrecision& mixed_precision() const { return mp_; }
   const ProcessGrid& grid() const { return *grid_; }
   const DataLoader& data() const { return *loader_; }
   // Unigram entropy of the training split (bits per token).
@@ -165,6 +177,8 @@ class Trainer {
 
  private:
   double eval_batch(int64_t index);  // collective over the pp (and TP) group
+  void save();                       // checkpoint of step_ (collective)
+  void resume();                     // loads resume_from (every rank)
   void log_header();
 
   TrainConfig cfg_;
@@ -177,6 +191,7 @@ class Trainer {
   std::unique_ptr<PipelineStage> stage_;
   std::unique_ptr<ZeroOptimizer> zero_;
   SumSquaresReducer mp_reducer_;
+  MixedPrecision mp_;  // --bf16 / --fp16 policy (loss scaler for fp16)
   LrSchedule schedule_;
   double unigram_bits_ = 0.0;
   int64_t step_ = 0;
