@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 build="${1:-build}"
 jobs="${PP3D_JOBS:-$(nproc)}"
 launcher=()
+# Relative paths in ccache's hash: a fresh clone in another folder reuses the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPP3D_WITH_CUDA="${PP3D_WITH_CUDA:-AUTO}" "${launcher[@]}"
 cmake --build "$build" -j "$jobs"

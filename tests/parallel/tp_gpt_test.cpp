@@ -29,7 +29,7 @@ using namespace pp3d::tptest;
 namespace {
 
 constexpr int64_t kB = 4, kT = 16;
-constexpr int kSteps = 6;
+constexpr int kSteps = 20;
 
 struct Case {
   int64_t vocab, padded;
