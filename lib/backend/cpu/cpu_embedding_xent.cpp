@@ -14,9 +14,13 @@
 #include <Eigen/Core>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/op_checks.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
+
+using detail::check_rows;
+using detail::xent_rows;
 
 using detail::cpu_check;
 
@@ -25,12 +29,6 @@ namespace {
 void check_ids(const Tensor& ids, const char* what) {
   cpu_check(ids, DType::I32, what);
   PP3D_CHECK(ids.dim() == 1, "{} must be 1-d [N], got shape {}", what, shape_str(ids.shape()));
-}
-
-// The [N, C] shape check shared by the embedding ops.
-void check_rows(const Tensor& t, int64_t n, int64_t c, const char* what) {
-  PP3D_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == c, "{} must be [{}, {}], got {}", what, n, c,
-             shape_str(t.shape()));
 }
 
 }  // namespace
@@ -97,16 +95,6 @@ void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tenso
 // ---- cross-entropy over a vocabulary slice ------------------------------------------
 
 namespace {
-
-// Checks logits [N, V_local], targets [N] and valid; returns N.
-int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t valid, const char* what) {
-  PP3D_CHECK(logits.dim() == 2, "{}: logits must be [N, V_local], got {}", what, shape_str(logits.shape()));
-  PP3D_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "{}: targets must be [{}], got {}", what,
-             logits.size(0), shape_str(targets.shape()));
-  PP3D_CHECK(valid >= 0 && valid <= logits.size(1), "{}: valid = {} outside [0, V_local = {}]", what, valid,
-             logits.size(1));
-  return logits.size(0);
-}
 
 void check_vec(const Tensor& t, int64_t n, const char* what) {
   cpu_check(t, DType::F32, what);

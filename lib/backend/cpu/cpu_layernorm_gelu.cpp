@@ -18,27 +18,15 @@
 #include <Eigen/Core>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/op_checks.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
 
 using detail::cpu_check;
 
-namespace {
-
-// Checks x[rows, n] against a [n] parameter; returns rows.
-int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
-  PP3D_CHECK(w.dim() == 1, "{}: weight must be 1-d, got shape {}", what, shape_str(w.shape()));
-  PP3D_CHECK(x.dim() >= 1 && x.size(-1) == w.numel() && w.numel() > 0,
-             "{}: x {} must end in the normalised size {}", what, shape_str(x.shape()), w.numel());
-  return x.numel() / w.numel();
-}
-
-void check_len(const Tensor& t, int64_t len, const char* what) {
-  PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
-}
-
-}  // namespace
+using detail::check_len;
+using detail::ln_rows;
 
 void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
                                    Tensor& mean, Tensor& rstd, float eps) {

@@ -5,25 +5,16 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
 
-namespace {
-
-int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
-  PP3D_CHECK(w.dim() == 1, "{}: weight must be 1-d, got shape {}", what, shape_str(w.shape()));
-  PP3D_CHECK(x.dim() >= 1 && x.size(-1) == w.numel() && w.numel() > 0,
-             "{}: x {} must end in the normalised size {}", what, shape_str(x.shape()), w.numel());
-  return x.numel() / w.numel();
-}
-
-void check_len(const Tensor& t, int64_t len, const char* what) {
-  PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
-}
-
-}  // namespace
+using detail::check_len;
+using detail::check_rows;
+using detail::ln_rows;
+using detail::xent_rows;
 
 // ---- LayerNorm ----------------------------------------------------------------
 
@@ -145,12 +136,6 @@ void CudaBackend::attention_backward(const Tensor& dout, const Tensor& qkv, cons
 
 // ---- embedding -------------------------------------------------------------------
 
-namespace {
-void check_rows(const Tensor& t, int64_t n, int64_t c, const char* what) {
-  PP3D_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == c, "{} must be [{}, {}], got {}", what, n, c,
-             shape_str(t.shape()));
-}
-}  // namespace
 
 void CudaBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, int64_t id_offset,
                                     bool accumulate) {
@@ -180,16 +165,6 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tens
 
 // ---- cross-entropy over a vocabulary slice ---------------------------------------------
 
-namespace {
-int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t valid, const char* what) {
-  PP3D_CHECK(logits.dim() == 2, "{}: logits must be [N, V_local], got {}", what, shape_str(logits.shape()));
-  PP3D_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "{}: targets must be [{}], got {}", what,
-             logits.size(0), shape_str(targets.shape()));
-  PP3D_CHECK(valid >= 0 && valid <= logits.size(1), "{}: valid = {} outside [0, V_local = {}]", what, valid,
-             logits.size(1));
-  return logits.size(0);
-}
-}  // namespace
 
 void CudaBackend::xent_stats(const Tensor& logits, const Tensor& targets, int64_t vocab_start, int64_t valid,
                              Tensor& local_max, Tensor& local_sumexp, Tensor& target_logit) {

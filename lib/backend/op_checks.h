@@ -1,0 +1,40 @@
+// Shape checks shared by every Backend implementation (internal header), so the
+// CPU and CUDA backends reject the same arguments with the same messages.
+#pragma once
+
+#include <cstdint>
+
+#include "pp3d/core/error.h"
+#include "pp3d/core/tensor.h"
+
+namespace pp3d::detail {
+
+// LayerNorm: x[rows, n] against a [n] parameter; returns rows.
+inline int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
+  PP3D_CHECK(w.dim() == 1, "{}: weight must be 1-d, got shape {}", what, shape_str(w.shape()));
+  PP3D_CHECK(x.dim() >= 1 && x.size(-1) == w.numel() && w.numel() > 0,
+             "{}: x {} must end in the normalised size {}", what, shape_str(x.shape()), w.numel());
+  return x.numel() / w.numel();
+}
+
+inline void check_len(const Tensor& t, int64_t len, const char* what) {
+  PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
+}
+
+// The [N, C] shape check shared by the embedding ops.
+inline void check_rows(const Tensor& t, int64_t n, int64_t c, const char* what) {
+  PP3D_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == c, "{} must be [{}, {}], got {}", what, n, c,
+             shape_str(t.shape()));
+}
+
+// Cross-entropy: logits [N, V_local], targets [N] and valid; returns N.
+inline int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t valid, const char* what) {
+  PP3D_CHECK(logits.dim() == 2, "{}: logits must be [N, V_local], got {}", what, shape_str(logits.shape()));
+  PP3D_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), "{}: targets must be [{}], got {}", what,
+             logits.size(0), shape_str(targets.shape()));
+  PP3D_CHECK(valid >= 0 && valid <= logits.size(1), "{}: valid = {} outside [0, V_local = {}]", what, valid,
+             logits.size(1));
+  return logits.size(0);
+}
+
+}  // namespace pp3d::detail
