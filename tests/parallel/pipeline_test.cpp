@@ -275,6 +275,15 @@ int main() {
     const auto& f = results[{static_cast<int>(ScheduleKind::OneFOneB), 2 * pp}];
     EXPECT(f.act_peak < g.act_peak, "activation peak with 1f1b {} B is not below gpipe's {} B", f.act_peak,
            g.act_peak);
+    // GPipe holds all m micro-batches' activations; 1F1B at most pp - stage of
+    // them (+1 for receive buffers and the head's logits on the last stage).
+    const int stage = grid.pp_rank(), m2 = 2 * pp;
+    EXPECT(f.act_peak * static_cast<std::size_t>(m2) <= g.act_peak * static_cast<std::size_t>(pp - stage + 1),
+           "stage {}: 1f1b activation peak {} B exceeds {} of gpipe's {} micro-batches ({} B)", stage, f.act_peak,
+           pp - stage + 1, m2, g.act_peak);
+    std::printf("[rank %d] activation peak, m = %d: gpipe %zu B, 1f1b %zu B (ratio %.3f, (pp - stage)/m = %.3f)\n",
+                r, m2, g.act_peak, f.act_peak, static_cast<double>(f.act_peak) / static_cast<double>(g.act_peak),
+                static_cast<double>(pp - stage) / m2);
     // Untied embeddings: no reassociated gradient anywhere, so bitwise equality.
     run_case(*be, grid, ScheduleKind::OneFOneB, 1, 2 * pp + 1, "", false, false, false);
     run_case(*be, grid, ScheduleKind::Interleaved, 2, 2 * pp, "", false, false, false);
