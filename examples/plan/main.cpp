@@ -14,6 +14,7 @@
 #include "pp3d/core/error.h"
 #include "pp3d/plan/model_file.h"
 #include "pp3d/plan/planner.h"
+#include "pp3d/plan/published.h"
 
 namespace {
 
@@ -43,7 +44,12 @@ int main(int argc, char** argv) {
   int64_t global_batch = 512, seq_len = 0, max_mb = 64;
   bool json = false, auto_mode = false, fp32 = false, no_flash = false, dropout = false, uneven = false, gpipe = false;
   double exposed = 0.3, mem_fraction = 1.0, workspace_gb = 1.0, bucket_mb = 25;
-  app.add_option("--model", model_path, "model YAML (configs/models/*.yaml)")->required()->check(CLI::ExistingFile);
+  std::string published_path;
+  app.add_option("--validate-published", published_path,
+                 "compare the planner with the published runs of FILE (docs/data/published_runs.yaml) and exit")
+      ->check(CLI::ExistingFile);
+  auto* model_opt =
+      app.add_option("--model", model_path, "model YAML (configs/models/*.yaml)")->check(CLI::ExistingFile);
   app.add_option("--gpus", gpus, "total number of GPUs")->check(CLI::PositiveNumber);
   app.add_option("--gpu", gpu, "GPU preset: h100, h200, a100, cpu");
   auto* gpn_opt = app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node")->check(CLI::PositiveNumber);
@@ -72,6 +78,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    if (!published_path.empty()) {
+      const auto rows = pp3d::compare_published(pp3d::load_published_runs(published_path));
+      std::cout << pp3d::published_table(rows);
+      return 0;
+    }
+    PP3D_CHECK(model_opt->count() > 0, "--model is required (or --validate-published FILE)");
     const pp3d::GptConfig cfg = pp3d::load_gpt_config_yaml(model_path);
     pp3d::Cluster cluster =
         cluster_path.empty() ? pp3d::cluster_preset(gpu, gpus_per_node) : pp3d::load_cluster_yaml(cluster_path);

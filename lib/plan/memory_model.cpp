@@ -125,13 +125,32 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
     r.logits = live * double(s) * double(b) * V / l.tp * prec.logits_bytes;
   }
   r.activations = r.in_flight * double(r.layers) * r.activation_per_layer + r.recompute_working + r.logits;
+  if (opt.pp3d_accounting) {
+    // pp3d keeps each bucket's full f32 gradient buffer from the step's first
+    // backward until its reduce-scatter in the last micro-batch (ZeRO-2/3:
+    // with one micro-batch the buffers are freed as their asynchronous
+    // reduce-scatters complete, so this is then an upper bound), and counts
+    // ZeRO-3's gathered layers as params.
+    if (l.zero_stage >= 2 && l.dp > 1) r.grads = r.psi * prec.grad_bytes() * (1.0 + 1.0 / l.dp);
+    if (l.zero_stage == 3 && l.dp > 1)
+      r.params += detail::pp3d_zero3_gathered(cfg, l, stage, opt.prefetch_layers) * prec.param_bytes();
+    detail::pp3d_activations(cfg, l, prec, work, opt, stage, r);
+  }
 
   if (l.dp > 1) r.comm += 2 * opt.bucket_bytes;                   // gradient buckets in flight
   if (l.pp > 1) r.comm += 2 * double(s) * double(b) * h * ab;      // p2p send + receive buffers
-  if (l.zero_stage == 3 && l.dp > 1) {                            // gathered params: current + prefetched
+  if (l.zero_stage == 3 && l.dp > 1 && !opt.pp3d_accounting) {   // gathered params: current + prefetched
     double largest = detail::block_parameters(cfg, l.tp);
     if (stage == 0 || stage == l.pp - 1) largest = std::max(largest, V * h / l.tp);
     r.comm += 2 * largest * prec.param_bytes();
+  }
+  if (opt.pp3d_accounting) {
+    // pp3d: p2p buffers are activations (counted there); ZeRO-1/2 stage the
+    // reduce-scatter result and the post-step parameter all-gather through an
+    // owned-shard copy (Comm); TP/SP staging buffers are small and not modelled.
+    r.comm = l.dp > 1 && (l.zero_stage == 1 || l.zero_stage == 2)
+                 ? r.psi * std::max(prec.grad_bytes(), prec.param_bytes()) / l.dp
+                 : 0.0;
   }
   r.workspace = opt.workspace_bytes;
   return r;

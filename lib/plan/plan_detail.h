@@ -22,3 +22,21 @@ int64_t plan_micro_batches(const Layout& layout, const Workload& work);
 double block_parameters(const GptConfig& cfg, int tp);
 
 }  // namespace pp3d::detail
+
+namespace pp3d {
+struct MemoryBreakdown;
+struct ModelOptions;
+}  // namespace pp3d
+
+namespace pp3d::detail {
+
+// pp3d accounting (ModelOptions::pp3d_accounting, lib/plan/memory_pp3d.cpp):
+// fills r.activations (the allocator's Activations peak on `stage`) and its
+// parts (in_flight, activation_per_layer, logits, recompute_working).
+void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
+                      const ModelOptions& opt, int stage, MemoryBreakdown& r);
+// Peak elements of ZeRO-3 gathered (full) parameters on `stage`: the largest
+// window of 1 + prefetch consecutive layers in execution order (embedding,
+// blocks, head; the head of a whole tied model also uses the embedding).
+double pp3d_zero3_gathered(const GptConfig& cfg, const Layout& l, int stage, int prefetch);
+}  // namespace pp3d::detail

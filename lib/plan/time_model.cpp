@@ -86,6 +86,10 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   const double repl = (l.sequence_parallel && l.tp > 1) ? t : 1.0;
   double ew = (2 * 2 + 2 * 3) * bs * h * ab / repl + 2 * bs * F / t * ab;
   if (!opt.flash_attention) ew += 2 * b * (a / t) * s * s * ab;
+  // Dropout (ModelOptions::dropout): read + write + a 1-byte mask, on the
+  // attention probabilities (unless a flash kernel fuses it) and after both
+  // residual branches.
+  if (opt.dropout) ew += (2 * ab + 1) * ((opt.flash_attention ? 0.0 : b * (a / t) * s * s) + 2 * bs * h / repl);
   // ~14 kernels per block forward (6 GEMMs or attention calls, 2 LayerNorms,
   // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
   r.elementwise = L * passes * (ew / c.gpu.hbm_bw + 14 * c.gpu.launch_overhead);

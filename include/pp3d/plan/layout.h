@@ -52,16 +52,25 @@ struct Workload {
 // Numeric precision. Mixed precision (bf16/fp16 compute, fp32 master weights and
 // Adam moments, the ZeRO paper's K = 12): 2 B params, 2 B grads, 12 B optimizer
 // state per parameter. fp32 training: 4 B params, 4 B grads, 8 B Adam (m, v).
+//
+// pp3d's own trainer keeps f32 gradients and f32 activations whatever the
+// parameter dtype (lib/model, lib/parallel): Precision::pp3d() sets the two
+// element-size overrides accordingly (4 B grads and activations; params 2 B
+// with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B).
 struct Precision {
   bool mixed = true;        // false: everything fp32
   double logits_bytes = 4;  // logits/loss buffer element size (fp32 for a stable softmax)
+  double grad_elem = 0;     // > 0: gradient element size overriding the default above
+  double act_elem = 0;      // > 0: activation element size overriding the default above
 
   double param_bytes() const { return mixed ? 2 : 4; }
-  double grad_bytes() const { return mixed ? 2 : 4; }
+  double grad_bytes() const { return grad_elem > 0 ? grad_elem : (mixed ? 2 : 4); }
   double optimizer_bytes() const { return mixed ? 12 : 8; }
-  double activation_bytes() const { return mixed ? 2 : 4; }
+  double activation_bytes() const { return act_elem > 0 ? act_elem : (mixed ? 2 : 4); }
   static Precision bf16() { return {}; }
   static Precision fp32() { return {false, 4}; }
+  // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`).
+  static Precision pp3d(bool half_params) { return {half_params, 4, 4, 4}; }
 };
 
 // Knobs of the memory and time model (documented in docs/PLANNER.md).
@@ -71,6 +80,13 @@ struct ModelOptions {
   double bucket_bytes = 25e6;      // gradient bucket size; comm buffers = 2 buckets
   double workspace_bytes = 1.0e9;  // cuBLAS/cuDNN workspace, allocator slack, CUDA context
   double dp_exposed_fraction = 0.3;  // fraction of DP/ZeRO communication not hidden behind compute
+  // Model pp3d's own trainer exactly as its allocator counts (docs/PLANNER.md,
+  // "pp3d accounting"): the activation tensors lib/model keeps plus the
+  // largest backward temporary, gradient buffers kept unsharded until the
+  // step's last reduce-scatter (ZeRO-2/3), ZeRO-3 gathered layers counted as
+  // params. false: the published (Megatron/DeepSpeed) accounting.
+  bool pp3d_accounting = false;
+  int prefetch_layers = 1;  // pp3d ZeRO-3: layers gathered ahead (--prefetch-layers)
 };
 
 }  // namespace pp3d

@@ -1,0 +1,46 @@
+// Published measurements of large GPT training runs (docs/data/published_runs.yaml)
+// and the planner's predictions for them: the validation table of
+// docs/PLANNER.md, printed by `pp3d-plan --validate-published FILE`.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pp3d/plan/planner.h"
+
+namespace pp3d {
+
+struct PublishedRun {
+  std::string name, source;
+  std::string gpu = "a100";
+  int gpus_per_node = 8;
+  GptConfig model;        // layers, hidden, heads, vocab (51200), seq_len (2048); untied head
+  int gpus = 0;
+  Layout layout;          // tp, pp, dp = gpus / (tp pp), zero, micro_batch (0: the planner's best), schedule, v, recompute, sp
+  int64_t global_batch = 0;
+  std::string metric;     // "hardware_tflops" (recompute counted) or "model_tflops" (MFU x peak)
+  double published = 0;   // TFLOP/s per GPU
+  bool dp_overlap = true;  // false: the framework reduces gradients after the backward pass (no overlap)
+};
+
+// Reads the `runs:` list (keys in the file's header comment). Throws
+// pp3d::Error naming the file, the run and the bad or unknown key.
+std::vector<PublishedRun> load_published_runs(const std::string& path);
+
+struct PublishedComparison {
+  PublishedRun run;
+  Candidate predicted;   // the layout evaluated (micro-batch resolved)
+  double predicted_tflops = 0;  // in the run's metric
+  double error = 0;             // predicted / published - 1
+};
+// Evaluates every run on its preset cluster (memory is not checked: the
+// published runs ran). micro_batch 0: the fastest power of two <= 8 that fits.
+std::vector<PublishedComparison> compare_published(const std::vector<PublishedRun>& runs);
+double mean_abs_error(const std::vector<PublishedComparison>& rows);
+// The table printed by pp3d-plan --validate-published (Markdown).
+std::string published_table(const std::vector<PublishedComparison>& rows);
+
+}  // namespace pp3d

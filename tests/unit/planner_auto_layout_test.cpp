@@ -1,0 +1,135 @@
+// resolve_auto_layout (pp3d-train --tp auto --pp auto --zero-stage auto):
+// the choice is a layout the trainer accepts, it is the planner's top-ranked
+// layout among those the trainer supports, it shards when the model does not
+// fit unsharded, and it is deterministic.
+#include <catch2/catch.hpp>
+
+#include "pp3d/core/error.h"
+#include "pp3d/plan/auto_layout.h"
+
+using namespace pp3d;
+
+namespace {
+
+TrainConfig tiny() {
+  TrainConfig c;
+  c.num_layers = 4;
+  c.hidden_size = 64;
+  c.num_heads = 4;
+  c.seq_len = 32;
+  c.micro_batch_size = 4;
+  c.global_batch_size = 32;
+  c.tp = 0, c.pp = 0, c.zero_stage = -1;  // "auto"
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("auto layout: 8 CPU ranks, tiny model -> a layout the trainer validates", "[planner][auto]") {
+  TrainConfig c = tiny();
+  const AutoLayoutRequest what = AutoLayoutRequest::from(c);
+  REQUIRE((what.tp && what.pp && what.zero));
+  const AutoLayoutChoice r = resolve_auto_layout(c, 8, cpu_ranks_cluster(8), what);
+  CHECK(c.tp * c.pp * r.best.layout.dp == 8);
+  CHECK(c.tp == r.best.layout.tp);
+  CHECK(c.pp == r.best.layout.pp);
+  CHECK(c.zero_stage == r.best.layout.zero_stage);
+  CHECK(c.global_batch_size == 32);
+  CHECK_NOTHROW(c.validate(8));
+  CHECK(c.resolve_layout(8).micro_batch == r.best.layout.micro_batch);
+  CHECK(r.summary.rfind("auto layout: tp ", 0) == 0);
+  CHECK(r.summary.find("runner-up: tp ") != std::string::npos);
+  REQUIRE(r.runner_up.has_value());
+  CHECK(r.runner_up->time.tokens_per_s <= r.best.time.tokens_per_s);
+  CHECK(r.feasible >= 2);
+  CHECK(r.considered >= r.feasible);
+}
+
+TEST_CASE("auto layout equals the planner's top-ranked layout the trainer supports", "[planner][auto]") {
+  for (int world : {2, 4, 8}) {
+    TrainConfig c = tiny();
+    c.sequence_parallel = true;  // the planner's search uses SP whenever tp > 1
+    const Cluster cluster = cpu_ranks_cluster(world);
+    PlanRequest req;
+    req.gpus = world;
+    req.work = {c.global_batch_size, c.seq_len};
+    req.precision = Precision::pp3d(false);
+    req.options = trainer_plan([] {
+                    TrainConfig t = tiny();
+                    t.tp = t.pp = 1, t.zero_stage = 0;
+                    return t;
+                  }(),
+                                 1)
+                      .options;
+    req.max_micro_batch = c.micro_batch_size;
+    const Planner planner(trainer_model_config(c, 1), cluster, req);
+    const PlanResult all = planner.search();
+    const Candidate* top = nullptr;  // first of the planner's ranking the trainer runs: 1f1b, no recompute
+    for (const Candidate& k : all.feasible)
+      if (k.layout.schedule == Schedule::OneFOneB && k.layout.recompute == Recompute::None) {
+        top = &k;
+        break;
+      }
+    REQUIRE(top != nullptr);
+    TrainConfig chosen = c;
+    const AutoLayoutChoice r = resolve_auto_layout(chosen, world, cluster, AutoLayoutRequest::from(c));
+    INFO("world " << world << ": auto " << r.best.layout.spec() << " vs planner " << top->layout.spec());
+    CHECK(r.best.layout.spec() == top->layout.spec());
+    CHECK(r.best.time.tokens_per_s == Approx(top->time.tokens_per_s).epsilon(1e-12));
+    // Deterministic: the same inputs give the same choice.
+    TrainConfig again = c;
+    CHECK(resolve_auto_layout(again, world, cluster, AutoLayoutRequest::from(c)).best.layout.spec() ==
+          r.best.layout.spec());
+  }
+}
+
+TEST_CASE("auto layout shards a model that does not fit unsharded", "[planner][auto]") {
+  // 6.7B-class model (GPT-3 6.7B shape), f32 training on 8 H100: 16 B/parameter
+  // of model states alone is > 100 GB unsharded.
+  TrainConfig c;
+  c.num_layers = 32, c.hidden_size = 4096, c.num_heads = 32, c.seq_len = 2048, c.vocab_size = 50257;
+  c.micro_batch_size = 1, c.global_batch_size = 64;
+  c.tp = 0, c.pp = 0, c.zero_stage = -1;
+  const Cluster cluster = trainer_cluster(true, 8, "h100");
+  TrainConfig plain = c;
+  plain.tp = plain.pp = 1, plain.zero_stage = 0;
+  const TrainerPlan p = trainer_plan(plain, 8);
+  const MemoryBreakdown unsharded = predict_memory(p.model, p.layout, p.precision, p.work, p.options);
+  REQUIRE(unsharded.total() > cluster.gpu.memory_bytes);
+  const AutoLayoutChoice r = resolve_auto_layout(c, 8, cluster, AutoLayoutRequest::from(c));
+  CHECK(r.best.memory.total() <= cluster.gpu.memory_bytes);
+  CHECK((c.zero_stage > 0 || c.tp > 1 || c.pp > 1));
+  CHECK_NOTHROW(c.validate(8));
+
+  // Fixed fields stay fixed: with ZeRO off and tp = 1 only pipeline parallelism can help.
+  TrainConfig fixed = c;
+  fixed.tp = 1, fixed.pp = 0, fixed.zero_stage = 0, fixed.global_batch_size = 64, fixed.micro_batch_size = 1;
+  const AutoLayoutChoice f = resolve_auto_layout(fixed, 8, cluster, AutoLayoutRequest::from(fixed));
+  CHECK(fixed.tp == 1);
+  CHECK(fixed.zero_stage == 0);
+  CHECK(fixed.pp > 1);
+  CHECK(f.best.memory.total() <= cluster.gpu.memory_bytes);
+}
+
+TEST_CASE("auto layout: nothing fits -> a clear error", "[planner][auto]") {
+  TrainConfig c;
+  c.num_layers = 4, c.hidden_size = 8192, c.num_heads = 64, c.seq_len = 2048, c.vocab_size = 50257;
+  c.micro_batch_size = 1, c.global_batch_size = 2;
+  c.tp = 0, c.pp = 0, c.zero_stage = -1;
+  try {
+    (void)resolve_auto_layout(c, 2, cpu_ranks_cluster(2), AutoLayoutRequest::from(c));
+    FAIL("expected pp3d::Error");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("none of the") && Catch::Contains("fits"));
+  }
+}
+
+TEST_CASE("trainer_model_config follows the trainer's vocabulary and padding", "[planner][auto]") {
+  TrainConfig c;
+  c.vocab_size = 0;  // the embedded byte corpus
+  CHECK(trainer_model_config(c, 1).vocab_size == 256);
+  CHECK(trainer_model_config(c, 1).padded_vocab() == 256);
+  c.vocab_size = 50257;
+  CHECK(trainer_model_config(c, 1).padded_vocab() == 50304);
+  CHECK(trainer_model_config(c, 3).padded_vocab() % 3 == 0);  // 64 does not divide: padded to 64 * tp
+}
