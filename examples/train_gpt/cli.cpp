@@ -1,6 +1,8 @@
 // pp3d-train flags (see docs/USAGE_GUIDE.md) and the --print-config dump.
 #include "cli.h"
 
+#include <fmt/format.h>
+
 namespace pp3d::cli {
 
 void add_train_options(CLI::App& app, TrainConfig& c) {
@@ -44,15 +46,31 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--hysteresis", c.loss_scaler.hysteresis, "--fp16: overflows tolerated before the loss scale halves");
   opt("--min-loss-scale", c.loss_scaler.min_scale, "--fp16: lower bound of the loss scale");
   // ---- parallelism
-  opt("--tp", c.tp, "tensor-parallel size (Megatron); dp = ranks / (tp x pp)");
-  opt("--pp", c.pp, "pipeline-parallel size");
+  // "auto": the planner chooses (pp3d-train resolves tp = 0 / pp = 0 / zero_stage = -1 before validation).
+  auto or_auto = [](const char* auto_value, int lo, int hi) {
+    return CLI::Validator(
+        [=](std::string& s) -> std::string {
+          if (s == "auto") {
+            s = auto_value;
+            return {};
+          }
+          int v = 0;
+          if (!CLI::detail::lexical_cast(s, v) || v < lo || v > hi)
+            return fmt::format("'{}' is not an integer in [{}, {}] or auto", s, lo, hi);
+          return {};
+        },
+        hi > 100 ? "INT>=1|auto" : "0..3|auto");
+  };
+  opt("--tp", c.tp, "tensor-parallel size (Megatron); dp = ranks / (tp x pp); auto: chosen by the planner")
+      ->transform(or_auto("0", 1, 1 << 20));
+  opt("--pp", c.pp, "pipeline-parallel size; auto: chosen by the planner")->transform(or_auto("0", 1, 1 << 20));
   app.add_flag("--sequence-parallel", c.sequence_parallel, "Megatron sequence parallelism (needs --tp > 1)");
   opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved")
       ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved"}));
   opt("--virtual-stages", c.virtual_stages, "model chunks per pipeline rank (interleaved: >= 2)");
   opt("--pipeline-split", c.pipeline_split, "layers per virtual stage, e.g. 3,5 (default balanced)");
-  opt("--zero-stage", c.zero_stage, "ZeRO stage over the data-parallel group: 0 (plain DP), 1, 2, 3")
-      ->check(CLI::Range(0, 3));
+  opt("--zero-stage", c.zero_stage, "ZeRO stage over the data-parallel group: 0 (plain DP), 1, 2, 3; auto: chosen "
+      "by the planner")->transform(or_auto("-1", 0, 3));
   opt("--bucket-size-mb", c.bucket_size_mb, "gradient-reduction bucket size (MB of f32)");
   opt("--prefetch-layers", c.prefetch_layers, "ZeRO-3: layers gathered ahead of use");
   // ---- data, files, reporting
@@ -64,12 +82,17 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--eval-batches", c.eval_batches, "validation batches of --batch-size rows per evaluation");
   app.add_option("--export-safetensors", c.export_safetensors, "write the final weights (HF GPT-2 names) here");
   opt("--save-interval", c.save_interval, "checkpoint every N steps and after the last (0: never); "
-      "<output-dir>/checkpoint-<step>/, reloadable into any layout");
-  opt("--keep-last", c.keep_last, "keep only the newest N checkpoints (0: all)");
+      "<output-dir>/checkpoint-<step>/, reloadable into any layout. SIGINT/SIGTERM always save one at the next "
+      "step boundary and exit 0 (continue with --resume-from latest)");
+  opt("--keep-last,--keep-checkpoints", c.keep_last, "keep only the newest N checkpoints (0: all)");
   app.add_option("--resume-from", c.resume_from, "checkpoint directory, or 'latest' (in --output-dir), to continue from");
   app.add_option("--trace", c.trace, "write a Chrome trace (chrome://tracing) of one step's pipeline here");
   opt("--trace-step", c.trace_step, "0-based step whose trace --trace writes (clamped to the last)");
   app.add_flag("--log-all-ranks", c.log_all_ranks, "every rank logs (default: global rank 0 only)");
+  app.add_flag("--progress,!--no-progress", c.progress,
+               "rank 0's progress bar with ETA on stderr when it is a terminal (default on)");
+  opt("--peak-tflops", c.peak_tflops, "per-rank peak TFLOP/s for metrics.jsonl's mfu (0: known GPUs only, none on CPU)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 nlohmann::ordered_json config_json(const TrainConfig& c) {
@@ -91,7 +114,7 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"eval_interval", c.eval_interval}, {"eval_batches", c.eval_batches},
           {"export_safetensors", c.export_safetensors}, {"save_interval", c.save_interval},
           {"keep_last", c.keep_last}, {"resume_from", c.resume_from}, {"trace", c.trace}, {"trace_step", c.trace_step},
-          {"log_all_ranks", c.log_all_ranks}};
+          {"log_all_ranks", c.log_all_ranks}, {"progress", c.progress}, {"peak_tflops", c.peak_tflops}};
 }
 
 }  // namespace pp3d::cli

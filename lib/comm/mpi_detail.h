@@ -51,6 +51,14 @@ void check_mpi(int rc, const char* call, const MpiCommunicator::Impl& impl, cons
 void mpi_wait_all(std::vector<MPI_Request>& reqs, std::vector<MPI_Status>* statuses,
                   MpiCommunicator::Impl& impl, const MpiOpInfo& info, const std::vector<Tensor>& keep);
 
+// The background progress thread (mpi_progress.cpp): acquire() while a
+// non-blocking operation is outstanding (returns false when there is no
+// thread: PP3D_MPI_PROGRESS_THREAD=0 or no MPI_THREAD_MULTIPLE), release() once after.
+bool mpi_progress_acquire();
+void mpi_progress_release();
+// Benchmarks: operations started after set_enabled(false) get no progress thread.
+void mpi_progress_set_enabled(bool on);
+
 MPI_Datatype mpi_dtype(DType t);
 MPI_Op mpi_op(ReduceOp op);
 
@@ -71,6 +79,7 @@ class MpiHandle final : public CommHandle {
   std::vector<Tensor> keep_;
   std::function<void()> finish_;
   bool done_ = false;
+  bool pumped_ = false;  // holds a reference on the progress thread
 };
 
 }  // namespace detail

@@ -125,7 +125,9 @@ void mpi_wait_all(std::vector<MPI_Request>& reqs, std::vector<MPI_Status>* statu
 MpiHandle::MpiHandle(MpiCommunicator::Impl& impl, MpiOpInfo info, std::vector<MPI_Request> reqs,
                      std::vector<Tensor> keep, std::function<void()> finish)
     : impl_(impl), info_(std::move(info)), reqs_(std::move(reqs)), keep_(std::move(keep)),
-      finish_(std::move(finish)) {}
+      finish_(std::move(finish)) {
+  pumped_ = mpi_progress_acquire();
+}
 
 MpiHandle::~MpiHandle() {
   if (done_) return;
@@ -138,6 +140,8 @@ MpiHandle::~MpiHandle() {
 
 void MpiHandle::complete() {
   done_ = true;
+  if (pumped_) mpi_progress_release();
+  pumped_ = false;
   if (finish_) finish_();
   keep_.clear();
 }
@@ -150,6 +154,8 @@ void MpiHandle::wait() {
   } catch (...) {
     done_ = true;  // abandoned: its buffers now live in impl_.graveyard
     keep_.clear();
+    if (pumped_) mpi_progress_release();
+    pumped_ = false;
     throw;
   }
   complete();

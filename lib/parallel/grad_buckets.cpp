@@ -3,6 +3,7 @@
 #include "pp3d/parallel/grad_buckets.h"
 
 #include <algorithm>
+#include <chrono>
 #include <set>
 
 #include "pp3d/core/error.h"
@@ -10,6 +11,10 @@
 namespace pp3d {
 
 namespace {
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 // True when `p` is the tied wte of a model holding both ends (used by the
 // embedding layer -1 and by the head layer L).
@@ -117,8 +122,12 @@ GradBucketer::GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicato
       view.copy_from(p.grad);
       p.grad = view;  // the old storage is released here
     }
-    if (cfg_.mode == BucketMode::ReduceScatterRelease)
+    if (cfg_.mode == BucketMode::ReduceScatterRelease) {
       s.shard = Tensor::zeros({bk.padded / dp_->size()}, DType::F32, dev, MemCategory::Grads);
+      // Only the owned shard persists between steps: the first backward re-allocates (zeroed).
+      for (Parameter* p : bk.params) p->grad = Tensor();
+      s.full = Tensor();
+    }
   }
   if (cfg_.install_hooks) {
     for (std::size_t m = 0; m < models_.size(); ++m) {
@@ -164,6 +173,7 @@ void GradBucketer::before_backward(int model, int64_t layer) {
                "GradBucketer: backward pass {} of a step configured with {} micro-batches (call finish() after "
                "each step)", c, micro_batches_);
   }
+  progress();
   if (cfg_.mode != BucketMode::ReduceScatterRelease) return;
   const auto& uses = plan_.uses[static_cast<std::size_t>(model)];
   auto it = uses.find(layer);
@@ -172,7 +182,10 @@ void GradBucketer::before_backward(int model, int64_t layer) {
 }
 
 void GradBucketer::after_backward(int model, int64_t layer) {
-  if (!is_last(model)) return;
+  if (!is_last(model) || !cfg_.overlap) {
+    progress();
+    return;
+  }
   for (int b = 0; b < num_buckets(); ++b) {
     const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
     if (bk.model == model && bk.lo_layer == layer && !bk.deferred && !state_[static_cast<std::size_t>(b)].launched) {
@@ -188,6 +201,8 @@ void GradBucketer::launch(int b) {
   PP3D_CHECK(s.full.defined(), "GradBucketer: bucket {} has no gradient buffer at reduction (no backward ran "
                                "on it this step)", b);
   const int64_t chunk = plan_.buckets[static_cast<std::size_t>(b)].padded / dp_->size();
+  s.t_launch = now_ms();  // before the call: starting the collective is communication time too
+  s.t_done = -1.0;
   switch (cfg_.mode) {
     case BucketMode::AllReduce:
       s.handle = dp_->all_reduce_async(s.full, ReduceOp::Sum);
@@ -206,6 +221,7 @@ void GradBucketer::launch(int b) {
 
 void GradBucketer::complete(int b) {
   State& s = state_[static_cast<std::size_t>(b)];
+  s.t_done = now_ms();
   s.handle.reset();
   if (cfg_.mode == BucketMode::ReduceScatter) {
     Tensor own = reduced(b);
@@ -229,13 +245,19 @@ void GradBucketer::poll() {
 }
 
 void GradBucketer::finish() {
-  for (int b = 0; b < num_buckets(); ++b)
-    if (plan_.buckets[static_cast<std::size_t>(b)].deferred && !state_[static_cast<std::size_t>(b)].launched) launch(b);
+  const double t0 = now_ms();
+  for (int b = 0; b < num_buckets(); ++b) {
+    const State& s = state_[static_cast<std::size_t>(b)];
+    // Deferred buckets, and every bucket not launched during backward (overlap off or never ready).
+    if (!s.launched && (plan_.buckets[static_cast<std::size_t>(b)].deferred || !cfg_.overlap))
+      launch(b);
+  }
   for (int b : in_flight_) {
     state_[static_cast<std::size_t>(b)].handle->wait();
     complete(b);
   }
   in_flight_.clear();
+  record_stats(now_ms() - t0);
   for (int b = 0; b < num_buckets(); ++b) {
     State& s = state_[static_cast<std::size_t>(b)];
     const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
@@ -254,6 +276,35 @@ void GradBucketer::zero_grad() {
   for (State& s : state_)
     if (s.full.defined()) s.full.zero_();
   launched_in_backward_ = 0;
+}
+
+void GradBucketer::record_stats(double exposed_ms) {
+  GradCommStats st;
+  st.exposed_ms = exposed_ms;
+  st.launched_in_backward = launched_in_backward_;
+  std::vector<std::pair<double, double>> iv;
+  double first = 0.0;
+  for (const State& s : state_)
+    if (s.launched && s.t_done >= s.t_launch) iv.emplace_back(s.t_launch, s.t_done);
+  std::sort(iv.begin(), iv.end());
+  if (!iv.empty()) first = iv.front().first;
+  double end = -1e300;
+  for (const auto& [a, b] : iv) {  // union of the in-flight intervals
+    const double lo = std::max(a, end);
+    if (b > lo) st.comm_ms += b - lo;
+    end = std::max(end, b);
+  }
+  st.reductions = static_cast<int>(iv.size());
+  for (const State& s : state_) {
+    st.launch_ms.push_back(s.launched ? s.t_launch - first : -1.0);
+    st.done_ms.push_back(s.launched ? s.t_done - first : -1.0);
+  }
+  stats_ = std::move(st);
+}
+
+double GradCommStats::hidden_fraction() const {
+  if (!(comm_ms > 0.0)) return 0.0;
+  return std::clamp(1.0 - exposed_ms / comm_ms, 0.0, 1.0);
 }
 
 std::pair<int64_t, int64_t> GradBucketer::owned_range(int b) const {

@@ -29,6 +29,7 @@ ZeroOptimizer::ZeroOptimizer(Backend& backend, std::vector<Gpt*> models, std::sh
                               : BucketMode::ReduceScatterRelease;
   bc.layer_per_bucket = cfg_.stage == 3;
   bc.install_hooks = false;
+  bc.overlap = cfg_.overlap_comm;
   buckets_ = std::make_unique<GradBucketer>(models_, dp_, bc);
 
   state_.resize(static_cast<std::size_t>(buckets_->num_buckets()));
@@ -36,6 +37,7 @@ ZeroOptimizer::ZeroOptimizer(Backend& backend, std::vector<Gpt*> models, std::sh
     const GradBucket& bk = buckets_->plan().buckets[static_cast<std::size_t>(b)];
     BucketState& st = state_[static_cast<std::size_t>(b)];
     const DType dt = bk.params.front()->value.dtype();
+    param_dtype_ = dt;
     const Device dev = bk.params.front()->value.device();
     const auto [ob, oe] = buckets_->owned_range(b);
     // Flatten the values into one buffer; the parameters become views of it.

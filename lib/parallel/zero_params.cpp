@@ -33,6 +33,7 @@ const std::vector<int>& uses_of(const BucketPlan& plan, int model, int64_t layer
 
 void ZeroOptimizer::on_before(int model, int64_t layer, bool forward) {
   if (!forward) buckets_->before_backward(model, layer);
+  else buckets_->progress();  // reductions still in flight during a pipeline's next forward
   if (cfg_.stage != 3) return;
   const BucketPlan& plan = buckets_->plan();
   for (int b : uses_of(plan, model, layer)) acquire(b);

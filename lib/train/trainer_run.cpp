@@ -1,5 +1,6 @@
 // Trainer::run: the loop with train.log, metrics.jsonl (global rank 0),
 // evaluation, the pipeline trace and the export.
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -11,10 +12,29 @@
 #include "pp3d/core/log.h"
 #include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
+#include "pp3d/train/checkpoint.h"
 #include "pp3d/train/interop.h"
 #include "pp3d/train/trainer.h"
+#include "pp3d/train/trainer_memory.h"
+#include "train/trainer_flops.h"
+#include "train/trainer_progress.h"
+#include "train/trainer_signals.h"
 
 namespace pp3d {
+
+namespace {
+
+// The largest pending stop signal over the world (0: none): every rank gets the
+// same answer, so all stop after the same step even when only some were signalled.
+int agreed_stop_signal(Communicator& world) {
+  const int local = detail::StopSignalGuard::pending();
+  if (world.size() == 1) return local;
+  Tensor flag = Tensor::from_vector_i32({1}, {local}, MemCategory::Comm);
+  world.all_reduce(flag, ReduceOp::Max);
+  return flag.data<int32_t>()[0];
+}
+
+}  // namespace
 
 void Trainer::log_header() {
   auto log = logger();
@@ -42,6 +62,7 @@ void Trainer::log_header() {
     log->info("mixed precision: fp16 parameters, f32 gradients / master weights / Adam state; dynamic loss scale "
               "{} (window {}, hysteresis {}, min {})", mp_.loss_scale(), cfg_.loss_scaler.scale_window,
               cfg_.loss_scaler.hysteresis, cfg_.loss_scaler.min_scale);
+  log_zero_memory_report(*zero_, backend_->device().type);  // measured vs ZeRO formula (trainer_memory.cpp)
 }
 
 StepMetrics Trainer::run() {
@@ -62,13 +83,22 @@ StepMetrics Trainer::run() {
   StepMetrics last;
   double tokens_per_s_sum = 0.0;
   const int64_t first_step = step_;  // > 0 after --resume-from
+  // SIGINT / SIGTERM: stop after the current step with a checkpoint (handlers restored on exit).
+  const detail::StopSignalGuard signals;
+  stop_signal_ = 0;
+  detail::ProgressBar bar(rank0 && cfg_.progress && !cfg_.quiet);
+  const std::optional<double> peak_tflops = detail::peak_tflops_for(backend_->device(), cfg_.bf16 || cfg_.fp16,
+                                                                    cfg_.peak_tflops);
+  const auto t_run = std::chrono::steady_clock::now();
   while (step_ < cfg_.max_steps) {
     StepMetrics m = train_step();
     tokens_per_s_sum += m.tokens_per_s;
     const bool last_step = step_ == cfg_.max_steps;
     if (last_step || (cfg_.eval_interval > 0 && step_ % cfg_.eval_interval == 0)) m.val_loss = evaluate();
-    PP3D_CHECK(std::isfinite(m.loss), "training diverged: loss {} at step {} (lower --lr or raise --warmup-steps)",
-               m.loss, m.step);
+    // Non-finite losses stop in train_step before the update; an fp16 overflow skip is the loss scaler's business.
+    PP3D_CHECK(m.skipped || std::isfinite(m.loss),
+               "training diverged: loss {} at step {} (lower --lr or raise --warmup-steps)", m.loss, m.step + 1);
+    const double tflops = m.model_flops / m.step_seconds / static_cast<double>(layout_.world) * 1e-12;
     if (rank0) {
       nlohmann::ordered_json j = {{"step", m.step + 1},  // 1-based: updates done
                                   {"loss", m.loss},
@@ -84,6 +114,13 @@ StepMetrics Trainer::run() {
       j["dp"] = layout_.dp;
       j["tp"] = layout_.tp;
       j["pp"] = layout_.pp;
+      j["model_flops"] = m.model_flops;
+      j["tflops"] = tflops;  // achieved per rank
+      if (peak_tflops) j["mfu"] = tflops / *peak_tflops;
+      j["compute_ms"] = m.compute_ms;
+      j["bubble_ms"] = m.bubble_ms;
+      j["grad_sync_ms"] = m.grad_sync_ms;
+      j["optimizer_ms"] = m.optimizer_ms;
       if (m.idle_fraction) j["bubble_idle_fraction"] = *m.idle_fraction;
       if (m.theoretical_bubble) j["theoretical_bubble"] = *m.theoretical_bubble;
       nlohmann::ordered_json mem, peak;
@@ -91,9 +128,18 @@ StepMetrics Trainer::run() {
       for (const auto& [k, v] : m.mem_peak) peak[k] = v;
       j["mem_bytes"] = mem;
       j["mem_peak_bytes"] = peak;
+      nlohmann::ordered_json formula;
+      for (const auto& [k, v] : m.mem_formula) formula[k] = v;
+      if (!m.mem_formula.empty()) j["mem_formula_bytes"] = formula;
+      if (m.grad_comm_hidden_fraction) {
+        j["grad_comm_ms"] = m.grad_comm_ms.value_or(0.0);
+        j["grad_comm_exposed_ms"] = m.grad_comm_exposed_ms.value_or(0.0);
+        j["grad_comm_hidden_fraction"] = *m.grad_comm_hidden_fraction;
+      }
       metrics << j.dump() << '\n';
       metrics.flush();
     }
+    bar.clear();
     if (talk && m.skipped)
       log->warn("step {:>5}/{} | fp16 overflow: step skipped, loss scale -> {}", m.step + 1, cfg_.max_steps,
                 mp_.loss_scale());
@@ -106,8 +152,20 @@ StepMetrics Trainer::run() {
                 m.val_loss ? fmt::format(" | val loss {:.4f}", *m.val_loss) : std::string());
     }
     last = m;
-    if (cfg_.save_interval > 0 && (step_ % cfg_.save_interval == 0 || last_step)) save();
+    const bool saved_this_step = cfg_.save_interval > 0 && (step_ % cfg_.save_interval == 0 || last_step);
+    if (saved_this_step) save();
+    if (const int sig = agreed_stop_signal(*world_); sig != 0) {
+      stop_signal_ = sig;
+      if (!saved_this_step) save();
+      if (talk)
+        log->warn("received {}: checkpoint of step {} saved to '{}'; continue with --resume-from latest",
+                  detail::stop_signal_name(sig), step_, checkpoint_dir_name(cfg_.output_dir, step_));
+      return last;
+    }
+    bar.draw({step_, cfg_.max_steps, first_step, m.loss, m.tokens_per_s,
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count()});
   }
+  bar.clear();
   if (talk) {
     log->info("done: final train loss {:.4f}, val loss {:.4f} (unigram entropy {:.4f} nats), mean {:.0f} tok/s",
               last.loss, last.val_loss.value_or(NAN), unigram_bits_ * std::log(2.0),

@@ -2,6 +2,7 @@
 // clipping + AdamW) and the forward-only evaluation through the pipeline.
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 
 #include "pp3d/comm/collectives_util.h"
 #include "pp3d/core/allocator.h"
@@ -9,7 +10,10 @@
 #include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
+#include "pp3d/train/checkpoint.h"
 #include "pp3d/train/trainer.h"
+#include "pp3d/train/trainer_memory.h"
+#include "train/trainer_flops.h"
 
 namespace pp3d {
 
@@ -27,7 +31,24 @@ void memory_snapshot(StepMetrics& r, DeviceType dev) {
   }
 }
 
+// PP3D_TEST_NAN_AT_STEP=N (testing only): step N's (1-based) loss weight is NaN.
+int64_t test_nan_step() {
+  const char* v = std::getenv("PP3D_TEST_NAN_AT_STEP");
+  return v != nullptr ? std::atoll(v) : 0;
+}
+
 }  // namespace
+
+std::string Trainer::last_checkpoint_description() const {
+  for (const std::string& spec : {std::string("latest"), cfg_.resume_from}) {
+    if (spec.empty()) continue;
+    try {
+      return fmt::format("'{}'", resolve_checkpoint(spec, cfg_.output_dir));
+    } catch (const Error&) {
+    }
+  }
+  return "none (set --save-interval)";
+}
 
 StepMetrics Trainer::train_step() {
   const auto t0 = std::chrono::steady_clock::now();
@@ -37,7 +58,8 @@ StepMetrics Trainer::train_step() {
   // Each micro-batch adds loss_weight * (sum of its token losses): summed over
   // micro-batches and DP ranks this is the mean over the global batch, and so
   // are the (DP-summed) gradients — in every layout.
-  const float loss_weight = 1.0f / static_cast<float>(layout_.global_batch * cfg_.seq_len);
+  float loss_weight = 1.0f / static_cast<float>(layout_.global_batch * cfg_.seq_len);
+  if (test_nan_step() == step_ + 1) loss_weight = NAN;  // testing only (docs/USAGE_GUIDE.md)
   const int64_t row0 = grid_->dp_rank() * (layout_.global_batch / layout_.dp);
   std::vector<MicroBatch> mbs(static_cast<std::size_t>(layout_.micro_batches));
   for (int64_t m = 0; m < layout_.micro_batches; ++m) {
@@ -49,12 +71,28 @@ StepMetrics Trainer::train_step() {
   // --fp16: the loss weight carries the loss scale (gradients x scale); the
   // cache loss is divided by it again (exact: a power of two). 1 otherwise.
   const float scale = mp_.loss_scale();
+  // Time split (StepMetrics::compute_ms ...): the synchronize calls make the
+  // device-side work land in the phase that launched it (no-ops on CPU).
+  const auto t_pipe = std::chrono::steady_clock::now();
   StepResult res = stage_->run_step(mbs, loss_weight * scale);  // + the tied-embedding gradient all-reduce
+  backend_->synchronize();
+  const auto t_sync = std::chrono::steady_clock::now();
   zero_->finish_gradient_sync();
+  backend_->synchronize();
+  const auto t_opt = std::chrono::steady_clock::now();
   StepMetrics r;
   r.step = step_;
   r.loss = all_reduce_sum_double(*grid_->dp_group(), res.loss) / scale;  // res.loss is already on every stage
   r.lr = schedule_.lr(step_);
+  // The loss is global (the same on every rank), so every rank stops here
+  // together, before the update: the weights (and the last checkpoint) stay
+  // clean. --fp16: a non-finite loss overflows the gradients and the step is
+  // skipped by the loss scaler instead.
+  if (!mp_.scaler() && !std::isfinite(r.loss))
+    PP3D_FAIL("loss is {} at step {} (global batch of {} rows x {} tokens, the data of step {} with --seed {}); the "
+              "weights were not updated; last checkpoint: {}; lower --lr, raise --warmup-steps, keep --grad-clip on "
+              "(e.g. 1.0), or try --bf16", std::isnan(r.loss) ? "NaN" : (r.loss > 0 ? "+Inf" : "-Inf"), step_ + 1,
+              layout_.global_batch, cfg_.seq_len, step_ + 1, cfg_.seed, last_checkpoint_description());
   // Overflow check over the world (fp16), unscaled global-norm clipping and AdamW,
   // or a skip on every rank; without a scaler exactly clip_grad_norm + step.
   const MixedPrecisionStep ms = mp_.step(*zero_, r.lr, cfg_.grad_clip, world_.get(), mp_reducer_);
@@ -62,13 +100,26 @@ StepMetrics Trainer::train_step() {
   r.loss_scale = ms.loss_scale;
   r.skipped = ms.skipped;
   backend_->synchronize();
-  r.step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t_end = std::chrono::steady_clock::now();
+  r.step_seconds = std::chrono::duration<double>(t_end - t0).count();
+  const auto ms_between = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+  if (layout_.pp > 1) {  // the schedule's own accounting: forward/backward durations vs the rest (p2p waits)
+    r.compute_ms = res.compute_us * 1e-3;
+    r.bubble_ms = std::max(0.0, res.step_us - res.compute_us) * 1e-3;
+  } else {
+    r.compute_ms = ms_between(t_pipe, t_sync);
+  }
+  r.grad_sync_ms = ms_between(t_sync, t_opt);
+  r.optimizer_ms = ms_between(t_opt, t_end);
+  r.model_flops = detail::model_flops_per_token(model_config(), cfg_.seq_len) *
+                  static_cast<double>(layout_.global_batch * cfg_.seq_len);
   r.tokens_per_s = static_cast<double>(layout_.global_batch * cfg_.seq_len) / r.step_seconds;
   if (layout_.pp > 1) {
     r.idle_fraction = res.idle_fraction;
     r.theoretical_bubble = res.theoretical_bubble;
   }
   memory_snapshot(r, dev.type);
+  fill_zero_step_metrics(r, *zero_);  // ZeRO formula bytes + DP gradient-communication overlap
   if (!cfg_.trace.empty() && step_ == std::min(cfg_.trace_step, cfg_.max_steps - 1) && grid_->tp_rank() == 0 &&
       grid_->dp_rank() == 0)
     write_merged_trace(*grid_->pp_group(), cfg_.trace, res);  // one pipeline's ranks; written on global rank 0

@@ -25,6 +25,7 @@
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/loss_scaler.h"
+#include "pp3d/train/trainer_memory.h"
 
 using namespace pp3d;
 
@@ -74,6 +75,7 @@ struct RunResult {
   std::vector<float> norms;
   std::map<std::string, std::vector<float>> weights;
   int buckets = 0, launched_in_backward = 0, deferred = 0;
+  bool comm_ok = true;  // GradCommStats consistent every step
 };
 
 RunResult run_serial(Backend& be) {
@@ -106,13 +108,14 @@ double sum_over(Communicator& c, double x) {
 // auto_last: the optimizer counts the micro-batches (set_micro_batches_per_step)
 // instead of being told which one is last.
 RunResult run_dp(Backend& be, const std::shared_ptr<Communicator>& dp, int stage, int prefetch = 1,
-                 bool auto_last = false) {
+                 bool auto_last = false, bool overlap = true) {
   Gpt model(tiny_config(), be);
   ZeroConfig zc;
   zc.stage = stage;
   zc.bucket_mb = kBucketMb;
   zc.adamw = adamw_config();
   zc.prefetch_layers = prefetch;
+  zc.overlap_comm = overlap;
   ZeroOptimizer zero(be, {&model}, dp, zc);
   if (auto_last) zero.set_micro_batches_per_step(2);
   const int64_t rows = kRows / dp->size(), mb = rows / 2, r0 = dp->rank() * rows;
@@ -133,6 +136,9 @@ RunResult run_dp(Backend& be, const std::shared_ptr<Communicator>& dp, int stage
     }
     zero.finish_gradient_sync();
     r.launched_in_backward = zero.buckets().launched_in_backward();
+    const GradCommStats& cs = zero.buckets().last_comm_stats();
+    r.comm_ok = r.comm_ok && cs.reductions == zero.buckets().num_buckets() && cs.comm_ms >= 0.0 &&
+                cs.exposed_ms >= 0.0 && cs.hidden_fraction() >= 0.0 && cs.hidden_fraction() <= 1.0;
     r.norms.push_back(zero.clip_grad_norm(kClip));
     zero.step(kLr);
     r.losses.push_back(sum_over(*dp, loss));
@@ -223,11 +229,16 @@ MemSnapshot mem_now() {
           static_cast<double>(a.stats(MemCategory::Comm).current)};
 }
 
-// One step of `stage`, then the per-rank bytes relative to the ZeRO accounting.
-void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stage, std::vector<std::string>& fail,
-                  bool print) {
+// One step of `stage` with `dtype` parameters, then the per-rank bytes relative
+// to the ZeRO accounting: by hand (f32: 4Ψ params, 4Ψ grads, 8Ψ optimizer) and
+// through zero_memory_report (pp3d-train's report: within 5 % of formula +
+// padding in every category; bf16: 2Ψ params, 12Ψ master + m + v).
+void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stage, DType dtype,
+                  std::vector<std::string>& fail, bool print) {
   const MemSnapshot base = mem_now();
-  Gpt model(tiny_config(), be);
+  GptOptions go;
+  go.param_dtype = dtype;
+  Gpt model(tiny_config(), be, {}, go);
   const double psi = static_cast<double>(model.num_local_parameters()), n = dp->size();
   ZeroConfig zc;
   zc.stage = stage;
@@ -247,10 +258,24 @@ void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stag
   zero.clip_grad_norm(kClip);
   zero.step(kLr);
   const MemSnapshot now = mem_now();
+  const ModelStateBytes used{now.params - base.params, now.grads - base.grads, now.optimizer - base.optimizer};
+  const ZeroMemoryReport rep = zero_memory_report(zero, used);
+  const ModelStateBytes ratio = rep.ratio();
+  if (print)
+    std::printf("memory report stage %d dp %d %s (Psi=%.0f, formula %s): measured/formula params %.4f, grads %.4f, "
+                "optimizer %.4f, total %.0f B vs %.0f B + padding %.0f B\n",
+                stage, dp->size(), std::string(dtype_name(dtype)).c_str(), psi, rep.formula_text().c_str(),
+                ratio.params, ratio.grads, ratio.optimizer, rep.measured.total(), rep.formula.total(),
+                rep.overhead.total());
+  if (rep.psi != static_cast<int64_t>(psi)) fail.push_back(fmt::format("stage {}: report psi {} != {}", stage, rep.psi, psi));
+  if (!rep.within(0.05)) fail.push_back(fmt::format("stage {} {}: memory report not within 5%:\n{}", stage,
+                                                    dtype_name(dtype), rep.str()));
+  const double comm = now.comm - base.comm;
+  if (comm != 0.0) fail.push_back(fmt::format("stage {}: {} Comm bytes live after the step", stage, comm));
+  if (dtype != DType::F32) return;
   const double opt = (now.optimizer - base.optimizer) / (8.0 * psi);
   const double grads = (now.grads - base.grads) / (4.0 * psi);
   const double params = (now.params - base.params) / (4.0 * psi);
-  const double comm = now.comm - base.comm;
   const double sharded = 1.0 / n;
   const double want_opt = stage == 0 ? 1.0 : sharded;
   const double want_grads = stage >= 2 ? sharded : 1.0;
@@ -265,7 +290,6 @@ void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stag
   if (!close(grads, want_grads)) fail.push_back(fmt::format("stage {}: grads ratio {} != {}", stage, grads, want_grads));
   if (!close(params, want_params))
     fail.push_back(fmt::format("stage {}: params ratio {} != {}", stage, params, want_params));
-  if (comm != 0.0) fail.push_back(fmt::format("stage {}: {} Comm bytes live after the step", stage, comm));
 }
 
 // An inf injected into the last rank's gradient during accumulation reaches
@@ -315,7 +339,8 @@ int main() {
   try {
     auto be = make_cpu_backend();
     PP3D_CHECK(kRows % (2 * dp->size()) == 0, "dp {} must divide {} rows into 2 micro-batches", dp->size(), kRows);
-    for (int stage = 0; stage <= 3; ++stage) check_memory(*be, dp, stage, fail, root);
+    for (DType dt : {DType::F32, DType::BF16})
+      for (int stage = 0; stage <= 3; ++stage) check_memory(*be, dp, stage, dt, fail, root);
 
     for (int stage = 0; stage <= 3; ++stage) check_overflow_agreement(*be, world, dp, stage, fail);
 
@@ -349,6 +374,14 @@ int main() {
       if (!(dw <= 1e-5)) fail.push_back(fmt::format("stage {}: weights differ from serial by {}", stage, dw));
       if (!(dn <= 1e-5)) fail.push_back(fmt::format("stage {}: grad norm differs from serial by {}", stage, dn));
       if (!bitwise_equal(a, b)) fail.push_back(fmt::format("stage {}: two runs are not bitwise equal", stage));
+      if (!a.comm_ok) fail.push_back(fmt::format("stage {}: inconsistent GradCommStats", stage));
+      {  // overlap off (every reduction started in finish): same sums, only later
+        const RunResult off = run_dp(*be, dp, stage, 1, false, /*overlap=*/false);
+        if (!bitwise_equal(off, a)) fail.push_back(fmt::format("stage {}: overlap off differs from overlap on", stage));
+        if (off.launched_in_backward != 0)
+          fail.push_back(fmt::format("stage {}: overlap off launched {} reductions in backward", stage,
+                                     off.launched_in_backward));
+      }
       if (stage == 3) {  // prefetching changes only the timing of the gathers
         for (int pf : {0, 2})
           if (!bitwise_equal(run_dp(*be, dp, stage, pf), a))

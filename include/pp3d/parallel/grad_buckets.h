@@ -30,6 +30,12 @@
 //                          grad tensors are then undefined until the next
 //                          backward re-allocates them (zeroed) in
 //                          before_backward (ZeRO-2/3).
+// Reductions in flight are polled from every layer hook (completing them in
+// launch order); with MpiCommunicator a background progress thread advances
+// them during compute (lib/comm/mpi_progress.cpp). last_comm_stats() times
+// them: how much of the communication was hidden behind the backward.
+// ReduceScatterRelease frees the full buffers at construction too, so the
+// state between steps (and before the first) is the owned shard only.
 // Pipeline + tied embeddings: a bucket holding the copy of a tied wte on a
 // model that lacks one end is "deferred": it is reduced in finish(), after
 // PipelineStage::run_step has summed wte over the embedding group.
@@ -82,6 +88,23 @@ struct GradBucketConfig {
   BucketMode mode = BucketMode::AllReduce;
   bool layer_per_bucket = false;  // ZeRO-3: one layer per bucket (matches parameter gathering)
   bool install_hooks = true;      // set the models' LayerHooks to this bucketer
+  bool overlap = true;            // false: every reduction is launched in finish() (no overlap; benchmarks)
+};
+
+// Timing of one step's gradient reductions (steady clock, ms). A reduction is
+// "in flight" from its launch until its completion is observed (a poll from a
+// layer hook or the wait in finish(), so an upper bound on its true duration).
+//  comm_ms     the union of the in-flight intervals (wall time with a reduction running)
+//  exposed_ms  the time finish() spent launching deferred buckets and waiting
+//              (the step is blocked on communication only there)
+//  hidden_fraction() = 1 - exposed / comm (clamped to [0, 1]; 0 without communication)
+struct GradCommStats {
+  int reductions = 0;
+  int launched_in_backward = 0;
+  double comm_ms = 0.0;
+  double exposed_ms = 0.0;
+  std::vector<double> launch_ms, done_ms;  // per bucket, relative to the step's first launch (-1: none)
+  double hidden_fraction() const;
 };
 
 class GradBucketer {
@@ -106,6 +129,10 @@ class GradBucketer {
   // Hook entry points (called by the installed hooks or by ZeroOptimizer).
   void before_backward(int model, int64_t layer);
   void after_backward(int model, int64_t layer);
+  // Completes the reductions that have finished (launch order); cheap when none is in flight.
+  void progress() {
+    if (!in_flight_.empty()) poll();
+  }
 
   // Launches the deferred buckets, waits for every reduction and completes it.
   // Throws when a bucket was never launched (no last micro-batch backward seen).
@@ -129,6 +156,8 @@ class GradBucketer {
   BucketMode mode() const { return cfg_.mode; }
   // Number of reductions launched during backward (not in finish) in the last step.
   int launched_in_backward() const { return launched_in_backward_; }
+  // Timing of the last finished step's reductions (valid after finish()).
+  const GradCommStats& last_comm_stats() const { return stats_; }
 
  private:
   struct State {
@@ -137,6 +166,7 @@ class GradBucketer {
     Tensor tmp;    // ReduceScatter: [padded/N] Comm while in flight
     std::unique_ptr<CommHandle> handle;
     bool launched = false;
+    double t_launch = -1.0, t_done = -1.0;  // ms on the steady clock
   };
   class Hooks;
 
@@ -144,6 +174,7 @@ class GradBucketer {
   void launch(int b);
   void complete(int b);
   void poll();
+  void record_stats(double exposed_ms);
   bool is_last(int model) const;
 
   std::vector<Gpt*> models_;
@@ -157,6 +188,7 @@ class GradBucketer {
   int micro_batches_ = 0;
   std::vector<int> backward_count_;  // per model, since finish()
   int launched_in_backward_ = 0;
+  GradCommStats stats_;
 };
 
 }  // namespace pp3d

@@ -53,6 +53,7 @@ struct ZeroConfig {
   int stage = 0;            // 0, 1, 2 or 3
   double bucket_mb = 25.0;  // gradient bucket size (MB of f32); > 0
   int prefetch_layers = 1;  // stage 3: layers gathered ahead asynchronously (0: none)
+  bool overlap_comm = true; // false: gradient reductions all start in finish_gradient_sync() (benchmarks)
   AdamWConfig adamw;
 };
 
@@ -109,6 +110,9 @@ class ZeroOptimizer {
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }
   GradBucketer& buckets() { return *buckets_; }
+  const GradBucketer& buckets() const { return *buckets_; }
+  // dtype of the parameter values (f32, or bf16 / f16 with f32 masters).
+  DType param_dtype() const { return param_dtype_; }
   const ZeroConfig& config() const { return cfg_; }
   // Elements (real, not padding) whose optimizer state this rank holds.
   int64_t owned_numel() const;
@@ -167,6 +171,7 @@ class ZeroOptimizer {
   std::vector<BucketState> state_;
   std::vector<std::unique_ptr<Hooks>> hooks_;
   int64_t step_ = 0;
+  DType param_dtype_ = DType::F32;
 };
 
 // Forwards one model's layer hooks to its ZeroOptimizer (internal).

@@ -108,6 +108,8 @@ struct TrainConfig {
   std::string trace;           // Chrome trace of step trace_step written here ("" = none; merged over pp)
   int64_t trace_step = 2;      // 0-based step whose pipeline trace is written (clamped to the last step)
   bool log_all_ranks = false;  // every rank logs (default: global rank 0 only)
+  bool progress = true;        // rank 0's progress bar with ETA when stderr is a terminal (--no-progress: off)
+  double peak_tflops = 0.0;    // > 0: per-rank peak TFLOP/s for metrics.jsonl's mfu (0: known GPUs only)
 
   // Serial layout (dp = 1) shorthands.
   int64_t effective_global_batch() const { return resolve_layout(1).global_batch; }
@@ -134,6 +136,16 @@ struct StepMetrics {
   std::optional<double> theoretical_bubble;
   // This process's allocator bytes per category after the step: current and peak since the previous step.
   std::vector<std::pair<std::string, std::size_t>> mem_current, mem_peak;
+  // ZeRO formula bytes of this rank's model states (params, grads, optimizer, total, psi, ...; trainer_memory.h).
+  std::vector<std::pair<std::string, double>> mem_formula;
+  // dp > 1: the step's DP gradient reduction, in flight (ms), blocking the step (ms), fraction hidden behind backward.
+  std::optional<double> grad_comm_ms, grad_comm_exposed_ms, grad_comm_hidden_fraction;
+  // Time split of the step on this rank (ms; docs/USAGE_GUIDE.md "metrics.jsonl"): forward + backward
+  // compute of the pipeline schedule, the rest of the schedule (waiting for / exchanging activations: the
+  // bubble), finish_gradient_sync (DP gradient reduction left after backward), and the optimizer call
+  // (global-norm all-reduce, clipping, AdamW, ZeRO parameter all-gathers).
+  double compute_ms = 0.0, bubble_ms = 0.0, grad_sync_ms = 0.0, optimizer_ms = 0.0;
+  double model_flops = 0.0;  // model FLOPs of the step over all ranks (trainer_flops.h)
 };
 
 class Trainer {
@@ -153,7 +165,10 @@ class Trainer {
   double evaluate();
   // The whole run: max_steps steps with logging, eval, <output_dir>/train.log and
   // metrics.jsonl (global rank 0 writes them), the trace and the export.
-  // Returns the last step's metrics.
+  // SIGINT / SIGTERM (on any rank) during the loop: every rank stops after the
+  // same step, a checkpoint is saved into output_dir (even with save_interval
+  // 0), stop_signal() is set and run() returns (no export). Returns the last
+  // step's metrics.
   StepMetrics run();
   // The full (unsharded, f32, host) tensors of every parameter of the model
   // (one "wte"), gathered over TP, PP (and ZeRO-3 DP) onto global rank 0;
@@ -161,6 +176,8 @@ class Trainer {
   std::vector<Parameter> gather_full_parameters();
 
   int64_t step() const { return step_; }
+  // The SIGINT / SIGTERM that made run() stop early (after saving a checkpoint), 0 when none.
+  int stop_signal() const { return stop_signal_; }
   const TrainConfig& config() const { return cfg_; }
   const ParallelLayout& layout() const { return layout_; }
   const GptConfig& model_config() const;
@@ -178,6 +195,7 @@ class Trainer {
  private:
   double eval_batch(int64_t index);  // collective over the pp (and TP) group
   void save();                       // checkpoint of step_ (collective)
+  std::string last_checkpoint_description() const;  // for error messages: "'<dir>'" or "none (...)"
   void resume();                     // loads resume_from (every rank)
   void log_header();
 
@@ -195,6 +213,7 @@ class Trainer {
   LrSchedule schedule_;
   double unigram_bits_ = 0.0;
   int64_t step_ = 0;
+  int stop_signal_ = 0;
 };
 
 // Parses a --device value: "cpu", "cuda" (needs a CUDA build and a GPU) or "auto".
