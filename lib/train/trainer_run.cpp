@@ -143,7 +143,7 @@ StepMetrics Trainer::run() {
     if (talk && m.skipped)
       log->warn("step {:>5}/{} | fp16 overflow: step skipped, loss scale -> {}", m.step + 1, cfg_.max_steps,
                 mp_.loss_scale());
-    if (talk && (m.step % cfg_.log_interval == 0 || m.val_loss || last_step)) {
+    if (talk && (m.step == 0 || (m.step + 1) % cfg_.log_interval == 0 || m.val_loss || last_step)) {
       log->info("step {:>5}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.1f} ms | {:.0f} tok/s{}{}",
                 m.step + 1, cfg_.max_steps, m.loss, m.lr, m.grad_norm, m.step_seconds * 1e3, m.tokens_per_s,
                 m.idle_fraction ? fmt::format(" | bubble {:.2f} (theory {:.2f})", *m.idle_fraction,
