@@ -29,10 +29,14 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPP3D_WITH_CUDA=ON 
 # Only what this check runs: the GPU tests (tests/cuda/*_test.cpp) and GPU benchmarks (benchmarks/cuda/*_bench.cpp).
 targets=()
 for f in tests/cuda/*_test.cpp benchmarks/cuda/*_bench.cpp; do [ -e "$f" ] && targets+=("$(basename "${f%.cpp}")"); done
+targets+=(gemm_calibration_bench)
 cmake --build build-gpu -j 16 --target "${targets[@]}" > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 ctest --test-dir build-gpu -L cuda --output-on-failure > "$OUT/cuda_tests.log" 2>&1
 echo "cuda tests rc=$?" >> "$OUT/cuda_tests.log"
 tail -20 "$OUT/cuda_tests.log"
+# The planner's GEMM calibration for this card (pp3d-plan --gemm-calibration).
+build-gpu/benchmarks/gemm_calibration_bench --device cuda --gpu "${PP3D_GPU_PRESET:-h100}" \
+  --out "$OUT/gemm_calibration_${PP3D_GPU_PRESET:-h100}.yaml" > "$OUT/gemm_calibration.txt" 2>&1
 for b in build-gpu/benchmarks/*cuda*_bench; do
   [ -x "$b" ] && "$b" > "$OUT/$(basename "$b").txt" 2>&1
 done
