@@ -17,6 +17,15 @@ inline int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
   return x.numel() / w.numel();
 }
 
+// Backends whose kernels take f32 parameter gradients only (CUDA so far): a
+// clear error for 16-bit gradients (GptOptions::grad_dtype, --grad-dtype param)
+// before the generic dtype check would report a bare mismatch.
+inline void check_no_grad16(const Tensor& g, const char* backend, const char* what) {
+  PP3D_CHECK(!g.defined() || !(g.dtype() == DType::BF16 || g.dtype() == DType::F16),
+             "{}: 16-bit gradients are not implemented in the {} backend yet ({} is {}; use --grad-dtype f32)", what,
+             backend, shape_str(g.shape()), dtype_name(g.dtype()));
+}
+
 inline void check_len(const Tensor& t, int64_t len, const char* what) {
   PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
 }

@@ -33,6 +33,10 @@ Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, con
   cfg_.validate();
   PP3D_CHECK(is_floating(opts_.param_dtype), "GptOptions::param_dtype must be f32, bf16 or f16, got {}",
              dtype_name(opts_.param_dtype));
+  PP3D_CHECK(opts_.grad_dtype == DType::F32 || opts_.grad_dtype == opts_.param_dtype,
+             "GptOptions::grad_dtype must be f32 or the parameter dtype {}, got {} (16-bit gradients need "
+             "16-bit parameters)",
+             dtype_name(opts_.param_dtype), dtype_name(opts_.grad_dtype));
   layout_.last_layer = layout_.end_layer(cfg_);
   layout_.validate(cfg_);
   build_parameters();
@@ -52,7 +56,7 @@ Parameter& Gpt::add_parameter(const std::string& name, Shape global, ShardSpec s
   p->counted_in_norm = !(p->replicated_in_tp && layout_.tp_rank != 0);
   const Shape local = shard_local_shape(p->global_shape, shard);
   p->value = Tensor::empty(local, opts_.param_dtype, backend_->device(), MemCategory::Params);
-  p->grad = Tensor::zeros(local, DType::F32, backend_->device(), MemCategory::Grads);
+  p->grad = Tensor::zeros(local, opts_.grad_dtype, backend_->device(), MemCategory::Grads);
   init_parameter(*p, opts_.seed);
   params_.push_back(std::move(p));
   return *params_.back();

@@ -44,9 +44,13 @@ BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_byt
     for (Parameter* p : m->parameters()) {
       PP3D_CHECK(p->layer >= -1 && p->layer <= L, "parameter '{}' has layer {} outside [-1, {}]", p->name,
                  p->layer, L);
-      PP3D_CHECK(p->grad.defined() && p->grad.dtype() == DType::F32 && p->grad.numel() == p->value.numel(),
-                 "parameter '{}' needs an f32 gradient of its shape (got {})", p->name,
+      PP3D_CHECK(p->grad.defined() && is_floating(p->grad.dtype()) && p->grad.numel() == p->value.numel(),
+                 "parameter '{}' needs a float gradient of its shape (got {})", p->name,
                  p->grad.defined() ? p->grad.str() : std::string("undefined"));
+      PP3D_CHECK(p->grad.dtype() == m->parameters().front()->grad.dtype(),
+                 "GradBucketer: every gradient of a model must share one dtype ('{}' is {}, '{}' is {})", p->name,
+                 dtype_name(p->grad.dtype()), m->parameters().front()->name,
+                 dtype_name(m->parameters().front()->grad.dtype()));
       by_layer[p->layer].push_back(p);
     }
     for (const auto& [layer, ps] : by_layer) plan.layers[mi].push_back(layer);
@@ -62,6 +66,7 @@ BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_byt
     for (auto it = by_layer.rbegin(); it != by_layer.rend(); ++it) {
       if (cur.params.empty()) {
         cur.model = static_cast<int>(mi);
+        cur.dtype = it->second.front()->grad.dtype();
         cur.hi_layer = it->first;
       }
       cur.lo_layer = it->first;
@@ -71,7 +76,7 @@ BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_byt
         cur.numel += p->grad.numel();
         if (tied_split(*m, p)) cur.deferred = true;
       }
-      if (layer_per_bucket || cur.numel * 4 >= bucket_bytes) close();
+      if (layer_per_bucket || cur.numel * static_cast<int64_t>(dtype_size(cur.dtype)) >= bucket_bytes) close();
     }
     close();
   }
@@ -115,7 +120,7 @@ GradBucketer::GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicato
     const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
     const Device dev = bk.params.front()->grad.device();
     State& s = state_[static_cast<std::size_t>(b)];
-    s.full = Tensor::zeros({bk.padded}, DType::F32, dev, MemCategory::Grads);
+    s.full = Tensor::zeros({bk.padded}, bk.dtype, dev, MemCategory::Grads);
     for (std::size_t i = 0; i < bk.params.size(); ++i) {
       Parameter& p = *bk.params[i];
       Tensor view = s.full.slice(bk.offsets[i], bk.offsets[i] + p.grad.numel()).reshape(p.grad.shape());
@@ -123,7 +128,7 @@ GradBucketer::GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicato
       p.grad = view;  // the old storage is released here
     }
     if (cfg_.mode == BucketMode::ReduceScatterRelease) {
-      s.shard = Tensor::zeros({bk.padded / dp_->size()}, DType::F32, dev, MemCategory::Grads);
+      s.shard = Tensor::zeros({bk.padded / dp_->size()}, bk.dtype, dev, MemCategory::Grads);
       // Only the owned shard persists between steps: the first backward re-allocates (zeroed).
       for (Parameter* p : bk.params) p->grad = Tensor();
       s.full = Tensor();
@@ -147,7 +152,7 @@ void GradBucketer::allocate(int b) {
   State& s = state_[static_cast<std::size_t>(b)];
   if (s.full.defined()) return;
   const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
-  s.full = Tensor::zeros({bk.padded}, DType::F32, s.shard.device(), MemCategory::Grads);
+  s.full = Tensor::zeros({bk.padded}, bk.dtype, s.shard.device(), MemCategory::Grads);
   for (std::size_t i = 0; i < bk.params.size(); ++i) {
     Parameter& p = *bk.params[i];
     const int64_t n = p.value.defined() ? p.value.numel() : shape_numel(shard_local_shape(p.global_shape, p.shard));
@@ -208,7 +213,7 @@ void GradBucketer::launch(int b) {
       s.handle = dp_->all_reduce_async(s.full, ReduceOp::Sum);
       break;
     case BucketMode::ReduceScatter:
-      s.tmp = Tensor::empty({chunk}, DType::F32, s.full.device(), MemCategory::Comm);
+      s.tmp = Tensor::empty({chunk}, s.full.dtype(), s.full.device(), MemCategory::Comm);
       s.handle = dp_->reduce_scatter_async(s.full, s.tmp, ReduceOp::Sum);
       break;
     case BucketMode::ReduceScatterRelease:

@@ -16,8 +16,8 @@ AdamW::AdamW(Backend& backend, std::vector<Parameter*> params, const AdamWConfig
   for (Parameter* p : params_) {
     PP3D_CHECK(p != nullptr && p->value.defined() && p->grad.defined(), "AdamW: parameter '{}' has no value/grad",
                p ? p->name : std::string("null"));
-    PP3D_CHECK(p->grad.dtype() == DType::F32 && p->grad.numel() == p->value.numel(),
-               "AdamW: parameter '{}' needs an f32 gradient of its shape, got {}", p->name, p->grad.str());
+    PP3D_CHECK(is_floating(p->grad.dtype()) && p->grad.numel() == p->value.numel(),
+               "AdamW: parameter '{}' needs a float gradient of its shape, got {}", p->name, p->grad.str());
     const Device dev = p->value.device();
     State s;
     s.m = Tensor::zeros(p->value.shape(), DType::F32, dev, MemCategory::Optimizer);

@@ -53,9 +53,10 @@ std::string ZeroMemoryReport::str() const {
   };
   const std::string n = "/N";
   std::string s = fmt::format(
-      "model-state memory on this rank: ZeRO stage {}, N = dp {}, {} params / f32 grads / {} optimizer state "
+      "model-state memory on this rank: ZeRO stage {}, N = dp {}, {} params / {} grads / {} optimizer state "
       "(K = {:.0f} B), Psi = {} parameters of this rank's model shard, {} padding elements",
-      stage, dp, dtype_name(param_dtype), bytes_optimizer == 12 ? "f32 master + m + v" : "f32 m + v",
+      stage, dp, dtype_name(param_dtype), dtype_name(grad_dtype),
+      bytes_optimizer == 12 ? "f32 master + m + v" : "f32 m + v",
       bytes_optimizer, psi, padding);
   s += line("params", measured.params, formula.params, overhead.params, r.params,
             coef(bytes_param) + "Ψ" + (stage == 3 ? n : ""));
@@ -97,7 +98,10 @@ ZeroMemoryReport zero_memory_report(const ZeroOptimizer& zero, const ModelStateB
   r.param_dtype = zero.param_dtype();
   r.measured = measured;
   r.bytes_param = static_cast<double>(dtype_size(r.param_dtype));
-  r.bytes_grad = 4.0;
+  // 16-bit gradients (GptOptions::grad_dtype): the ZeRO paper's 2 B/elem, so
+  // 16Ψ; 4Ψ + 12Ψ/N; 2Ψ + 14Ψ/N; 16Ψ/N (f32 gradients: the 18Ψ family).
+  if (!zero.buckets().plan().buckets.empty()) r.grad_dtype = zero.buckets().plan().buckets.front().dtype;
+  r.bytes_grad = static_cast<double>(dtype_size(r.grad_dtype));
   r.bytes_optimizer = r.param_dtype == DType::F32 ? 8.0 : 12.0;
   int64_t largest_layer = 0;
   std::map<std::pair<int, int64_t>, int64_t> per_layer;  // stage 3: padded elements gathered per layer

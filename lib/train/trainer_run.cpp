@@ -57,10 +57,11 @@ void Trainer::log_header() {
             "warm-up), weight decay {}, grad clip {}, seed {}", layout_.global_batch, cfg_.seq_len, layout_.dp,
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
-  if (cfg_.bf16) log->info("mixed precision: bf16 parameters, f32 gradients / master weights / Adam state");
+  const char* grads = cfg_.grad_dtype == "param" ? (cfg_.bf16 ? "bf16 gradients" : "fp16 gradients") : "f32 gradients";
+  if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);
   if (cfg_.fp16)
-    log->info("mixed precision: fp16 parameters, f32 gradients / master weights / Adam state; dynamic loss scale "
-              "{} (window {}, hysteresis {}, min {})", mp_.loss_scale(), cfg_.loss_scaler.scale_window,
+    log->info("mixed precision: fp16 parameters, {}, f32 master weights / Adam state; dynamic loss scale "
+              "{} (window {}, hysteresis {}, min {})", grads, mp_.loss_scale(), cfg_.loss_scaler.scale_window,
               cfg_.loss_scaler.hysteresis, cfg_.loss_scaler.min_scale);
   log_zero_memory_report(*zero_, backend_->device().type);  // measured vs ZeRO formula (trainer_memory.cpp)
 }

@@ -9,7 +9,10 @@
 //    proceeds, and the run equals the serial fp16 run with the same skip;
 //  - the per-rank memory of each ZeRO stage with bf16 parameters;
 //  - tensor parallelism tp = 2 (+ sequence parallelism) with bf16 parameters
-//    against the bf16 serial run.
+//    against the bf16 serial run;
+//  - 16-bit gradients (GptOptions::grad_dtype = the parameter dtype): fp16 with
+//    the forced overflow (ZeRO 0, 1, 2, 3) against the serial fp16 run with
+//    16-bit gradients, and the per-rank memory of each stage with 2-byte grads.
 // Prints what it measured on rank 0; exits non-zero if any rank failed.
 #include <algorithm>
 #include <cmath>
@@ -36,6 +39,8 @@ constexpr int kSteps = 6;
 constexpr int kInject = 2;  // fp16 runs: the overflowing step
 constexpr int64_t kRows = 8, kT = 16;
 constexpr float kLr = 3e-3f, kClip = 0.5f;
+// fp16 with 16-bit gradients vs its serial run (measured: see docs/MIXED_PRECISION.md).
+constexpr double kGrad16LossTol = 1e-5, kGrad16WeightTol = 3e-3;  // measured 1.6e-6, 6.0e-4
 
 GptConfig tiny_config() {
   GptConfig c;
@@ -75,10 +80,19 @@ Batch batch_of_step(int step) {
   return {Tensor::from_vector_i32({kRows, kT}, ids), Tensor::from_vector_i32({kRows, kT}, tgt)};
 }
 
-GptOptions options(DType dt) {
+// gdt: gradient dtype (F32, or dt itself for 16-bit gradients).
+GptOptions options(DType dt, DType gdt = DType::F32) {
   GptOptions o;
   o.param_dtype = dt;
+  o.grad_dtype = gdt;
   return o;
+}
+
+// Element i of a float tensor (f32 or 16-bit) becomes +inf.
+void poke_inf(const Tensor& t, int64_t i) {
+  if (t.dtype() == DType::F32) t.data<float>()[i] = std::numeric_limits<float>::infinity();
+  else t.data<uint16_t>()[i] = t.dtype() == DType::BF16 ? f32_to_bf16(std::numeric_limits<float>::infinity())
+                                                         : f32_to_f16(std::numeric_limits<float>::infinity());
 }
 
 struct RunResult {
@@ -88,8 +102,8 @@ struct RunResult {
   std::map<std::string, std::vector<float>> weights;  // 16-bit values as f32
 };
 
-RunResult run_serial(Backend& be, DType dt, int inject) {
-  Gpt model(tiny_config(), be, {}, options(dt));
+RunResult run_serial(Backend& be, DType dt, int inject, DType gdt = DType::F32) {
+  Gpt model(tiny_config(), be, {}, options(dt, gdt));
   AdamW opt(be, model.parameters(), adamw_config());
   MixedPrecision mp(dt, scaler_config());
   RunResult r;
@@ -100,7 +114,7 @@ RunResult run_serial(Backend& be, DType dt, int inject) {
     model.forward(b.ids, b.targets, mp.loss_scale() / static_cast<float>(kRows * kT), cache);
     r.losses.push_back(cache.loss() / mp.loss_scale());
     model.backward(Tensor(), cache);
-    if (s == inject) model.find_parameter("wpe")->grad.data<float>()[3] = std::numeric_limits<float>::infinity();
+    if (s == inject) poke_inf(model.find_parameter("wpe")->grad, 3);
     const MixedPrecisionStep st = mp.step(opt, kLr, kClip, nullptr);
     r.skipped.push_back(st.skipped ? 1 : 0);
     r.scales.push_back(mp.loss_scale());
@@ -129,8 +143,8 @@ std::vector<std::vector<char>> snapshot(ZeroOptimizer& z) {
 }
 
 RunResult run_dp(Backend& be, const std::shared_ptr<Communicator>& dp, Communicator* world, int stage, DType dt,
-                 int inject, std::vector<std::string>& fail) {
-  Gpt model(tiny_config(), be, {}, options(dt));
+                 int inject, std::vector<std::string>& fail, DType gdt = DType::F32) {
+  Gpt model(tiny_config(), be, {}, options(dt, gdt));
   Gpt ref(tiny_config(), be, {}, options(DType::F32));  // its values are the f32 init
   ZeroConfig zc;
   zc.stage = stage;
@@ -161,7 +175,7 @@ RunResult run_dp(Backend& be, const std::shared_ptr<Communicator>& dp, Communica
     r.losses.push_back(all_reduce_sum_double(*dp, loss) / mp.loss_scale());
     // The overflow appears on the last rank only (its reduced / owned gradient).
     if (s == inject && dp->rank() == dp->size() - 1)
-      zero.buckets().reduced(0).data<float>()[0] = std::numeric_limits<float>::infinity();
+      poke_inf(zero.buckets().reduced(0), 0);
     const auto before = s == inject ? snapshot(zero) : std::vector<std::vector<char>>();
     const int64_t count = zero.step_count();
     const MixedPrecisionStep st = mp.step(zero, kLr, kClip, world);
@@ -207,12 +221,13 @@ std::vector<double> run_tp(Backend& be, const std::shared_ptr<Communicator>& tp,
 // 16-bit parameters with f32 gradients and f32 master + m + v (Psi elements):
 // params 2Psi (2Psi/N in stage 3), grads 4Psi (4Psi/N from stage 2),
 // optimizer 12Psi (12Psi/N from stage 1).
+// gdt = BF16: 16-bit gradients, grads 2Psi (2Psi/N from stage 2): the ZeRO paper's 16Psi family.
 void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stage, std::vector<std::string>& fail,
-                  bool print) {
+                  bool print, DType gdt = DType::F32) {
   auto& alloc = Allocator::instance();
   auto now = [&](MemCategory c) { return static_cast<double>(alloc.stats(c).current); };
   const double p0 = now(MemCategory::Params), g0 = now(MemCategory::Grads), o0 = now(MemCategory::Optimizer);
-  Gpt model(tiny_config(), be, {}, options(DType::BF16));
+  Gpt model(tiny_config(), be, {}, options(DType::BF16, gdt));
   const double psi = static_cast<double>(model.num_local_parameters()), n = dp->size();
   ZeroConfig zc;
   zc.stage = stage;
@@ -231,14 +246,15 @@ void check_memory(Backend& be, const std::shared_ptr<Communicator>& dp, int stag
   zero.finish_gradient_sync();
   mp.step(zero, kLr, kClip, dp.get());
   const double params = (now(MemCategory::Params) - p0) / (2.0 * psi);
-  const double grads = (now(MemCategory::Grads) - g0) / (4.0 * psi);
+  const double bg = static_cast<double>(dtype_size(gdt));
+  const double grads = (now(MemCategory::Grads) - g0) / (bg * psi);
   const double opt = (now(MemCategory::Optimizer) - o0) / (12.0 * psi);
   const double want_params = stage == 3 ? 1.0 / n : 1.0, want_grads = stage >= 2 ? 1.0 / n : 1.0;
   const double want_opt = stage >= 1 ? 1.0 / n : 1.0;
   if (print)
-    std::printf("bf16 memory stage %d dp %d (Psi=%.0f): params %.4f x 2Psi (want %.4f), grads %.4f x 4Psi (want "
-                "%.4f), optimizer %.4f x 12Psi (want %.4f)\n",
-                stage, dp->size(), psi, params, want_params, grads, want_grads, opt, want_opt);
+    std::printf("bf16 memory (%s grads) stage %d dp %d (Psi=%.0f): params %.4f x 2Psi (want %.4f), grads %.4f x "
+                "%.0fPsi (want %.4f), optimizer %.4f x 12Psi (want %.4f)\n",
+                std::string(dtype_name(gdt)).c_str(), stage, dp->size(), psi, params, want_params, grads, bg, want_grads, opt, want_opt);
   auto close = [](double got, double want) { return got >= want * 0.999 && got <= want * 1.005; };
   if (!close(params, want_params) || !close(grads, want_grads) || !close(opt, want_opt))
     fail.push_back(fmt::format("bf16 stage {}: memory params {} grads {} optimizer {}", stage, params, grads, opt));
@@ -278,6 +294,7 @@ int main() {
     const auto& dp = dp_grid.dp_group();
 
     for (int stage = 0; stage <= 3; ++stage) check_memory(*be, dp, stage, fail, root);
+    for (int stage = 0; stage <= 3; ++stage) check_memory(*be, dp, stage, fail, root, DType::BF16);
 
     // bf16: ZeRO-1 / ZeRO-3 vs serial (no injection).
     const RunResult bf16 = run_serial(*be, DType::BF16, -1);
@@ -291,30 +308,40 @@ int main() {
       if (!(dw <= 5e-3)) fail.push_back(fmt::format("bf16 stage {}: weights differ from serial by {}", stage, dw));
     }
 
-    // fp16 + loss scaling: forced overflow on one rank.
-    const RunResult fp16 = run_serial(*be, DType::F16, kInject);
-    for (int s = 0; s < kSteps; ++s)
-      if (fp16.skipped[s] != (s == kInject ? 1 : 0)) fail.push_back(fmt::format("serial fp16: step {} skip flag", s));
-    for (int stage : {0, 1}) {
-      const RunResult a = run_dp(*be, dp, world.get(), stage, DType::F16, kInject, fail);
-      if (a.skipped != fp16.skipped) fail.push_back(fmt::format("fp16 stage {}: skips differ from serial", stage));
-      if (a.scales != fp16.scales) fail.push_back(fmt::format("fp16 stage {}: loss scales differ from serial", stage));
-      if (a.scales[kInject] != scaler_config().init_scale / 2)
-        fail.push_back(fmt::format("fp16 stage {}: scale after the overflow {}", stage, a.scales[kInject]));
-      // Every rank agrees on the skips and scales.
-      Tensor mine = Tensor::from_vector({kSteps}, a.scales);
-      Tensor both = Tensor::zeros({2 * kSteps});
-      dp->all_gather(mine, both);
-      const std::vector<float> v = both.to_vector();
-      if (!std::equal(v.begin(), v.begin() + kSteps, v.begin() + kSteps))
-        fail.push_back(fmt::format("fp16 stage {}: ranks disagree on the loss scale", stage));
-      const double dl = loss_rel_diff(a.losses, fp16.losses), dw = weight_rel_diff(a, fp16);
-      if (root)
-        std::printf("fp16 dp 2 ZeRO-%d, inf injected on rank 1 at step %d: skipped on all ranks, scale %g -> %g; vs "
-                    "fp16 serial with the same skip: loss rel diff %.3g, 16-bit weight rel L2 %.3g\n",
-                    stage, kInject, a.scales[kInject - 1], a.scales[kInject], dl, dw);
-      if (!(dl <= 2e-5)) fail.push_back(fmt::format("fp16 stage {}: loss differs from serial by {}", stage, dl));
-      if (!(dw <= 5e-3)) fail.push_back(fmt::format("fp16 stage {}: weights differ from serial by {}", stage, dw));
+    // fp16 + loss scaling: forced overflow on one rank; f32 gradients, then 16-bit gradients.
+    for (DType gdt : {DType::F32, DType::F16}) {
+      const RunResult fp16 = run_serial(*be, DType::F16, kInject, gdt);
+      for (int s = 0; s < kSteps; ++s)
+        if (fp16.skipped[s] != (s == kInject ? 1 : 0)) fail.push_back(fmt::format("serial fp16: step {} skip flag", s));
+      const std::vector<int> stages = gdt == DType::F32 ? std::vector<int>{0, 1} : std::vector<int>{0, 1, 2, 3};
+      for (int stage : stages) {
+        const RunResult a = run_dp(*be, dp, world.get(), stage, DType::F16, kInject, fail, gdt);
+        if (a.skipped != fp16.skipped) fail.push_back(fmt::format("fp16 stage {}: skips differ from serial", stage));
+        if (a.scales != fp16.scales) fail.push_back(fmt::format("fp16 stage {}: loss scales differ from serial", stage));
+        if (a.scales[kInject] != scaler_config().init_scale / 2)
+          fail.push_back(fmt::format("fp16 stage {}: scale after the overflow {}", stage, a.scales[kInject]));
+        // Every rank agrees on the skips and scales.
+        Tensor mine = Tensor::from_vector({kSteps}, a.scales);
+        Tensor both = Tensor::zeros({2 * kSteps});
+        dp->all_gather(mine, both);
+        const std::vector<float> v = both.to_vector();
+        if (!std::equal(v.begin(), v.begin() + kSteps, v.begin() + kSteps))
+          fail.push_back(fmt::format("fp16 stage {}: ranks disagree on the loss scale", stage));
+        const double dl = loss_rel_diff(a.losses, fp16.losses), dw = weight_rel_diff(a, fp16);
+        if (root)
+          std::printf("fp16 (%s grads) dp 2 ZeRO-%d, inf injected on rank 1 at step %d: skipped on all ranks, scale "
+                      "%g -> %g; vs fp16 serial with the same skip: loss rel diff %.3g, 16-bit weight rel L2 %.3g\n",
+                      std::string(dtype_name(gdt)).c_str(), stage, kInject, a.scales[kInject - 1], a.scales[kInject],
+                      dl, dw);
+        // 16-bit gradients round after each op's contribution and after the reduction,
+        // at other points than the serial run: bounds kGrad16* from the measured values.
+        const double ltol = gdt == DType::F32 ? 2e-5 : kGrad16LossTol;
+        const double wtol = gdt == DType::F32 ? 5e-3 : kGrad16WeightTol;
+        if (!(dl <= ltol)) fail.push_back(fmt::format("fp16 {} grads stage {}: loss differs from serial by {}",
+                                                      dtype_name(gdt), stage, dl));
+        if (!(dw <= wtol)) fail.push_back(fmt::format("fp16 {} grads stage {}: weights differ from serial by {}",
+                                                      dtype_name(gdt), stage, dw));
+      }
     }
 
     // TP = 2 bf16 (with and without sequence parallelism).

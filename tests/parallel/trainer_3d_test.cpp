@@ -65,6 +65,10 @@ TrainConfig tiny_run() {
 // fp32 bound on each tensor's relative L2 distance to the serial weights after
 // 20 steps (--weight-tol; the ZeRO matrix registrations ask for the 1e-5).
 double g_weight_tol = 1e-4;
+// Overrides of the 16-bit bounds (--loss-tol, --norm-tol, --weight-tol given with
+// --bf16/--fp16), for 16-bit gradients (--grad-dtype param); < 0: the defaults below.
+double g_loss_tol = -1, g_norm_tol = -1;
+bool g_weight_tol_given = false;
 
 // The layout flags of argv (pp3d-train spelling); --zero-stage takes a list "0,1,2,3".
 void apply_args(TrainConfig& c, std::vector<int>& stages, int argc, char** argv) {
@@ -90,7 +94,10 @@ void apply_args(TrainConfig& c, std::vector<int>& stages, int argc, char** argv)
     else if (a == "--virtual-stages") c.virtual_stages = std::stoi(next());
     else if (a == "--num-layers") c.num_layers = std::stoll(next());
     else if (a == "--hidden-size") c.hidden_size = std::stoll(next());
-    else if (a == "--weight-tol") g_weight_tol = std::stod(next());
+    else if (a == "--weight-tol") g_weight_tol = std::stod(next()), g_weight_tol_given = true;
+    else if (a == "--loss-tol") g_loss_tol = std::stod(next());
+    else if (a == "--norm-tol") g_norm_tol = std::stod(next());
+    else if (a == "--grad-dtype") c.grad_dtype = next();  // the serial reference uses it too
     else if (a == "--batch-size") c.micro_batch_size = std::stoll(next());
     else if (a == "--sequence-parallel") c.sequence_parallel = true;
     else if (a == "--bucket-size-mb") c.bucket_size_mb = std::stod(next());
@@ -138,7 +145,8 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
   const ParallelLayout& L = t.layout();
   const std::string what = fmt::format("tp{} pp{} dp{} zero{} {} v{}{}", L.tp, L.pp, L.dp, par.zero_stage,
                                        par.schedule, par.virtual_stages, par.sequence_parallel ? " sp" : "") +
-                           (par.bf16 ? " bf16" : par.fp16 ? " fp16" : "");
+                           (par.bf16 ? " bf16" : par.fp16 ? " fp16" : "") +
+                           (par.grad_dtype == "param" ? " 16-bit grads" : "");
   // Model-state memory of this rank at start vs the ZeRO formulas (+ padding), on every rank.
   ModelStateBytes used = allocator_model_state_bytes();
   used.params -= base.params, used.grads -= base.grads, used.optimizer -= base.optimizer;
@@ -146,6 +154,10 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
   TP_EXPECT(mem.within(0.05), "{} rank {}: memory not within 5% of formula + padding:\n{}", what, rank, mem.str());
   TP_EXPECT(mem.stage == par.zero_stage && mem.dp == L.dp && mem.psi > 0, "{}: report stage {} dp {} psi {}", what,
             mem.stage, mem.dp, mem.psi);
+  // 16-bit gradients: the ZeRO paper's 16Ψ family (2 B per gradient element).
+  const double want_bg = par.grad_dtype == "param" ? 2.0 : 4.0;
+  TP_EXPECT(mem.bytes_grad == want_bg, "{}: the memory report counts {} B per gradient, want {}", what,
+            mem.bytes_grad, want_bg);
   const ModelStateBytes ratio = mem.ratio();
   const double worst_mem = std::max({std::fabs(ratio.params - 1), std::fabs(ratio.grads - 1),
                                      std::fabs(ratio.optimizer - 1)});
@@ -155,7 +167,10 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
   // rounding boundary can round to the neighbouring 16-bit value (one ulp, 2^-8
   // relative for bf16), so the bounds are those of a few flipped elements.
   const bool half = par.bf16 || par.fp16;
-  const double loss_tol = half ? 2e-3 : 1e-5, norm_tol = half ? 1e-2 : 1e-4, w_tol = half ? 1e-2 : g_weight_tol;
+  double loss_tol = half ? 2e-3 : 1e-5, norm_tol = half ? 1e-2 : 1e-4, w_tol = half ? 1e-2 : g_weight_tol;
+  if (g_loss_tol >= 0) loss_tol = g_loss_tol;
+  if (g_norm_tol >= 0) norm_tol = g_norm_tol;
+  if (half && g_weight_tol_given) w_tol = g_weight_tol;
   TP_EXPECT(L.world == world->size() && L.micro_batch == par.micro_batch_size, "{}: layout {}", what, L.str());
   const StepMetrics last = t.run();
   // Every rank got the global loss of the last step (bitwise, since it is broadcast / exactly summed).

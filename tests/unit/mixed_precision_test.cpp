@@ -44,10 +44,11 @@ Tensor ids_of(uint64_t seed) {
   return Tensor::from_vector_i32({kB, kT}, v);
 }
 
-GptOptions opts_of(DType dt) {
+GptOptions opts_of(DType dt, DType gdt = DType::F32) {
   GptOptions o;
   o.seed = 11;
   o.param_dtype = dt;
+  o.grad_dtype = gdt;
   return o;
 }
 
@@ -74,9 +75,10 @@ struct Run {
 // `steps` AdamW steps on one fixed batch (memorisation: the loss must fall).
 // use_mp: through MixedPrecision (with its fp16 scaler when dt is F16);
 // otherwise the plain clip_grad_norm + AdamW::step path.
-Run train(DType dt, int steps, float clip, bool use_mp, float init_scale = 65536.0f) {
+// grad16: gradients stored in dt too (GptOptions::grad_dtype, --grad-dtype param).
+Run train(DType dt, int steps, float clip, bool use_mp, float init_scale = 65536.0f, bool grad16 = false) {
   auto be = make_cpu_backend();
-  Gpt model(mp_config(), *be, {}, opts_of(dt));
+  Gpt model(mp_config(), *be, {}, opts_of(dt, grad16 ? dt : DType::F32));
   AdamWConfig ac;
   ac.eps = 1e-6f;
   AdamW opt(*be, model.parameters(), ac);
@@ -201,6 +203,35 @@ TEST_CASE("mixed precision: bf16 / fp16 training follows the f32 run and the los
   }
 }
 
+TEST_CASE("mixed precision: 16-bit gradients follow the f32 run and the loss falls; Grads bytes halve",
+          "[train][mixed_precision][grad16]") {
+  const int steps = 20;
+  const Run f32 = train(DType::F32, steps, 1.0f, false);
+  for (DType dt : {DType::BF16, DType::F16}) {
+    CAPTURE(dtype_name(dt));
+    // fp16 gradients hold the scaled gradient: scale 1024 keeps this run overflow-free.
+    const Run r = train(dt, steps, 1.0f, true, 1024.0f, true);
+    double worst = 0.0;
+    for (int s = 0; s < steps; ++s)
+      worst = std::max(worst, std::fabs(double(r.losses[s]) - f32.losses[s]) / f32.losses[s]);
+    if (verbose())
+      std::printf("%s params + %s grads vs f32, %d steps: max loss rel diff %.3g (loss %.4f -> %.4f)\n",
+                  std::string(dtype_name(dt)).c_str(), std::string(dtype_name(dt)).c_str(), steps, worst,
+                  r.losses.front(), r.losses.back());
+    CHECK(worst < 1e-2);
+    CHECK(r.losses.back() < 0.7f * r.losses.front());
+  }
+  auto be = make_cpu_backend();
+  const int64_t g0 = bytes(MemCategory::Grads);
+  Gpt m32(mp_config(), *be, {}, opts_of(DType::BF16));
+  const int64_t g32 = bytes(MemCategory::Grads) - g0;
+  Gpt m16(mp_config(), *be, {}, opts_of(DType::BF16, DType::BF16));
+  const int64_t g16 = bytes(MemCategory::Grads) - g0 - g32;
+  CHECK(g32 == 4 * m32.num_local_parameters());
+  CHECK(g16 == 2 * m16.num_local_parameters());
+  for (Parameter* p : m16.parameters()) CHECK(p->grad.dtype() == DType::BF16);
+}
+
 TEST_CASE("mixed precision: fp16 loss scaling is exact (scaled run == unscaled run bitwise, with clipping)",
           "[train][mixed_precision]") {
   // Scaling by a power of two commutes with rounding; the step unscales in place.
@@ -275,4 +306,7 @@ TEST_CASE("mixed precision: bad dtypes and flags are rejected", "[train][mixed_p
   CHECK_FALSE(MixedPrecision(DType::BF16).scaler().has_value());  // bf16: no loss scaling
   CHECK(MixedPrecision(DType::F16).loss_scale() == 65536.0f);
   CHECK_THROWS_WITH(Gpt(mp_config(), *be, {}, opts_of(DType::I32)), Catch::Contains("param_dtype"));
+  // 16-bit gradients need 16-bit parameters of the same dtype.
+  CHECK_THROWS_WITH(Gpt(mp_config(), *be, {}, opts_of(DType::F32, DType::BF16)), Catch::Contains("grad_dtype"));
+  CHECK_THROWS_WITH(Gpt(mp_config(), *be, {}, opts_of(DType::BF16, DType::F16)), Catch::Contains("grad_dtype"));
 }

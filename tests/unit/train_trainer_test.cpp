@@ -263,6 +263,17 @@ TEST_CASE("TrainConfig: --bf16 with --fp16 is rejected", "[trainer][mixed]") {
   CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--loss-scale-window must be >= 1"));
 }
 
+TEST_CASE("TrainConfig: --grad-dtype param needs --bf16 / --fp16", "[trainer][mixed][grad16]") {
+  TrainConfig c = tiny();
+  c.grad_dtype = "param";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("it needs --bf16 or --fp16"));
+  c.grad_dtype = "bf16";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--grad-dtype must be f32 or param"));
+  c.grad_dtype = "param";
+  c.bf16 = true;
+  CHECK_NOTHROW(c.validate());
+}
+
 TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {
   TrainConfig c = tiny();
   c.fp16 = true;

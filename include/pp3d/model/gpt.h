@@ -95,11 +95,16 @@ struct GptOptions {
   bool decay_vectors = false;  // weight decay also on 1-D tensors (biases, LayerNorm)
   // Storage of every parameter: F32, or BF16 / F16 for mixed precision
   // (docs/MIXED_PRECISION.md): values are the rounding of the f32 init (2
-  // bytes/elem in MemCategory::Params); gradients stay f32; GEMMs read the
+  // bytes/elem in MemCategory::Params); gradients f32 unless grad_dtype; GEMMs read the
   // 16-bit weights directly, LayerNorm / bias / embedding weights are cast to
   // f32 per use; activations and compute are f32. The optimizer (AdamW,
   // ZeroOptimizer) keeps the f32 master copy.
   DType param_dtype = DType::F32;
+  // Storage of every Parameter::grad: F32 (default; Megatron-style fp32
+  // accumulation) or, with a 16-bit param_dtype, that same dtype (ZeRO's
+  // 16-bit gradients, 2 bytes/elem in MemCategory::Grads). 16-bit gradients
+  // are accumulated through f32 and rounded after each op's contribution.
+  DType grad_dtype = DType::F32;
 };
 
 class Gpt {

@@ -6,7 +6,8 @@
 // REVERSE layer order (head L, blocks L-1..0, embedding -1), into buckets of
 // whole layers of about `bucket_mb` MB each (a bucket is closed as soon as it
 // reaches the size; one layer per bucket with layer_per_bucket). Each bucket
-// owns ONE contiguous f32 gradient buffer (MemCategory::Grads) and the
+// owns ONE contiguous gradient buffer (MemCategory::Grads; f32, or the
+// models' 16-bit gradient dtype, GptOptions::grad_dtype) and the
 // parameters' `grad` tensors are re-pointed to views of it ("grads live in the
 // flat buffer": no copy in or out). The buffer is padded to a multiple of the
 // DP size so it reduce-scatters in equal chunks: rank r owns elements
@@ -64,6 +65,7 @@ struct GradBucket {
   int64_t numel = 0;             // real elements
   int64_t padded = 0;            // numel rounded up to a multiple of the DP size
   bool deferred = false;         // reduced in finish() (tied wte copy under pipeline parallelism)
+  DType dtype = DType::F32;      // gradient dtype of every parameter in it (f32, or 16-bit gradients)
 };
 
 // The bucket layout of a list of models, and which buckets each layer uses.
@@ -77,14 +79,14 @@ struct BucketPlan {
 };
 
 // Groups the models' parameters (see the header comment). bucket_bytes is in
-// bytes of f32 gradient; pad_multiple is the DP size.
+// bytes of gradient (in the gradients' own dtype); pad_multiple is the DP size.
 BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_bytes, int pad_multiple,
                              bool layer_per_bucket);
 
 enum class BucketMode { AllReduce, ReduceScatter, ReduceScatterRelease };
 
 struct GradBucketConfig {
-  double bucket_mb = 25.0;        // bucket size in MB (1e6 bytes) of f32 gradient; > 0
+  double bucket_mb = 25.0;        // bucket size in MB (1e6 bytes) of gradient (its dtype); > 0
   BucketMode mode = BucketMode::AllReduce;
   bool layer_per_bucket = false;  // ZeRO-3: one layer per bucket (matches parameter gathering)
   bool install_hooks = true;      // set the models' LayerHooks to this bucketer

@@ -5,7 +5,9 @@
 //           micro-batch's backward; every rank steps every parameter.
 //  16-bit parameters (GptOptions::param_dtype): the f32 master copy is kept
 //           with m and v (sharded like them from stage 1), initialised with
-//           the exact f32 init values (master_initial_values); gradients f32.
+//           the exact f32 init values (master_initial_values); gradients f32,
+//           or 16-bit (GptOptions::grad_dtype): flat buffers, reductions,
+//           norm and the AdamW read of the owned shard then use that dtype.
 //  stage 1  Adam m, v (and the f32 master copy of 16-bit parameters) only for
 //           the owned 1/N_d range of every bucket's flat buffer; gradients
 //           reduce-scattered in buckets; the owned range stepped; parameters
@@ -51,7 +53,7 @@ namespace pp3d {
 
 struct ZeroConfig {
   int stage = 0;            // 0, 1, 2 or 3
-  double bucket_mb = 25.0;  // gradient bucket size (MB of f32); > 0
+  double bucket_mb = 25.0;  // gradient bucket size (MB of gradient, in its dtype); > 0
   int prefetch_layers = 1;  // stage 3: layers gathered ahead asynchronously (0: none)
   bool overlap_comm = true; // false: gradient reductions all start in finish_gradient_sync() (benchmarks)
   AdamWConfig adamw;

@@ -6,7 +6,8 @@
 // optimizer state per element (8 = Adam m, v for f32 parameters; 12 = m, v and
 // the f32 master for bf16 / f16 parameters). Per category, before padding:
 //   params     b_p Ψ  (stage 3: b_p Ψ / N), b_p = 4 (f32) or 2 (bf16 / f16)
-//   grads      4 Ψ    (stage 2, 3: 4 Ψ / N)   (gradients are f32 in every precision)
+//   grads      b_g Ψ  (stage 2, 3: b_g Ψ / N), b_g = 4 (f32 gradients) or 2
+//              (16-bit gradients, --grad-dtype param: the ZeRO paper's 16Ψ family)
 //   optimizer  K Ψ    (stage 1, 2, 3: K Ψ / N)
 // The stated overhead is the padding of every bucket's flat buffer to a multiple
 // of N (< N elements per bucket), in the same per-element bytes and sharding;
@@ -38,10 +39,11 @@ struct ModelStateBytes {
 struct ZeroMemoryReport {
   int stage = 0, dp = 1;
   DType param_dtype = DType::F32;
+  DType grad_dtype = DType::F32;  // f32, or the 16-bit parameter dtype (--grad-dtype param)
   int64_t psi = 0;      // parameter elements of this rank's model shard
   int64_t padding = 0;  // padding elements over all buckets (sum of padded - numel)
   int64_t largest_bucket = 0;  // elements (padded) of the largest bucket
-  double bytes_param = 4, bytes_grad = 4, bytes_optimizer = 8;  // per element, unsharded (b_p, 4, K)
+  double bytes_param = 4, bytes_grad = 4, bytes_optimizer = 8;  // per element, unsharded (b_p, b_g, K)
   ModelStateBytes measured;  // the allocator's (or the caller's) figures
   ModelStateBytes formula;   // the ZeRO formula for psi
   ModelStateBytes overhead;  // stated: the padding of the flat buffers

@@ -20,7 +20,7 @@ namespace pp3d {
 void CpuBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
                             const AdamWParams& p) {
   detail::cpu_check_float(param, "adamw_step: param");
-  detail::cpu_check(grad, DType::F32, "adamw_step: grad");
+  detail::cpu_check_float(grad, "adamw_step: grad");  // f32, or 16-bit gradients read through f32
   detail::cpu_check(m, DType::F32, "adamw_step: m");
   detail::cpu_check(v, DType::F32, "adamw_step: v");
   check_same_numel(param, grad, "adamw_step: grad");
@@ -44,13 +44,20 @@ void CpuBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor
   const float inv_bc1 = static_cast<float>(1.0 / bc1), inv_bc2 = static_cast<float>(1.0 / bc2);
   const float b1 = p.beta1, b2 = p.beta2, gs = p.grad_scale, lr = p.lr, eps = p.eps, wd = p.weight_decay;
   float* pp = has_master ? master.data<float>() : param.data<float>();
-  const float* pg = grad.data<float>();
+  const float* pg = grad.dtype() == DType::F32 ? grad.data<float>() : nullptr;
   float* pm = m.data<float>();
   float* pv = v.data<float>();
 
   detail::parallel_for(param.numel(), detail::kCpuChunk, [&](int64_t i0, int64_t i1) {
     const int64_t len = i1 - i0;
-    Eigen::Map<const Eigen::ArrayXf> g(pg + i0, len);
+    std::vector<float> g16;
+    const float* gp = pg != nullptr ? pg + i0 : nullptr;
+    if (gp == nullptr) {
+      g16.resize(static_cast<std::size_t>(len));
+      detail::load_f32(grad, i0, len, g16.data());
+      gp = g16.data();
+    }
+    Eigen::Map<const Eigen::ArrayXf> g(gp, len);
     Eigen::Map<Eigen::ArrayXf> ma(pm + i0, len), va(pv + i0, len), pa(pp + i0, len);
     ma = b1 * ma + (1.0f - b1) * gs * g;
     va = b2 * va + (1.0f - b2) * (gs * g).square();

@@ -102,7 +102,16 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void CpuBackend::scale(Tensor& x, float alpha) {
-  cpu_check(x, DType::F32, "scale: x");
+  detail::cpu_check_float(x, "scale: x");
+  if (x.dtype() != DType::F32) {  // 16-bit gradients: x = round(x * alpha)
+    parallel_for(x.numel(), kCpuChunk, [&](int64_t i0, int64_t i1) {
+      std::vector<float> tmp(static_cast<std::size_t>(i1 - i0));
+      detail::load_f32(x, i0, i1 - i0, tmp.data());
+      for (float& t : tmp) t *= alpha;
+      detail::store_f32(tmp.data(), x, i0, i1 - i0);
+    });
+    return;
+  }
   float* px = x.data<float>();
   parallel_for(x.numel(), kCpuChunk, [&](int64_t i0, int64_t i1) {
 #pragma omp simd
@@ -111,9 +120,20 @@ void CpuBackend::scale(Tensor& x, float alpha) {
 }
 
 void CpuBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
-  cpu_check(x, DType::F32, "axpy: x");
-  cpu_check(y, DType::F32, "axpy: y");
+  detail::cpu_check_float(x, "axpy: x");
+  detail::cpu_check_float(y, "axpy: y");
   check_same_numel(x, y, "axpy: y");
+  if (x.dtype() != DType::F32 || y.dtype() != DType::F32) {  // 16-bit gradients, through f32
+    parallel_for(x.numel(), kCpuChunk, [&](int64_t i0, int64_t i1) {
+      const int64_t len = i1 - i0;
+      std::vector<float> tx(static_cast<std::size_t>(len)), ty(static_cast<std::size_t>(len));
+      detail::load_f32(x, i0, len, tx.data());
+      detail::load_f32(y, i0, len, ty.data());
+      for (int64_t i = 0; i < len; ++i) ty[i] += alpha * tx[i];
+      detail::store_f32(ty.data(), y, i0, len);
+    });
+    return;
+  }
   const float* px = x.data<float>();
   float* py = y.data<float>();
   parallel_for(x.numel(), kCpuChunk, [&](int64_t i0, int64_t i1) {
@@ -237,9 +257,12 @@ void CpuBackend::bias_add(Tensor& x, const Tensor& bias) {
   });
 }
 
-void CpuBackend::bias_grad(const Tensor& dy, Tensor& dbias) {
+void CpuBackend::bias_grad(const Tensor& dy, Tensor& dbias_out) {
   cpu_check(dy, DType::F32, "bias_grad: dy");
-  cpu_check(dbias, DType::F32, "bias_grad: dbias");
+  detail::with_f32_grad(*this, dbias_out, "bias_grad: dbias", [&](Tensor& dbias) { bias_grad_f32(dy, dbias); });
+}
+
+void CpuBackend::bias_grad_f32(const Tensor& dy, Tensor& dbias) {
   const int64_t rows = bias_rows(dy, dbias, "bias_grad: dy", "bias_grad: dbias");
   const int64_t n = dbias.numel();
   const float* pd = dy.data<float>();

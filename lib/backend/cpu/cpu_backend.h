@@ -63,6 +63,14 @@ class CpuBackend final : public Backend {
 
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
                   const AdamWParams& p) override;
+
+ private:
+  // The f32-gradient kernels behind the ops whose parameter-gradient output
+  // may be 16-bit (detail::with_f32_grad wraps them).
+  void bias_grad_f32(const Tensor& dy, Tensor& dbias);
+  void layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                              const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias);
+  void embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset);
 };
 
 namespace detail {
@@ -82,6 +90,23 @@ void cpu_check_float(const Tensor& t, const char* what);
 // `offset` and `count` are in elements; the range must lie inside `t`.
 void load_f32(const Tensor& t, int64_t offset, int64_t count, float* out);
 void store_f32(const float* in, Tensor& t, int64_t offset, int64_t count);
+
+// Parameter-gradient outputs may be 16-bit (GptOptions::grad_dtype): runs
+// fn(g32) on an f32 tensor g32 holding g's values (g itself when g is f32),
+// then rounds g32 back into g. So a 16-bit gradient receives exactly
+// round_to_nearest_even(g + the f32 op's contribution).
+template <typename Fn>
+void with_f32_grad(Backend& be, Tensor& g, const char* what, Fn&& fn) {
+  cpu_check_float(g, what);
+  if (g.dtype() == DType::F32) {
+    fn(g);
+    return;
+  }
+  Tensor g32 = Tensor::empty(g.shape(), DType::F32, g.device(), MemCategory::Workspace);
+  be.cast(g, g32);
+  fn(g32);
+  be.cast(g32, g);
+}
 
 // Runs f(begin, end) over [0, n) split into blocks of `grain`, the blocks
 // spread over OpenMP threads (one block runs inline). The split depends only

@@ -64,7 +64,13 @@ void CpuBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tenso
   });
 }
 
-void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) {
+void CpuBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable_out, int64_t id_offset) {
+  detail::with_f32_grad(*this, dtable_out, "embedding_backward: dtable",
+                        [&](Tensor& dtable) { embedding_backward_f32(ids, dout, dtable, id_offset); });
+}
+
+void CpuBackend::embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable,
+                                        int64_t id_offset) {
   check_ids(ids, "embedding_backward: ids");
   cpu_check(dout, DType::F32, "embedding_backward: dout");
   cpu_check(dtable, DType::F32, "embedding_backward: dtable");

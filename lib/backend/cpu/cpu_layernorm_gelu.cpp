@@ -70,7 +70,17 @@ void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const 
 }
 
 void CpuBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                    const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
+                                    const Tensor& rstd, Tensor& dx, Tensor& dweight_out, Tensor& dbias_out) {
+  detail::with_f32_grad(*this, dweight_out, "layernorm_backward: dweight", [&](Tensor& dweight) {
+    detail::with_f32_grad(*this, dbias_out, "layernorm_backward: dbias", [&](Tensor& dbias) {
+      layernorm_backward_f32(dy, x, weight, mean, rstd, dx, dweight, dbias);
+    });
+  });
+}
+
+void CpuBackend::layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                        const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
+                                        Tensor& dbias) {
   cpu_check(dy, DType::F32, "layernorm_backward: dy");
   cpu_check(x, DType::F32, "layernorm_backward: x");
   cpu_check(weight, DType::F32, "layernorm_backward: weight");

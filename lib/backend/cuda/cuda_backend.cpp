@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
 
@@ -74,12 +75,14 @@ void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void CudaBackend::scale(Tensor& x, float alpha) {
+  detail::check_no_grad16(x, "CUDA", "scale: x");
   check(x, DType::F32, "scale: x");
   PP3D_CHECK_CUDA(kernels::scale_f32(x.data<float>(), alpha, x.numel(), stream_));
 }
 
 void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
   check(x, DType::F32, "axpy: x");
+  detail::check_no_grad16(y, "CUDA", "axpy: y");
   check(y, DType::F32, "axpy: y");
   check_same_numel(x, y, "axpy: y");
   PP3D_CHECK_CUDA(kernels::axpy_f32(y.data<float>(), alpha, x.data<float>(), x.numel(), stream_));
@@ -166,6 +169,7 @@ void CudaBackend::bias_add(Tensor& x, const Tensor& bias) {
 
 void CudaBackend::bias_grad(const Tensor& dy, Tensor& dbias) {
   check(dy, DType::F32, "bias_grad: dy");
+  detail::check_no_grad16(dbias, "CUDA", "bias_grad: dbias");
   check(dbias, DType::F32, "bias_grad: dbias");
   const int64_t rows = bias_rows(dy, dbias, "bias_grad: dy", "bias_grad: dbias");
   const int64_t n = dbias.numel();

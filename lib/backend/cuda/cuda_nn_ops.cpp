@@ -46,7 +46,9 @@ void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Te
   check(mean, DType::F32, "layernorm_backward: mean");
   check(rstd, DType::F32, "layernorm_backward: rstd");
   check(dx, DType::F32, "layernorm_backward: dx");
+  detail::check_no_grad16(dweight, "CUDA", "layernorm_backward: dweight");
   check(dweight, DType::F32, "layernorm_backward: dweight");
+  detail::check_no_grad16(dbias, "CUDA", "layernorm_backward: dbias");
   check(dbias, DType::F32, "layernorm_backward: dbias");
   const int64_t rows = ln_rows(x, weight, "layernorm_backward");
   const int64_t n = weight.numel();
@@ -154,6 +156,7 @@ void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tens
   check(ids, DType::I32, "embedding_backward: ids");
   PP3D_CHECK(ids.dim() == 1, "embedding_backward: ids must be 1-d [N], got shape {}", shape_str(ids.shape()));
   check(dout, DType::F32, "embedding_backward: dout");
+  detail::check_no_grad16(dtable, "CUDA", "embedding_backward: dtable");
   check(dtable, DType::F32, "embedding_backward: dtable");
   PP3D_CHECK(dtable.dim() == 2, "embedding_backward: dtable must be [V_local, C], got {}",
              shape_str(dtable.shape()));
@@ -204,6 +207,7 @@ void CudaBackend::xent_backward(const Tensor& logits, const Tensor& targets, int
 void CudaBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
                              const AdamWParams& p) {
   check_float(param, "adamw_step: param");
+  detail::check_no_grad16(grad, "CUDA", "adamw_step: grad");
   check(grad, DType::F32, "adamw_step: grad");
   check(m, DType::F32, "adamw_step: m");
   check(v, DType::F32, "adamw_step: v");
