@@ -37,6 +37,10 @@ Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, con
              "GptOptions::grad_dtype must be f32 or the parameter dtype {}, got {} (16-bit gradients need "
              "16-bit parameters)",
              dtype_name(opts_.param_dtype), dtype_name(opts_.grad_dtype));
+  PP3D_CHECK(opts_.activation_dtype == DType::F32 || opts_.activation_dtype == opts_.param_dtype,
+             "GptOptions::activation_dtype must be f32 or the parameter dtype {}, got {} (16-bit activations "
+             "need 16-bit parameters)",
+             dtype_name(opts_.param_dtype), dtype_name(opts_.activation_dtype));
   layout_.last_layer = layout_.end_layer(cfg_);
   layout_.validate(cfg_);
   build_parameters();
@@ -104,6 +108,7 @@ void Gpt::build_parameters() {
     b->eps = cfg_.ln_eps;
     b->tp = layout_.tp_group.get();
     b->sequence_parallel = layout_.sequence_parallel;
+    b->act_dtype = opts_.activation_dtype;
     blocks_.push_back(std::move(b));
   }
   if (layout_.has_head) {

@@ -17,6 +17,20 @@ Tensor new_activation(Backend& be, const Shape& shape) {
   return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
 }
 
+Tensor store_activation(Backend& be, const Tensor& t, DType dt) {
+  if (!t.defined() || t.dtype() == dt) return t;
+  Tensor out = Tensor::empty(t.shape(), dt, be.device(), MemCategory::Activations);
+  be.cast(t, out);
+  return out;
+}
+
+Tensor activation_f32(Backend& be, const Tensor& t) {
+  if (!t.defined() || t.dtype() == DType::F32) return t;
+  Tensor out = Tensor::empty(t.shape(), DType::F32, be.device(), MemCategory::Workspace);
+  be.cast(t, out);
+  return out;
+}
+
 PartialGrads::PartialGrads(Backend& be, Communicator* tp, bool active, std::vector<Parameter*> params)
     : be_(be), tp_(active && tp_world(tp) > 1 ? tp : nullptr), params_(std::move(params)) {
   int64_t total = 0;
@@ -59,17 +73,18 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel});
   const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
 
+  const Tensor x = detail::activation_f32(be, a.x);  // compute in f32 (a.x may be 16-bit storage)
   a.ln1 = new_activation(be, {Nl, C});
   a.ln1_mean = new_activation(be, {Nl});
   a.ln1_rstd = new_activation(be, {Nl});
-  be.layernorm_forward(a.x, value_as_f32(be, ln1_w->value), value_as_f32(be, ln1_b->value), a.ln1, a.ln1_mean,
+  be.layernorm_forward(x, value_as_f32(be, ln1_w->value), value_as_f32(be, ln1_b->value), a.ln1, a.ln1_mean,
                        a.ln1_rstd, eps);
   a.qkv = c_attn.forward(be, tp, a.ln1.reshape({B, Tl, C}));  // [B, T, 3*H*D]: this rank's heads
   a.att = new_activation(be, {B, T, H, D});
   a.lse = new_activation(be, {B, H, T});
   be.attention_forward(a.qkv.reshape({B, T, 3, H, D}), a.att, a.lse, scale);
   a.x2 = attn_proj.forward(be, tp, a.att.reshape({B, T, H * D})).reshape({Nl, C});
-  be.add(a.x, a.x2, a.x2);  // residual: x2 = x + attn_proj(...)
+  be.add(x, a.x2, a.x2);  // residual: x2 = x + attn_proj(...)
   a.ln2 = new_activation(be, {Nl, C});
   a.ln2_mean = new_activation(be, {Nl});
   a.ln2_rstd = new_activation(be, {Nl});
@@ -80,7 +95,11 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   be.gelu_forward(a.fc, a.gelu);
   Tensor out = mlp_proj.forward(be, tp, a.gelu.reshape({B, T, -1})).reshape({Nl, C});
   be.add(a.x2, out, out);  // residual
-  return out;
+  if (act_dtype == DType::F32) return out;
+  // 16-bit activation storage: round what backward reads, and the output.
+  for (Tensor* t : {&a.x, &a.ln1, &a.qkv, &a.att, &a.x2, &a.ln2, &a.fc, &a.gelu})
+    *t = detail::store_activation(be, *t, act_dtype);
+  return detail::store_activation(be, out, act_dtype);
 }
 
 Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout) {
@@ -93,34 +112,39 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
   // LayerNorm grads from the local tokens are partial under sequence parallelism.
   detail::PartialGrads ln(be, tp, sequence_parallel, {ln1_w, ln1_b, ln2_w, ln2_b});
+  // 16-bit activation storage: each saved tensor is read through an f32 copy
+  // made just before its use and freed right after it (Workspace).
+  auto f32 = [&be](const Tensor& t) { return detail::activation_f32(be, t); };
 
   // MLP branch: out = x2 + mlp_proj(gelu(fc(ln2(x2))))
-  Tensor dgelu = mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), a.gelu.reshape({B, T, -1}));
+  Tensor dgelu = mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), f32(a.gelu).reshape({B, T, -1}));
   a.gelu = Tensor();
   Tensor dfc = new_activation(be, a.fc.shape());
-  be.gelu_backward(a.fc, dgelu.reshape(a.fc.shape()), dfc);
+  be.gelu_backward(f32(a.fc), dgelu.reshape(a.fc.shape()), dfc);
   a.fc = Tensor();
   dgelu = Tensor();
-  Tensor dln2 = c_fc.backward(be, tp, dfc, a.ln2.reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dln2 = c_fc.backward(be, tp, dfc, f32(a.ln2).reshape({B, Tl, C})).reshape({Nl, C});
   dfc = Tensor();
   a.ln2 = Tensor();
   Tensor dx2 = new_activation(be, {Nl, C});
-  be.layernorm_backward(dln2, a.x2, value_as_f32(be, ln2_w->value), a.ln2_mean, a.ln2_rstd, dx2, ln.grad(2),
+  be.layernorm_backward(dln2, f32(a.x2), value_as_f32(be, ln2_w->value), a.ln2_mean, a.ln2_rstd, dx2, ln.grad(2),
                         ln.grad(3));
   dln2 = Tensor();
   be.add(dx2, dout.reshape({Nl, C}), dx2);  // residual gradient
   a.x2 = a.ln2_mean = a.ln2_rstd = Tensor();
   // Attention branch: x2 = x + attn_proj(attention(c_attn(ln1(x))))
-  Tensor datt = attn_proj.backward(be, tp, dx2.reshape({B, Tl, C}), a.att.reshape({B, T, H * D}));
+  Tensor datt = attn_proj.backward(be, tp, dx2.reshape({B, Tl, C}), f32(a.att).reshape({B, T, H * D}));
   Tensor dqkv = new_activation(be, {N, 3 * H * D});
   Tensor dqkv5 = dqkv.reshape({B, T, 3, H, D});
-  be.attention_backward(datt.reshape({B, T, H, D}), a.qkv.reshape({B, T, 3, H, D}), a.att, a.lse, dqkv5, scale);
+  be.attention_backward(datt.reshape({B, T, H, D}), f32(a.qkv).reshape({B, T, 3, H, D}), f32(a.att), a.lse, dqkv5,
+                        scale);
   datt = Tensor();
   a.att = a.lse = a.qkv = Tensor();
-  Tensor dln1 = c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), a.ln1.reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dln1 =
+      c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), f32(a.ln1).reshape({B, Tl, C})).reshape({Nl, C});
   dqkv = Tensor();
   Tensor dx = new_activation(be, {Nl, C});
-  be.layernorm_backward(dln1, a.x, value_as_f32(be, ln1_w->value), a.ln1_mean, a.ln1_rstd, dx, ln.grad(0),
+  be.layernorm_backward(dln1, f32(a.x), value_as_f32(be, ln1_w->value), a.ln1_mean, a.ln1_rstd, dx, ln.grad(0),
                         ln.grad(1));
   be.add(dx, dx2, dx);
   a.drop_all_but_input();

@@ -64,8 +64,8 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   const VocabShard shard = vocab_shard(cfg_.vocab_size, cfg_.padded_vocab(), layout_.tp_rank, layout_.tp_size);
   Tensor lnf = new_activation(be, {Nl, C});
   Tensor mean = new_activation(be, {Nl}), rstd = new_activation(be, {Nl});
-  be.layernorm_forward(x, value_as_f32(be, lnf_w_->value), value_as_f32(be, lnf_b_->value), lnf, mean, rstd,
-                       cfg_.ln_eps);
+  be.layernorm_forward(detail::activation_f32(be, x), value_as_f32(be, lnf_w_->value),
+                       value_as_f32(be, lnf_b_->value), lnf, mean, rstd, cfg_.ln_eps);
   // logits [N, Vp/tp] = ln_f(x) . head_local^T: a column-parallel Linear without bias.
   const ColumnParallelLinear head(*head_, nullptr, {false, sp});
   Tensor logits = head.forward(be, tp_group(), lnf.reshape({B, Tl, C})).reshape({N, shard.local});
@@ -74,8 +74,8 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   s.loss = static_cast<double>(s.loss_weight) * st.loss_sum;
   if (!s.eval) {
     s.targets = tgt;
-    s.x_final = x;
-    s.lnf = lnf;
+    s.x_final = x;  // already in the activation dtype (the last block's output)
+    s.lnf = detail::store_activation(be, lnf, opts_.activation_dtype);  // logits stay f32 (the loss path)
     s.lnf_mean = mean;
     s.lnf_rstd = rstd;
     s.logits = logits;
@@ -97,12 +97,13 @@ Tensor Gpt::head_backward(detail::GptCacheState& s) {
   s.logits = Tensor();
   // Head GEMM backward; d(ln_f out) summed over TP (all-reduce / reduce-scatter).
   const ColumnParallelLinear head(*head_, nullptr, {false, sp});
-  Tensor dlnf = head.backward(be, tp_group(), dlogits, s.lnf.reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dlnf =
+      head.backward(be, tp_group(), dlogits, detail::activation_f32(be, s.lnf).reshape({B, Tl, C})).reshape({Nl, C});
   dlogits = Tensor();
   detail::PartialGrads ln(be, tp_group(), sp, {lnf_w_, lnf_b_});
   Tensor dx = new_activation(be, {Nl, C});
-  be.layernorm_backward(dlnf, s.x_final, value_as_f32(be, lnf_w_->value), s.lnf_mean, s.lnf_rstd, dx, ln.grad(0),
-                        ln.grad(1));
+  be.layernorm_backward(dlnf, detail::activation_f32(be, s.x_final), value_as_f32(be, lnf_w_->value), s.lnf_mean,
+                        s.lnf_rstd, dx, ln.grad(0), ln.grad(1));
   ln.finish();
   s.lnf = s.lnf_mean = s.lnf_rstd = s.x_final = s.max = s.sumexp = Tensor();
   return dx;

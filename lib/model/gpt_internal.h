@@ -35,6 +35,12 @@ struct GptCacheState {
 
 // An f32 activation tensor on `be`'s device.
 Tensor new_activation(Backend& be, const Shape& shape);
+// Activation storage (GptOptions::activation_dtype): `t` itself when it has
+// dtype `dt`, else a new MemCategory::Activations tensor holding t rounded to
+// dt (Backend::cast). Undefined stays undefined.
+Tensor store_activation(Backend& be, const Tensor& t, DType dt);
+// `t` itself when f32, else an f32 copy (MemCategory::Workspace) for compute.
+Tensor activation_f32(Backend& be, const Tensor& t);
 // `t` on the backend's device (copied there if needed, e.g. host token ids).
 Tensor on_device(Backend& be, const Tensor& t);
 // Position ids [B * Tl] i32: t0 + (i % Tl) (tokens [t0, t0 + Tl) of each sequence).
@@ -74,9 +80,11 @@ struct Gpt::Block {
   float eps = 1e-5f;
   Communicator* tp = nullptr;  // tensor-parallel group (not owned)
   bool sequence_parallel = false;
+  DType act_dtype = DType::F32;  // GptOptions::activation_dtype: storage of the saved activations and output
 
-  // Fills a (a.x must be set, [N_local, C]) and returns the block output
-  // [N_local, C]; T is the full sequence length.
+  // Fills a (a.x must be set, [N_local, C], f32 or act_dtype) and returns the
+  // block output [N_local, C] in act_dtype; T is the full sequence length. The
+  // saved activations (not the LayerNorm statistics or lse) are act_dtype.
   Tensor forward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a) const;
   // Needs a full set of activations (recompute first if a.full() is false).
   // Accumulates parameter grads, frees a's activations, returns dx [N_local, C].

@@ -1,5 +1,6 @@
 // Gpt stage forward/backward: embedding -> blocks -> ln_f + LM head + loss
 // (the ends are in gpt_ends.cpp). Layer hooks wrap every layer.
+#include <string>
 #include <vector>
 
 #include "model/gpt_internal.h"
@@ -40,8 +41,10 @@ Tensor Gpt::forward(const Tensor& input, const Tensor& targets, float loss_weigh
     if (hooks_) hooks_->after_forward(-1);
   } else {
     const bool sp = layout_.sequence_parallel && layout_.tp_size > 1;
-    PP3D_CHECK(input.dim() == 3 && input.dtype() == DType::F32 && input.size(2) == C,
-               "Gpt::forward on a middle/last stage expects hidden f32 [B, T, {}]{}, got {}", C,
+    const DType adt = opts_.activation_dtype;
+    PP3D_CHECK(input.dim() == 3 && (input.dtype() == DType::F32 || input.dtype() == adt) && input.size(2) == C,
+               "Gpt::forward on a middle/last stage expects hidden f32{} [B, T, {}]{}, got {}",
+               adt == DType::F32 ? std::string() : fmt::format(" or {}", dtype_name(adt)), C,
                sp ? " (this rank's slice [B, T/tp, C] with sequence parallelism)" : "", input.str());
     s.B = input.size(0);
     s.T = input.size(1) * (layout_.sequence_parallel ? layout_.tp_size : 1);
@@ -50,6 +53,9 @@ Tensor Gpt::forward(const Tensor& input, const Tensor& targets, float loss_weigh
     x = on_device(be, input).reshape({s.B * input.size(1), C});
   }
   const int64_t B = s.B, T = s.T, N = B * T;
+  // 16-bit activations: the hidden state between blocks is stored rounded
+  // (a no-op for a previous stage's output, which is already 16-bit-exact).
+  x = detail::store_activation(be, x, opts_.activation_dtype);
 
   s.blocks.resize(s.eval ? 0 : blocks_.size());
   for (std::size_t i = 0; i < blocks_.size(); ++i) {
@@ -67,6 +73,7 @@ Tensor Gpt::forward(const Tensor& input, const Tensor& targets, float loss_weigh
 
   if (!layout_.has_head) {
     s.active = !s.eval;
+    // In the activation dtype: pipeline p2p sends and receives 16-bit activations.
     return x.reshape(hidden_shape(B, T));
   }
 

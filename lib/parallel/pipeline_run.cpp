@@ -104,7 +104,9 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
         if (t.send) {
           ops.push_back({P2POp::Send, take(act ? act_out : grad_out, k, "tensor to send"), t.peer, t.tag});
         } else {
-          Tensor buf = Tensor::empty(hidden, DType::F32, be.device(), MemCategory::Activations);
+          // Activations in the model's activation dtype (16-bit with --activation-dtype param), gradients f32.
+          const DType dt = act ? chunks_.front()->options().activation_dtype : DType::F32;
+          Tensor buf = Tensor::empty(hidden, dt, be.device(), MemCategory::Activations);
           auto& dst = act ? act_in : grad_in;
           PP3D_CHECK(dst.find(k) == dst.end(), "pipeline executor bug: duplicate receive");
           dst[k] = buf;

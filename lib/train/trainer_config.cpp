@@ -102,6 +102,10 @@ void TrainConfig::validate(int world_size) const {
   PP3D_CHECK(grad_dtype == "f32" || grad_dtype == "param", "--grad-dtype must be f32 or param, got '{}'", grad_dtype);
   PP3D_CHECK(grad_dtype == "f32" || bf16 || fp16,
              "--grad-dtype param stores gradients in the 16-bit parameter dtype: it needs --bf16 or --fp16");
+  PP3D_CHECK(activation_dtype == "f32" || activation_dtype == "param",
+             "--activation-dtype must be f32 or param, got '{}'", activation_dtype);
+  PP3D_CHECK(activation_dtype == "f32" || bf16 || fp16,
+             "--activation-dtype param stores activations in the 16-bit parameter dtype: it needs --bf16 or --fp16");
   PP3D_CHECK(num_layers >= 1, "--num-layers must be >= 1, got {}", num_layers);
   PP3D_CHECK(hidden_size >= 1, "--hidden-size must be >= 1, got {}", hidden_size);
   PP3D_CHECK(num_heads >= 1, "--num-heads must be >= 1, got {}", num_heads);

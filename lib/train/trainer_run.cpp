@@ -57,7 +57,9 @@ void Trainer::log_header() {
             "warm-up), weight decay {}, grad clip {}, seed {}", layout_.global_batch, cfg_.seq_len, layout_.dp,
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
-  const char* grads = cfg_.grad_dtype == "param" ? (cfg_.bf16 ? "bf16 gradients" : "fp16 gradients") : "f32 gradients";
+  const char* half = cfg_.bf16 ? "bf16" : "fp16";
+  const std::string grads = fmt::format("{} gradients, {} activations", cfg_.grad_dtype == "param" ? half : "f32",
+                                        cfg_.activation_dtype == "param" ? half : "f32");
   if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);
   if (cfg_.fp16)
     log->info("mixed precision: fp16 parameters, {}, f32 master weights / Adam state; dynamic loss scale "

@@ -146,7 +146,7 @@ double Trainer::eval_batch(int64_t index) {
     if (s == 0) {
       in = on_device(b.inputs, dev);
     } else if (pp > 1) {
-      in = Tensor::empty(g.hidden_shape(rows, T), DType::F32, dev, MemCategory::Activations);
+      in = Tensor::empty(g.hidden_shape(rows, T), g.options().activation_dtype, dev, MemCategory::Activations);
       pg.recv(in, (s - 1) % pp, s);
     } else {
       in = hidden;

@@ -274,6 +274,17 @@ TEST_CASE("TrainConfig: --grad-dtype param needs --bf16 / --fp16", "[trainer][mi
   CHECK_NOTHROW(c.validate());
 }
 
+TEST_CASE("TrainConfig: --activation-dtype param needs --bf16 / --fp16", "[trainer][mixed][act16]") {
+  TrainConfig c = tiny();
+  c.activation_dtype = "param";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--activation-dtype param stores activations"));
+  c.activation_dtype = "f16";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--activation-dtype must be f32 or param"));
+  c.activation_dtype = "param";
+  c.fp16 = true;
+  CHECK_NOTHROW(c.validate());
+}
+
 TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {
   TrainConfig c = tiny();
   c.fp16 = true;

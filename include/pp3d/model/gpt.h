@@ -105,6 +105,16 @@ struct GptOptions {
   // 16-bit gradients, 2 bytes/elem in MemCategory::Grads). 16-bit gradients
   // are accumulated through f32 and rounded after each op's contribution.
   DType grad_dtype = DType::F32;
+  // Storage of the activations saved for backward and of the hidden state
+  // passed between blocks: F32 (default) or, with a 16-bit param_dtype, that
+  // same dtype (--activation-dtype param). Every op still computes in f32: a
+  // block reads its 16-bit input through an f32 copy, its outputs are rounded
+  // to 16-bit when the block's forward ends, and backward reads them back
+  // through f32 copies (Workspace). LayerNorm mean/rstd, the attention lse,
+  // the logits and every activation gradient stay f32. A stage without the
+  // head returns its hidden state in this dtype (pipeline p2p in 16-bit) and
+  // accepts it (or f32) as input (docs/MIXED_PRECISION.md).
+  DType activation_dtype = DType::F32;
 };
 
 class Gpt {
@@ -117,9 +127,9 @@ class Gpt {
   Gpt& operator=(const Gpt&) = delete;
 
   // One stage forward. input: ids [B, T] i32 on the embedding stage, else
-  // hidden [B, T, C] f32 (the previous stage's output). targets: [B, T] i32,
-  // read only on the head stage (may be undefined elsewhere). Returns the
-  // hidden state [B, T, C] for the next stage, or an undefined Tensor on the
+  // hidden [B, T, C] f32 or activation_dtype (the previous stage's output).
+  // targets: [B, T] i32, read only on the head stage (may be undefined
+  // elsewhere). Returns the hidden state [B, T, C] (activation_dtype) for the next stage, or an undefined Tensor on the
   // head stage (the loss is then in cache.loss()). T <= max_seq_len.
   // Inputs on another device (e.g. host ids for a CUDA model) are copied over.
   // In Train mode the cache REFERENCES `input` (no copy): keep its contents

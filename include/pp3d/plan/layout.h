@@ -56,7 +56,9 @@ struct Workload {
 // pp3d's own trainer keeps f32 gradients and f32 activations whatever the
 // parameter dtype (lib/model, lib/parallel): Precision::pp3d() sets the two
 // element-size overrides accordingly (4 B grads and activations; params 2 B
-// with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B).
+// with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B). Not modelled yet:
+// --activation-dtype param (16-bit saved activations, measured ~0.6x the
+// Activations peak), for which these estimates are an overestimate.
 struct Precision {
   bool mixed = true;        // false: everything fp32
   double logits_bytes = 4;  // logits/loss buffer element size (fp32 for a stable softmax)
