@@ -7,6 +7,8 @@
 // bound of the f32-activation run; the Activations bytes roughly halve.
 #include <catch2/catch.hpp>
 
+#include "test_util.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,9 @@
 using namespace pp3d;
 
 namespace {
+
+using pp3d::test::bits_equal;
+using pp3d::test::rel_l2;
 
 GptConfig a16_config(int64_t layers = 2) {
   GptConfig c;
@@ -51,19 +56,6 @@ GptOptions opts_of(DType param, DType act, bool recompute = false) {
   o.activation_dtype = act;
   o.recompute = recompute;
   return o;
-}
-
-bool bits_equal(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
 // Rounds an f32 tensor to dt and back (the values a 16-bit tensor can hold).

@@ -4,6 +4,8 @@
 // the f32 run, exactness of loss scaling, and the overflow skip.
 #include <catch2/catch.hpp>
 
+#include "test_util.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -23,6 +25,9 @@
 using namespace pp3d;
 
 namespace {
+
+using pp3d::test::bits_equal;
+using pp3d::test::rel_l2;
 
 GptConfig mp_config() {
   GptConfig c;
@@ -53,19 +58,6 @@ GptOptions opts_of(DType dt, DType gdt = DType::F32) {
 }
 
 int64_t bytes(MemCategory c) { return Allocator::instance().stats(c).current; }
-
-bool bits_equal(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    den += static_cast<double>(b[i]) * b[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
 
 struct Run {
   std::vector<float> losses, norms;

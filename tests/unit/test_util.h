@@ -33,6 +33,21 @@ inline Tensor random_tensor(const Shape& shape, uint32_t seed, float lo = -1.0f,
   return Tensor::from_vector(shape, random_floats(static_cast<std::size_t>(shape_numel(shape)), seed, lo, hi));
 }
 
+// Same dtype, size and bytes.
+inline bool bits_equal(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.numel() == b.numel() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+// ||a - b|| / ||b|| (L2, in double).
+inline double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    num += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
+}
+
 inline std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 inline std::vector<double> to_double(const Tensor& t) { return to_double(t.to_vector()); }
 
