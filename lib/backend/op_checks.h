@@ -30,6 +30,52 @@ inline void check_len(const Tensor& t, int64_t len, const char* what) {
   PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
 }
 
+// LayerNorm forward arguments: every tensor f32 and on the backend's device
+// (`check(tensor, dtype, what)` is the backend's own check), shapes consistent.
+// Returns rows; the normalised size is weight.numel().
+template <typename Check>
+int64_t check_layernorm_forward(Check&& check, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                const Tensor& y, const Tensor& mean, const Tensor& rstd, float eps) {
+  check(x, DType::F32, "layernorm_forward: x");
+  check(weight, DType::F32, "layernorm_forward: weight");
+  check(bias, DType::F32, "layernorm_forward: bias");
+  check(y, DType::F32, "layernorm_forward: y");
+  check(mean, DType::F32, "layernorm_forward: mean");
+  check(rstd, DType::F32, "layernorm_forward: rstd");
+  const int64_t rows = ln_rows(x, weight, "layernorm_forward");
+  const int64_t n = weight.numel();
+  check_len(bias, n, "layernorm_forward: bias");
+  check_shape(y, x.shape(), "layernorm_forward: y");
+  check_len(mean, rows, "layernorm_forward: mean");
+  check_len(rstd, rows, "layernorm_forward: rstd");
+  PP3D_CHECK(eps >= 0.0f, "layernorm_forward: eps must be >= 0, got {}", eps);
+  return rows;
+}
+
+// LayerNorm backward arguments (f32 parameter gradients; see check_no_grad16). Returns rows.
+template <typename Check>
+int64_t check_layernorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                 const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
+                                 const Tensor& dbias) {
+  check(dy, DType::F32, "layernorm_backward: dy");
+  check(x, DType::F32, "layernorm_backward: x");
+  check(weight, DType::F32, "layernorm_backward: weight");
+  check(mean, DType::F32, "layernorm_backward: mean");
+  check(rstd, DType::F32, "layernorm_backward: rstd");
+  check(dx, DType::F32, "layernorm_backward: dx");
+  check(dweight, DType::F32, "layernorm_backward: dweight");
+  check(dbias, DType::F32, "layernorm_backward: dbias");
+  const int64_t rows = ln_rows(x, weight, "layernorm_backward");
+  const int64_t n = weight.numel();
+  check_shape(dy, x.shape(), "layernorm_backward: dy");
+  check_shape(dx, x.shape(), "layernorm_backward: dx");
+  check_len(mean, rows, "layernorm_backward: mean");
+  check_len(rstd, rows, "layernorm_backward: rstd");
+  check_len(dweight, n, "layernorm_backward: dweight");
+  check_len(dbias, n, "layernorm_backward: dbias");
+  return rows;
+}
+
 // The [N, C] shape check shared by the embedding ops.
 inline void check_rows(const Tensor& t, int64_t n, int64_t c, const char* what) {
   PP3D_CHECK(t.dim() == 2 && t.size(0) == n && t.size(1) == c, "{} must be [{}, {}], got {}", what, n, c,

@@ -30,19 +30,8 @@ using detail::ln_rows;
 
 void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
                                    Tensor& mean, Tensor& rstd, float eps) {
-  cpu_check(x, DType::F32, "layernorm_forward: x");
-  cpu_check(weight, DType::F32, "layernorm_forward: weight");
-  cpu_check(bias, DType::F32, "layernorm_forward: bias");
-  cpu_check(y, DType::F32, "layernorm_forward: y");
-  cpu_check(mean, DType::F32, "layernorm_forward: mean");
-  cpu_check(rstd, DType::F32, "layernorm_forward: rstd");
-  const int64_t rows = ln_rows(x, weight, "layernorm_forward");
+  const int64_t rows = detail::check_layernorm_forward(cpu_check, x, weight, bias, y, mean, rstd, eps);
   const int64_t n = weight.numel();
-  check_len(bias, n, "layernorm_forward: bias");
-  check_shape(y, x.shape(), "layernorm_forward: y");
-  check_len(mean, rows, "layernorm_forward: mean");
-  check_len(rstd, rows, "layernorm_forward: rstd");
-  PP3D_CHECK(eps >= 0.0f, "layernorm_forward: eps must be >= 0, got {}", eps);
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();
   const float* pb = bias.data<float>();
@@ -81,22 +70,8 @@ void CpuBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Ten
 void CpuBackend::layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight,
                                         const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
                                         Tensor& dbias) {
-  cpu_check(dy, DType::F32, "layernorm_backward: dy");
-  cpu_check(x, DType::F32, "layernorm_backward: x");
-  cpu_check(weight, DType::F32, "layernorm_backward: weight");
-  cpu_check(mean, DType::F32, "layernorm_backward: mean");
-  cpu_check(rstd, DType::F32, "layernorm_backward: rstd");
-  cpu_check(dx, DType::F32, "layernorm_backward: dx");
-  cpu_check(dweight, DType::F32, "layernorm_backward: dweight");
-  cpu_check(dbias, DType::F32, "layernorm_backward: dbias");
-  const int64_t rows = ln_rows(x, weight, "layernorm_backward");
+  const int64_t rows = detail::check_layernorm_backward(cpu_check, dy, x, weight, mean, rstd, dx, dweight, dbias);
   const int64_t n = weight.numel();
-  check_shape(dy, x.shape(), "layernorm_backward: dy");
-  check_shape(dx, x.shape(), "layernorm_backward: dx");
-  check_len(mean, rows, "layernorm_backward: mean");
-  check_len(rstd, rows, "layernorm_backward: rstd");
-  check_len(dweight, n, "layernorm_backward: dweight");
-  check_len(dbias, n, "layernorm_backward: dbias");
   const float* pdy = dy.data<float>();
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();

@@ -20,19 +20,9 @@ using detail::xent_rows;
 
 void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
                                     Tensor& mean, Tensor& rstd, float eps) {
-  check(x, DType::F32, "layernorm_forward: x");
-  check(weight, DType::F32, "layernorm_forward: weight");
-  check(bias, DType::F32, "layernorm_forward: bias");
-  check(y, DType::F32, "layernorm_forward: y");
-  check(mean, DType::F32, "layernorm_forward: mean");
-  check(rstd, DType::F32, "layernorm_forward: rstd");
-  const int64_t rows = ln_rows(x, weight, "layernorm_forward");
+  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+  const int64_t rows = detail::check_layernorm_forward(dev_check, x, weight, bias, y, mean, rstd, eps);
   const int64_t n = weight.numel();
-  check_len(bias, n, "layernorm_forward: bias");
-  check_shape(y, x.shape(), "layernorm_forward: y");
-  check_len(mean, rows, "layernorm_forward: mean");
-  check_len(rstd, rows, "layernorm_forward: rstd");
-  PP3D_CHECK(eps >= 0.0f, "layernorm_forward: eps must be >= 0, got {}", eps);
   PP3D_CHECK_CUDA(kernels::layernorm_forward(y.data<float>(), mean.data<float>(), rstd.data<float>(),
                                              x.data<float>(), weight.data<float>(), bias.data<float>(), rows, n, eps,
                                              stream_));
@@ -40,24 +30,11 @@ void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const
 
 void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                      const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
-  check(dy, DType::F32, "layernorm_backward: dy");
-  check(x, DType::F32, "layernorm_backward: x");
-  check(weight, DType::F32, "layernorm_backward: weight");
-  check(mean, DType::F32, "layernorm_backward: mean");
-  check(rstd, DType::F32, "layernorm_backward: rstd");
-  check(dx, DType::F32, "layernorm_backward: dx");
   detail::check_no_grad16(dweight, "CUDA", "layernorm_backward: dweight");
-  check(dweight, DType::F32, "layernorm_backward: dweight");
   detail::check_no_grad16(dbias, "CUDA", "layernorm_backward: dbias");
-  check(dbias, DType::F32, "layernorm_backward: dbias");
-  const int64_t rows = ln_rows(x, weight, "layernorm_backward");
+  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+  const int64_t rows = detail::check_layernorm_backward(dev_check, dy, x, weight, mean, rstd, dx, dweight, dbias);
   const int64_t n = weight.numel();
-  check_shape(dy, x.shape(), "layernorm_backward: dy");
-  check_shape(dx, x.shape(), "layernorm_backward: dx");
-  check_len(mean, rows, "layernorm_backward: mean");
-  check_len(rstd, rows, "layernorm_backward: rstd");
-  check_len(dweight, n, "layernorm_backward: dweight");
-  check_len(dbias, n, "layernorm_backward: dbias");
   if (rows == 0) return;
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::layernorm_backward_chunks(rows) * 2 * n) * sizeof(float)));
