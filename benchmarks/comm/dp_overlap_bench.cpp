@@ -29,6 +29,7 @@
 
 #include "comm/mpi_detail.h"  // mpi_progress_set_enabled (internal)
 #include "pp3d/comm/bootstrap.h"
+#include "pp3d/model/gpt.h"
 #include "pp3d/parallel/zero_optimizer.h"
 
 using namespace pp3d;

@@ -18,7 +18,7 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/core/rng.h"
 #include "pp3d/model/gpt.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 namespace {
 double median(std::vector<double> v) {

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,24 +26,26 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/core/rng.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 
 using namespace pp3d;
 
 namespace {
 
+// Sleeps in the transformer blocks of one chunk: layer positions
+// [first, first + blocks) of its layers() (after the embedding when held).
 class SleepHooks final : public LayerHooks {
  public:
-  SleepHooks(int64_t num_layers, int fwd_us) : L_(num_layers), fwd_us_(fwd_us) {}
+  SleepHooks(int64_t first, int64_t blocks, int fwd_us) : first_(first), blocks_(blocks), fwd_us_(fwd_us) {}
   void before_forward(int64_t layer) override { nap(layer, fwd_us_); }
   void before_backward(int64_t layer) override { nap(layer, 2 * fwd_us_); }
 
  private:
   void nap(int64_t layer, int us) const {
-    if (layer >= 0 && layer < L_) std::this_thread::sleep_for(std::chrono::microseconds(us));
+    if (layer >= first_ && layer < first_ + blocks_) std::this_thread::sleep_for(std::chrono::microseconds(us));
   }
-  int64_t L_;
+  int64_t first_, blocks_;
   int fwd_us_;
 };
 
@@ -85,7 +88,7 @@ int main(int argc, char** argv) {
     cfg.max_seq_len = sleep ? 8 : 128;
     const int64_t B = sleep ? 1 : 2, T = cfg.max_seq_len;
     auto be = make_cpu_backend();
-    SleepHooks hooks(cfg.num_layers, static_cast<int>(layer_ms * 1000));
+    const int layer_us = static_cast<int>(layer_ms * 1000);
     if (grid.rank() == 0)
       std::printf("pipeline bubble, pp=%d, mode=%s, model %s, micro-batch %lldx%lld, %d timed steps\n", pp,
                   mode.c_str(), cfg.resolved().str().c_str(), static_cast<long long>(B),
@@ -101,9 +104,14 @@ int main(int argc, char** argv) {
       pc.virtual_stages = v;
       pc.micro_batch_size = B;
       pc.seq_len = T;
-      PipelineStage stage(cfg, *be, grid, pc);
+      GptPipelineStage stage(cfg, *be, grid, pc);
+      std::vector<std::unique_ptr<SleepHooks>> hooks;
       if (sleep)
-        for (int c = 0; c < stage.num_chunks(); ++c) stage.chunk(c).set_layer_hooks(&hooks);
+        for (int c = 0; c < stage.num_chunks(); ++c) {
+          const GptLayout& l = stage.chunk(c).layout();
+          hooks.push_back(std::make_unique<SleepHooks>(l.has_embedding ? 1 : 0, l.last_layer - l.first_layer, layer_us));
+          stage.chunk(c).set_layer_hooks(hooks.back().get());
+        }
       for (int m : {pp, 2 * pp, 4 * pp}) {
         std::vector<MicroBatch> mbs;
         for (int i = 0; i < m; ++i) mbs.push_back({tokens(2 * i, B, T, cfg.vocab_size), tokens(2 * i + 1, B, T, cfg.vocab_size)});

@@ -4,6 +4,13 @@
 
 namespace pp3d {
 
+Tensor value_as_f32(Backend& be, const Tensor& value) {
+  if (!value.defined() || value.dtype() == DType::F32) return value;
+  Tensor out = Tensor::empty(value.shape(), DType::F32, be.device(), MemCategory::Workspace);
+  be.cast(value, out);
+  return out;
+}
+
 #ifdef PP3D_HAVE_CUDA
 std::unique_ptr<Backend> make_cuda_backend(int device);  // lib/backend/cuda/cuda_backend.cpp
 #endif

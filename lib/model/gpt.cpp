@@ -10,23 +10,6 @@ namespace pp3d {
 
 using detail::new_activation;
 
-// ---- ActivationCache ----------------------------------------------------------
-ActivationCache::ActivationCache() : s_(std::make_unique<detail::GptCacheState>()) {}
-ActivationCache::~ActivationCache() = default;
-ActivationCache::ActivationCache(ActivationCache&&) noexcept = default;
-ActivationCache& ActivationCache::operator=(ActivationCache&&) noexcept = default;
-bool ActivationCache::active() const { return s_ && s_->active; }
-double ActivationCache::loss() const { return s_ ? s_->loss : 0.0; }
-Tensor ActivationCache::logits() const {
-  PP3D_CHECK(s_ && s_->logits.defined(), "no logits in this cache (head stage, Train mode, before backward only)");
-  return s_->logits.reshape({s_->B, s_->T, -1});
-}
-void ActivationCache::clear() { s_ = std::make_unique<detail::GptCacheState>(); }
-detail::GptCacheState& ActivationCache::state() {
-  if (!s_) s_ = std::make_unique<detail::GptCacheState>();
-  return *s_;
-}
-
 // ---- construction -------------------------------------------------------------
 Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, const GptOptions& options)
     : cfg_(config.resolved()), layout_(layout), opts_(options), backend_(&backend) {
@@ -44,6 +27,7 @@ Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, con
   layout_.last_layer = layout_.end_layer(cfg_);
   layout_.validate(cfg_);
   build_parameters();
+  layers_ = detail::make_gpt_layers(*this);
 }
 
 Gpt::~Gpt() = default;

@@ -2,6 +2,7 @@
 // the per-micro-batch activation cache, partial-gradient sync and the Block.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "pp3d/backend/backend.h"
@@ -20,18 +21,27 @@ struct BlockActs {
   void drop_all_but_input();
 };
 
-struct GptCacheState {
-  bool active = false;
+// What the embedding layer (ids) or the head layer (the rest) of one
+// micro-batch keeps between forward and backward.
+struct GptCacheState : LayerState {
   bool eval = false;
   int64_t B = 0, T = 0;
   float loss_weight = 0.0f;
   double loss = 0.0;
-  Tensor ids;        // embedding stage: [B, T] i32 (global token ids)
-  Tensor targets;    // head stage: [N] i32
-  std::vector<BlockActs> blocks;
-  // head stage
-  Tensor x_final, lnf, lnf_mean, lnf_rstd, logits, max, sumexp;  // logits [N, Vp/tp]
+  Tensor ids;        // embedding: [B, T] i32 (global token ids)
+  Tensor targets;    // head: [N] i32
+  Tensor x_final, lnf, lnf_mean, lnf_rstd, logits, max, sumexp;  // head; logits [N, Vp/tp]
 };
+
+// One block of one micro-batch: sequence sizes and the saved activations.
+struct BlockState : LayerState {
+  int64_t B = 0, T = 0;
+  BlockActs acts;
+};
+
+// The Gpt's layers (lib/model/gpt_layers.cpp); they call the Gpt's stage-end
+// code and its Blocks, so the numerics are those of the whole-stage code.
+std::vector<std::unique_ptr<Layer>> make_gpt_layers(Gpt& g);
 
 // An f32 activation tensor on `be`'s device.
 Tensor new_activation(Backend& be, const Shape& shape);

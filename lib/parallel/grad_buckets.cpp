@@ -16,50 +16,45 @@ double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// True when `p` is the tied wte of a model holding both ends (used by the
-// embedding layer -1 and by the head layer L).
-bool tied_whole(Gpt& m, const Parameter* p) {
-  return m.config().tied_embeddings && m.layout().has_embedding && m.layout().has_head && p->name == "wte";
-}
-
-// True when `p` is a tied wte copy that a pipeline sums over the embedding group.
-bool tied_split(Gpt& m, const Parameter* p) {
-  return m.config().tied_embeddings && p->name == "wte" && !(m.layout().has_embedding && m.layout().has_head);
-}
-
 }  // namespace
 
-BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_bytes, int pad_multiple,
+BucketPlan plan_grad_buckets(const std::vector<Module*>& models, int64_t bucket_bytes, int pad_multiple,
                              bool layer_per_bucket) {
   PP3D_CHECK(bucket_bytes > 0, "bucket size must be positive, got {} bytes", bucket_bytes);
   PP3D_CHECK(pad_multiple >= 1, "pad multiple (DP size) must be >= 1, got {}", pad_multiple);
   BucketPlan plan;
   plan.uses.resize(models.size());
   plan.layers.resize(models.size());
+  std::map<const Parameter*, int> bucket_of;
   for (std::size_t mi = 0; mi < models.size(); ++mi) {
-    Gpt* m = models[mi];
+    Module* m = models[mi];
     PP3D_CHECK(m != nullptr, "GradBucketer: model {} is null", mi);
-    const int64_t L = m->config().num_layers;
+    const std::vector<Parameter*> params = m->parameters();
+    PP3D_CHECK(!params.empty(), "GradBucketer: model {} has no parameters", mi);
+    const std::vector<int64_t> owner = parameter_owner_layers(*m);
+    const std::vector<Parameter*> shared_list = m->shared_parameters();
+    const std::set<const Parameter*> shared(shared_list.begin(), shared_list.end());
+    // Parameters grouped by the layer that owns them (their gradient is final after its backward).
     std::map<int64_t, std::vector<Parameter*>> by_layer;
-    for (Parameter* p : m->parameters()) {
-      PP3D_CHECK(p->layer >= -1 && p->layer <= L, "parameter '{}' has layer {} outside [-1, {}]", p->name,
-                 p->layer, L);
+    for (std::size_t k = 0; k < params.size(); ++k) {
+      Parameter* p = params[k];
       PP3D_CHECK(p->grad.defined() && is_floating(p->grad.dtype()) && p->grad.numel() == p->value.numel(),
                  "parameter '{}' needs a float gradient of its shape (got {})", p->name,
                  p->grad.defined() ? p->grad.str() : std::string("undefined"));
-      PP3D_CHECK(p->grad.dtype() == m->parameters().front()->grad.dtype(),
+      PP3D_CHECK(p->grad.dtype() == params.front()->grad.dtype(),
                  "GradBucketer: every gradient of a model must share one dtype ('{}' is {}, '{}' is {})", p->name,
-                 dtype_name(p->grad.dtype()), m->parameters().front()->name,
-                 dtype_name(m->parameters().front()->grad.dtype()));
-      by_layer[p->layer].push_back(p);
+                 dtype_name(p->grad.dtype()), params.front()->name, dtype_name(params.front()->grad.dtype()));
+      by_layer[owner[k]].push_back(p);
     }
-    for (const auto& [layer, ps] : by_layer) plan.layers[mi].push_back(layer);
+    const auto num_layers = static_cast<int64_t>(m->layers().size());
+    for (int64_t l = 0; l < num_layers; ++l) plan.layers[mi].push_back(l);
     // Reverse layer order: the order in which gradients become final.
     GradBucket cur;
     auto close = [&]() {
       if (cur.params.empty()) return;
       cur.padded = (cur.numel + pad_multiple - 1) / pad_multiple * pad_multiple;
       if (cur.padded == 0) cur.padded = pad_multiple;
+      for (const Parameter* p : cur.params) bucket_of[p] = static_cast<int>(plan.buckets.size());
       plan.buckets.push_back(std::move(cur));
       cur = GradBucket{};
     };
@@ -74,23 +69,18 @@ BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_byt
         cur.params.push_back(p);
         cur.offsets.push_back(cur.numel);
         cur.numel += p->grad.numel();
-        if (tied_split(*m, p)) cur.deferred = true;
+        if (shared.count(p) != 0) cur.deferred = true;
       }
       if (layer_per_bucket || cur.numel * static_cast<int64_t>(dtype_size(cur.dtype)) >= bucket_bytes) close();
     }
     close();
-  }
-  // Which buckets each layer touches.
-  for (int b = 0; b < static_cast<int>(plan.buckets.size()); ++b) {
-    const GradBucket& bk = plan.buckets[static_cast<std::size_t>(b)];
-    Gpt& m = *models[static_cast<std::size_t>(bk.model)];
-    auto& uses = plan.uses[static_cast<std::size_t>(bk.model)];
-    std::set<int64_t> layers;
-    for (const Parameter* p : bk.params) {
-      layers.insert(p->layer);
-      if (tied_whole(m, p)) layers.insert(m.config().num_layers);
-    }
-    for (int64_t l : layers) uses[l].push_back(b);
+    // Which buckets each layer touches (a shared parameter: every layer listing it).
+    const std::vector<Layer*> layers = m->layers();
+    std::map<int, std::set<int64_t>> layers_of_bucket;
+    for (std::size_t l = 0; l < layers.size(); ++l)
+      for (Parameter* p : layers[l]->parameters()) layers_of_bucket[bucket_of.at(p)].insert(static_cast<int64_t>(l));
+    for (const auto& [b, ls] : layers_of_bucket)
+      for (int64_t l : ls) plan.uses[mi][l].push_back(b);
   }
   return plan;
 }
@@ -106,7 +96,7 @@ class GradBucketer::Hooks final : public LayerHooks {
   int model_;
 };
 
-GradBucketer::GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicator> dp,
+GradBucketer::GradBucketer(std::vector<Module*> models, std::shared_ptr<Communicator> dp,
                            const GradBucketConfig& config)
     : models_(std::move(models)), dp_(std::move(dp)), cfg_(config) {
   PP3D_CHECK(dp_ != nullptr, "GradBucketer: the data-parallel communicator is null");

@@ -37,11 +37,10 @@ std::string comm_name(const std::vector<PipeTransfer>& ts) {
   return s;
 }
 
-void check_micro_batch(const Tensor& t, int64_t B, int64_t T, const char* what, std::size_t i) {
+void check_micro_batch(const Tensor& t, int64_t B, const char* what, std::size_t i) {
   PP3D_CHECK(t.defined(), "pipeline run_step: micro-batch {} has no {} (needed on this stage)", i, what);
-  PP3D_CHECK(t.dtype() == DType::I32 && t.shape() == Shape({B, T}),
-             "pipeline run_step: micro-batch {} {} must be i32 [{}, {}] (micro_batch_size, seq_len), got {}", i,
-             what, B, T, t.str());
+  PP3D_CHECK(t.dim() >= 1 && t.size(0) == B,
+             "pipeline run_step: micro-batch {} {} must have micro_batch_size {} rows, got {}", i, what, B, t.str());
 }
 
 }  // namespace
@@ -52,12 +51,11 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
   const int S = split_.num_stages();
   const int64_t B = pipe_.micro_batch_size;
   for (std::size_t i = 0; i < mbs.size(); ++i) {
-    if (has_embedding()) check_micro_batch(mbs[i].ids, B, seq_, "ids", i);
-    if (has_head()) check_micro_batch(mbs[i].targets, B, seq_, "targets", i);
+    if (has_embedding()) check_micro_batch(mbs[i].ids, B, "ids (first-stage input)", i);
+    if (has_head()) check_micro_batch(mbs[i].targets, B, "targets", i);
   }
   const std::vector<PipeInstr>& instrs = plan(m);
   Backend& be = chunks_.front()->backend();
-  const Shape hidden = chunks_.front()->hidden_shape(B, seq_);
 
   StepResult res;
   const bool timing = pipe_.timing;
@@ -75,12 +73,12 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
       const PipeAction& a = in.action;
       const int s = split_.stage_of(pp_rank_, a.chunk);
       const Key k{a.chunk, a.mb};
-      Gpt& g = chunk(a.chunk);
+      Module& g = module(a.chunk);
       ActivationCache& cache = caches[static_cast<std::size_t>(a.chunk * m + a.mb)];
       const MicroBatch& mb = mbs[static_cast<std::size_t>(a.mb)];
       if (a.kind == PipeAction::Forward) {
         const Tensor input = s == 0 ? mb.ids : take(act_in, k, "received activation");
-        const Tensor out = g.forward(input, s == S - 1 ? mb.targets : Tensor(), loss_weight, cache);
+        const Tensor out = module_forward(g, input, s == S - 1 ? mb.targets : Tensor(), loss_weight, cache);
         if (s == S - 1) {
           losses[static_cast<std::size_t>(a.mb)] = cache.loss();
         } else {
@@ -88,7 +86,7 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
         }
       } else {
         const Tensor dout = s == S - 1 ? Tensor() : take(grad_in, k, "received gradient");
-        Tensor din = g.backward(dout, cache);
+        Tensor din = module_backward(g, dout, cache);
         if (s > 0) grad_out[k] = std::move(din);
       }
       ev.kind = a.kind == PipeAction::Forward ? PipelineEvent::Forward : PipelineEvent::Backward;
@@ -104,9 +102,12 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
         if (t.send) {
           ops.push_back({P2POp::Send, take(act ? act_out : grad_out, k, "tensor to send"), t.peer, t.tag});
         } else {
-          // Activations in the model's activation dtype (16-bit with --activation-dtype param), gradients f32.
-          const DType dt = act ? chunks_.front()->options().activation_dtype : DType::F32;
-          Tensor buf = Tensor::empty(hidden, dt, be.device(), MemCategory::Activations);
+          // Activations (the input of the receiving chunk) in the module's activation dtype
+          // (16-bit with GPT's --activation-dtype param); gradients (of its output) f32.
+          Module& rc = module(t.chunk);
+          const DType dt = act ? rc.activation_dtype() : DType::F32;
+          const Shape shape = act ? rc.input_shape(B, seq_) : rc.output_shape(B, seq_);
+          Tensor buf = Tensor::empty(shape, dt, be.device(), MemCategory::Activations);
           auto& dst = act ? act_in : grad_in;
           PP3D_CHECK(dst.find(k) == dst.end(), "pipeline executor bug: duplicate receive");
           dst[k] = buf;
@@ -154,7 +155,7 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
   if (pipe_.reduce_tied_grads) {
     const double ts = timing ? now_us() : 0.0;
     reduce_tied_grads();
-    if (timing && tied_copy() != nullptr && pp_size_ > 1)
+    if (timing && !shared_copies().empty() && pp_size_ > 1)
       res.events.push_back({PipelineEvent::Reduce, "tied-allreduce", -1, -1, ts, now_us()});
   }
   return res;

@@ -1,5 +1,5 @@
-// PipelineStage: construction of the rank's chunks, parameters and the tied
-// embedding (checksum check, value sync, gradient all-reduce).
+// PipelineStage: construction over the rank's chunks, parameters and the
+// shared parameters (checksum check, value sync, gradient all-reduce).
 #include <chrono>
 #include <cstring>
 
@@ -11,13 +11,6 @@ namespace pp3d {
 
 namespace {
 
-GptLayout grid_layout(const ProcessGrid& grid, GptLayout base) {
-  base.tp_rank = grid.tp_rank();
-  base.tp_size = grid.tp();
-  if (base.tp_group == nullptr && grid.tp() > 1) base.tp_group = grid.tp_group();
-  return base;
-}
-
 uint64_t fnv1a(const Tensor& t) {
   const Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
   const auto* p = static_cast<const unsigned char*>(h.raw());
@@ -28,23 +21,11 @@ uint64_t fnv1a(const Tensor& t) {
 
 }  // namespace
 
-PipelineStage::PipelineStage(const GptConfig& config, Backend& backend, std::shared_ptr<Communicator> pp_group,
-                             std::shared_ptr<Communicator> embedding_group, const PipelineConfig& pipe,
-                             const GptLayout& base_layout, const GptOptions& options)
-    : pipe_(pipe), pp_group_(std::move(pp_group)), embedding_group_(std::move(embedding_group)) {
-  build(config, backend, base_layout, options);
-}
-
-PipelineStage::PipelineStage(const GptConfig& config, Backend& backend, const ProcessGrid& grid,
-                             const PipelineConfig& pipe, const GptLayout& base_layout, const GptOptions& options)
-    : pipe_(pipe), pp_group_(grid.pp_group()), embedding_group_(grid.embedding_group()) {
-  build(config, backend, grid_layout(grid, base_layout), options);
-}
-
-PipelineStage::~PipelineStage() = default;
-
-void PipelineStage::build(const GptConfig& config, Backend& backend, const GptLayout& base_layout,
-                          const GptOptions& options) {
+PipelineStage::PipelineStage(std::vector<std::unique_ptr<Module>> chunks, std::shared_ptr<Communicator> pp_group,
+                             std::shared_ptr<Communicator> shared_group, const PipelineConfig& pipe,
+                             const PipelineSplit& split)
+    : pipe_(pipe), pp_group_(std::move(pp_group)), shared_group_(std::move(shared_group)), split_(split),
+      chunks_(std::move(chunks)) {
   PP3D_CHECK(pp_group_ != nullptr, "PipelineStage needs a pipeline-parallel communicator");
   pp_rank_ = pp_group_->rank();
   pp_size_ = pp_group_->size();
@@ -57,26 +38,25 @@ void PipelineStage::build(const GptConfig& config, Backend& backend, const GptLa
              "interleaved pipeline schedule needs pp >= 2 and virtual_stages >= 2 (got pp={}, v={})", pp_size_, v);
   PP3D_CHECK(pipe_.micro_batch_size >= 1, "PipelineConfig.micro_batch_size must be >= 1, got {}",
              pipe_.micro_batch_size);
-  const GptConfig cfg = config.resolved();
-  seq_ = pipe_.seq_len > 0 ? pipe_.seq_len : cfg.max_seq_len;
-  PP3D_CHECK(seq_ <= cfg.max_seq_len, "PipelineConfig.seq_len {} exceeds the model's max_seq_len {}", seq_,
-             cfg.max_seq_len);
-  split_ = PipelineSplit::parse(pipe_.split, cfg.num_layers, pp_size_, v);
-  const int S = split_.num_stages();
-  for (int c = 0; c < v; ++c) {
-    const int s = split_.stage_of(pp_rank_, c);
-    GptLayout l = base_layout;
-    l.first_layer = split_.first_layer(s);
-    l.last_layer = split_.end_layer(s);
-    l.has_embedding = s == 0;
-    l.has_head = s == S - 1;
-    chunks_.push_back(std::make_unique<Gpt>(config, backend, l, options));
+  PP3D_CHECK(pipe_.seq_len >= 1, "PipelineConfig.seq_len must be >= 1 (the positions per row the modules' "
+             "input_shape takes), got {}", pipe_.seq_len);
+  PP3D_CHECK(static_cast<int>(chunks_.size()) == v, "PipelineStage got {} chunk(s) but virtual_stages is {}",
+             chunks_.size(), v);
+  for (std::size_t c = 0; c < chunks_.size(); ++c)
+    PP3D_CHECK(chunks_[c] != nullptr && !chunks_[c]->layers().empty(), "PipelineStage: chunk {} is null or has no "
+               "layers", c);
+  seq_ = pipe_.seq_len;
+  if (split_.layers_per_stage.empty()) {
+    split_.pp = pp_size_;
+    split_.v = v;
   }
-  if (cfg.tied_embeddings && pp_size_ > 1 && (has_embedding() || has_head())) {
-    PP3D_CHECK(embedding_group_ != nullptr && embedding_group_->size() == 2,
-               "pipeline rank {} holds a tied wte copy but the embedding group is {} (needs the first and last "
-               "pipeline stage)",
-               pp_rank_, embedding_group_ ? fmt::format("of size {}", embedding_group_->size()) : "missing");
+  PP3D_CHECK(split_.pp == pp_size_ && split_.v == v, "PipelineStage: the split is for pp={} v={}, the stage has "
+             "pp={} v={}", split_.pp, split_.v, pp_size_, v);
+  if (!shared_copies().empty() && pp_size_ > 1) {
+    PP3D_CHECK(shared_group_ != nullptr && shared_group_->size() >= 2,
+               "pipeline rank {} holds shared parameter copies (e.g. a tied wte) but the shared group is {} (needs "
+               "the stages holding the copies, e.g. the first and last pipeline stage)",
+               pp_rank_, shared_group_ ? fmt::format("of size {}", shared_group_->size()) : "missing");
     check_tied_embedding();
   }
   pp_group_->barrier();  // common clock origin for the trace
@@ -84,8 +64,10 @@ void PipelineStage::build(const GptConfig& config, Backend& backend, const GptLa
   clock_origin_ = now_us();
   if (pp_rank_ == 0)
     logger()->debug("pipeline: {} schedule, pp={} v={}, split {}", schedule_name(pipe_.schedule), pp_size_, v,
-                    split_.str());
+                    split_.layers_per_stage.empty() ? std::string("(given chunks)") : split_.str());
 }
+
+PipelineStage::~PipelineStage() = default;
 
 double PipelineStage::now_us() const {
   const auto t = std::chrono::steady_clock::now().time_since_epoch();
@@ -95,42 +77,50 @@ double PipelineStage::now_us() const {
 bool PipelineStage::has_embedding() const { return pp_rank_ == 0; }
 bool PipelineStage::has_head() const { return pp_rank_ == pp_size_ - 1; }
 
-Parameter* PipelineStage::tied_copy() {
-  if (!chunks_.front()->config().tied_embeddings) return nullptr;
-  if (has_embedding()) return chunks_.front()->find_parameter("wte");
-  if (has_head()) return chunks_.back()->find_parameter("wte");
-  return nullptr;
+std::vector<Parameter*> PipelineStage::shared_copies() {
+  std::vector<Parameter*> out;
+  for (auto& c : chunks_)
+    for (Parameter* p : c->shared_parameters()) out.push_back(p);
+  return out;
+}
+
+std::vector<Module*> PipelineStage::modules() {
+  std::vector<Module*> out;
+  for (auto& c : chunks_) out.push_back(c.get());
+  return out;
 }
 
 void PipelineStage::check_tied_embedding() {
-  Parameter* wte = tied_copy();
-  if (wte == nullptr || pp_size_ == 1 || embedding_group_ == nullptr || embedding_group_->size() < 2) return;
-  const uint64_t h = fnv1a(wte->value);
+  const std::vector<Parameter*> shared = shared_copies();
+  if (shared.empty() || pp_size_ == 1 || shared_group_ == nullptr || shared_group_->size() < 2) return;
+  uint64_t h = 1469598103934665603ull;
+  for (Parameter* p : shared) h = (h ^ fnv1a(p->value)) * 1099511628211ull;
   std::vector<int32_t> mine(2);
   std::memcpy(mine.data(), &h, sizeof h);
   const Tensor in = Tensor::from_vector_i32({2}, mine);
-  Tensor all = Tensor::zeros({2 * embedding_group_->size()}, DType::I32);
-  embedding_group_->all_gather(in, all);
+  Tensor all = Tensor::zeros({2 * shared_group_->size()}, DType::I32);
+  shared_group_->all_gather(in, all);
   const auto* a = all.data<int32_t>();
-  uint64_t h0 = 0, h1 = 0;
+  uint64_t h0 = 0;
   std::memcpy(&h0, a, sizeof h0);
-  std::memcpy(&h1, a + 2, sizeof h1);
-  PP3D_CHECK(h0 == h1,
-             "tied embedding: the head stage's wte copy differs from the embedding stage's (checksums {:016x} vs "
-             "{:016x}); initialise both with the same seed or call sync_tied_embedding()",
-             h0, h1);
+  for (int r = 1; r < shared_group_->size(); ++r) {
+    uint64_t hr = 0;
+    std::memcpy(&hr, a + 2 * r, sizeof hr);
+    PP3D_CHECK(h0 == hr,
+               "shared parameters (tied embedding): the copy on shared-group rank {} differs from rank 0's "
+               "(checksums {:016x} vs {:016x}); initialise both with the same seed or call sync_tied_embedding()",
+               r, hr, h0);
+  }
 }
 
 void PipelineStage::sync_tied_embedding() {
-  Parameter* wte = tied_copy();
-  if (wte == nullptr || pp_size_ == 1 || embedding_group_ == nullptr || embedding_group_->size() < 2) return;
-  embedding_group_->broadcast(wte->value, 0);
+  if (pp_size_ == 1 || shared_group_ == nullptr || shared_group_->size() < 2) return;
+  for (Parameter* p : shared_copies()) shared_group_->broadcast(p->value, 0);
 }
 
 void PipelineStage::reduce_tied_grads() {
-  Parameter* wte = tied_copy();
-  if (wte == nullptr || pp_size_ == 1 || embedding_group_ == nullptr || embedding_group_->size() < 2) return;
-  embedding_group_->all_reduce(wte->grad, ReduceOp::Sum);
+  if (pp_size_ == 1 || shared_group_ == nullptr || shared_group_->size() < 2) return;
+  for (Parameter* p : shared_copies()) shared_group_->all_reduce(p->grad, ReduceOp::Sum);
 }
 
 std::vector<Parameter*> PipelineStage::parameters() {
@@ -141,7 +131,8 @@ std::vector<Parameter*> PipelineStage::parameters() {
 }
 
 void PipelineStage::zero_grad() {
-  for (auto& c : chunks_) c->zero_grad();
+  for (auto& c : chunks_)
+    for (Parameter* p : c->parameters()) c->backend().fill(p->grad, 0.0f);
 }
 
 SumSquaresReducer PipelineStage::sum_squares_reducer() const {

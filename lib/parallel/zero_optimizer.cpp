@@ -10,7 +10,7 @@
 
 namespace pp3d {
 
-ZeroOptimizer::ZeroOptimizer(Backend& backend, std::vector<Gpt*> models, std::shared_ptr<Communicator> dp,
+ZeroOptimizer::ZeroOptimizer(Backend& backend, std::vector<Module*> models, std::shared_ptr<Communicator> dp,
                              const ZeroConfig& config)
     : backend_(&backend), models_(std::move(models)), dp_(std::move(dp)), cfg_(config) {
   PP3D_CHECK(cfg_.stage >= 0 && cfg_.stage <= 3, "ZeRO stage must be 0, 1, 2 or 3, got {}", cfg_.stage);

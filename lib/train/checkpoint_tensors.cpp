@@ -5,7 +5,7 @@
 #include "pp3d/core/error.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 namespace pp3d {
 

@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "pp3d/core/tensor.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 
 namespace pp3d::detail {
 

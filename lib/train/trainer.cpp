@@ -8,7 +8,7 @@
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/interop.h"
@@ -88,7 +88,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   pc.seq_len = cfg_.seq_len;
   GptLayout base;
   base.sequence_parallel = cfg_.sequence_parallel && cfg_.tp > 1;
-  stage_ = std::make_unique<PipelineStage>(mc, *backend_, *grid_, pc, base, opts);
+  stage_ = std::make_unique<GptPipelineStage>(mc, *backend_, *grid_, pc, base, opts);
   if (!cfg_.init_from.empty()) {
     // Every rank reads exactly the slices it holds (both wte copies included).
     load_llmc_checkpoint(cfg_.init_from, stage_->chunk(0).config(), stage_->parameters());

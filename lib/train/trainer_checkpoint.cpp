@@ -6,7 +6,7 @@
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pp3d/core/error.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/trainer.h"

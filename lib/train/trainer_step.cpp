@@ -7,7 +7,7 @@
 #include "pp3d/comm/collectives_util.h"
 #include "pp3d/core/allocator.h"
 #include "pp3d/core/error.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"

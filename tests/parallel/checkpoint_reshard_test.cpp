@@ -29,7 +29,7 @@
 #include "parallel/tp_test_util.h"
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/core/rng.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"
@@ -71,7 +71,7 @@ Tensor tokens(const char* what, int step, int64_t rows, int64_t row0) {
 struct Run {
   Spec spec;
   ProcessGrid grid;
-  std::unique_ptr<PipelineStage> stage;
+  std::unique_ptr<GptPipelineStage> stage;
   std::unique_ptr<ZeroOptimizer> zero;
   std::unique_ptr<AdamW> adam;
   int64_t mb = 0;
@@ -84,7 +84,7 @@ struct Run {
     pc.seq_len = kT;
     GptOptions go;
     go.seed = seed;
-    stage = std::make_unique<PipelineStage>(tiny(), be, grid, pc, GptLayout{}, go);
+    stage = std::make_unique<GptPipelineStage>(tiny(), be, grid, pc, GptLayout{}, go);
     AdamWConfig ac;
     ac.eps = 1e-5f;  // see zero_dp_test: eps 1e-8 amplifies reassociation noise of zero gradients
     if (s.zero >= 0) {

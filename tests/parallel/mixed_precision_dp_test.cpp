@@ -28,6 +28,7 @@
 #include "pp3d/comm/collectives_util.h"
 #include "pp3d/core/allocator.h"
 #include "pp3d/parallel/process_grid.h"
+#include "pp3d/model/gpt.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/mixed_precision.h"
 

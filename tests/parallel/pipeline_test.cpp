@@ -23,9 +23,9 @@
 #include "pp3d/core/allocator.h"
 #include "pp3d/core/rng.h"
 #include "pp3d/model/gpt.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 
@@ -77,7 +77,7 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
 }
 
-void check_trace(PipelineStage& stage, const ProcessGrid& grid, const StepResult& res, int m, int v);
+void check_trace(GptPipelineStage& stage, const ProcessGrid& grid, const StepResult& res, int m, int v);
 
 SumSquaresReducer mp_reducer(const ProcessGrid& grid) {
   std::shared_ptr<Communicator> g = grid.mp_group();
@@ -121,7 +121,7 @@ CaseResult run_case(Backend& be, const ProcessGrid& grid, ScheduleKind kind, int
   pc.seq_len = kT;
   GptLayout base;
   base.sequence_parallel = sequence_parallel;
-  PipelineStage stage(cfg, be, grid, pc, base);
+  GptPipelineStage stage(cfg, be, grid, pc, base);
   // With TP the norm also sums over the TP ranks: reduce over the model-parallel group.
   const SumSquaresReducer reducer = grid.tp() == 1 ? stage.sum_squares_reducer() : mp_reducer(grid);
   // Two serial references: `whole` takes the global batch in one piece (the
@@ -221,7 +221,7 @@ void expect_error(F&& f, const std::string& needle, const std::string& what) {
   }
 }
 
-void check_trace(PipelineStage& stage, const ProcessGrid& grid, const StepResult& res, int m, int v) {
+void check_trace(GptPipelineStage& stage, const ProcessGrid& grid, const StepResult& res, int m, int v) {
   const int pp = grid.pp();
   int fwd = 0, bwd = 0;
   double prev_end = -1;
@@ -302,14 +302,14 @@ int main() {
     }
     PipelineConfig bad;
     bad.split = pp == 2 ? "3,3" : "2,2,1,1";
-    expect_error([&] { PipelineStage s(tiny_config(), *be, grid, bad); }, "sums to 6 layers but the model has 8",
+    expect_error([&] { GptPipelineStage s(tiny_config(), *be, grid, bad); }, "sums to 6 layers but the model has 8",
                  "wrong split");
     PipelineConfig il;
     il.schedule = ScheduleKind::Interleaved;
     il.virtual_stages = 2;
     il.micro_batch_size = kB;
     il.seq_len = kT;
-    PipelineStage s(tiny_config(), *be, grid, il);
+    GptPipelineStage s(tiny_config(), *be, grid, il);
     std::vector<MicroBatch> not_multiple;
     for (int i = 0; i < pp + 1; ++i) not_multiple.push_back({tokens("ids", 0, kB, 0), tokens("tgt", 0, kB, 0)});
     expect_error([&] { s.run_step(not_multiple, 1.0f); }, fmt::format("multiple of pp ({})", pp), "interleaved m % pp");

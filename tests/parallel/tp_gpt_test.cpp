@@ -21,7 +21,7 @@
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/core/allocator.h"
 #include "pp3d/model/gpt.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 using namespace pp3d::tptest;

@@ -14,7 +14,7 @@
 
 #include "pp3d/comm/communicator.h"
 #include "pp3d/core/tensor.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 
 namespace pp3d::tptest {
 

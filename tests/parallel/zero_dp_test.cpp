@@ -23,6 +23,7 @@
 
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/parallel/process_grid.h"
+#include "pp3d/model/gpt.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/loss_scaler.h"
 #include "pp3d/train/trainer_memory.h"

@@ -14,7 +14,7 @@
 
 #include "pp3d/backend/backend.h"
 #include "pp3d/model/gpt.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 

@@ -20,7 +20,7 @@
 #include "pp3d/core/rng.h"
 #include "pp3d/model/gpt.h"
 #include "pp3d/train/mixed_precision.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 

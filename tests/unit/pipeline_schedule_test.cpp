@@ -13,7 +13,7 @@
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/core/allocator.h"
 #include "pp3d/core/rng.h"
-#include "pp3d/parallel/pipeline.h"
+#include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/pipeline_schedule.h"
 
 using namespace pp3d;
@@ -219,7 +219,7 @@ TEST_CASE("pipeline stage: one rank equals the model's micro-batch loop bitwise"
     pc.schedule = k;
     pc.micro_batch_size = B;
     pc.seq_len = T;
-    PipelineStage st(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, pc);
+    GptPipelineStage st(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, pc);
     auto& alloc = Allocator::instance();
     const std::size_t base = alloc.stats(MemCategory::Activations).current;
     const StepResult r = st.run_step(mbs, w);
@@ -238,10 +238,10 @@ TEST_CASE("pipeline stage: one rank equals the model's micro-batch loop bitwise"
   PipelineConfig il;
   il.schedule = ScheduleKind::Interleaved;
   il.virtual_stages = 2;
-  CHECK_THROWS_WITH(PipelineStage(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, il),
+  CHECK_THROWS_WITH(GptPipelineStage(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, il),
                     Catch::Contains("needs pp >= 2"));
   PipelineConfig v2;
   v2.virtual_stages = 2;
-  CHECK_THROWS_WITH(PipelineStage(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, v2),
+  CHECK_THROWS_WITH(GptPipelineStage(cfg, *be, std::make_shared<LocalCommunicator>("pp"), nullptr, v2),
                     Catch::Contains("needs schedule 'interleaved'"));
 }

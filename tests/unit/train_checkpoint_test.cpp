@@ -17,7 +17,7 @@
 #include "pp3d/core/rng.h"
 #include "pp3d/model/gpt.h"
 #include "pp3d/train/checkpoint.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 namespace fs = std::filesystem;

@@ -6,8 +6,8 @@
 
 #include "pp3d/backend/backend.h"
 #include "pp3d/core/rng.h"
-#include "pp3d/train/lr_schedule.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/lr_schedule.h"
+#include "pp3d/optim/optimizer.h"
 
 using namespace pp3d;
 

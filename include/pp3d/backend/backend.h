@@ -121,6 +121,11 @@ class Backend {
                           const AdamWParams& p) = 0;
 };
 
+// `value` as f32 for the ops that read f32 only (LayerNorm, bias, embedding):
+// `value` itself when it is f32, else a cast into a new MemCategory::Workspace
+// tensor on be's device (16-bit parameters; small tensors, cast per use).
+Tensor value_as_f32(Backend& be, const Tensor& value);
+
 // The reference backend (always available).
 std::unique_ptr<Backend> make_cpu_backend();
 // A backend for `device` (CUDA requires a CUDA build and a visible GPU).

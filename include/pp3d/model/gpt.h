@@ -25,6 +25,10 @@
 // Tensor parallelism: GptLayout{tp_rank, tp_size, tp_group, sequence_parallel}
 // (Megatron-style; docs/MODEL.md "Tensor parallelism"). forward/backward are
 // then collective over tp_group.
+// Module contract (pp3d/parallel/module.h): a Gpt is a Module whose layers are
+// the embedding, the blocks and the head, so PipelineStage, GradBucketer and
+// ZeroOptimizer apply to it like to any other model; forward/backward run the
+// library's layer loop (hooks see layer positions, 0 = first layer held).
 // Thread-safety: one Gpt is used from one thread at a time.
 #pragma once
 
@@ -36,58 +40,19 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
 #include "pp3d/model/gpt_config.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
+#include "pp3d/parallel/module.h"
 
 namespace pp3d {
 
+class Gpt;
 namespace detail {
 struct GptCacheState;
-}
-
-// The activations one micro-batch keeps between forward and backward.
-class ActivationCache {
- public:
-  ActivationCache();
-  ~ActivationCache();
-  ActivationCache(ActivationCache&&) noexcept;
-  ActivationCache& operator=(ActivationCache&&) noexcept;
-  ActivationCache(const ActivationCache&) = delete;
-  ActivationCache& operator=(const ActivationCache&) = delete;
-
-  // True when a forward has filled the cache and no backward consumed it.
-  bool active() const;
-  // Head stage, after forward: loss_weight * sum of per-token losses (double accumulation).
-  double loss() const;
-  // Head stage, after forward in Train mode: logits [B, T, padded_vocab / tp]
-  // (f32; this rank's vocabulary columns under tensor parallelism).
-  Tensor logits() const;
-  // Frees everything (a forward that will not be backwarded).
-  void clear();
-
-  detail::GptCacheState& state();
-
- private:
-  std::unique_ptr<detail::GptCacheState> s_;
-};
-
-// Callbacks around each layer's forward and backward (ZeRO-3 parameter
-// gathering and release, bucketed gradient reduction as a layer's gradients
-// become final). `layer` follows Parameter::layer: -1 embedding, [0, L) blocks,
-// L the head. Called on the model's thread; the default does nothing.
-class LayerHooks {
- public:
-  virtual ~LayerHooks() = default;
-  virtual void before_forward(int64_t layer) {}
-  virtual void after_forward(int64_t layer) {}
-  virtual void before_backward(int64_t layer) {}
-  // The layer's parameter gradients have received this micro-batch's contribution.
-  virtual void after_backward(int64_t layer) {}
-};
-
-enum class ForwardMode {
-  Train,  // keep what backward needs
-  Eval,   // keep nothing (loss only); backward on this cache throws
-};
+class GptEmbeddingLayer;
+class GptBlockLayer;
+class GptHeadLayer;
+std::vector<std::unique_ptr<Layer>> make_gpt_layers(Gpt& g);
+}  // namespace detail
 
 struct GptOptions {
   uint64_t seed = 1337;        // parameter init: rng_key(seed, name)
@@ -117,7 +82,7 @@ struct GptOptions {
   DType activation_dtype = DType::F32;
 };
 
-class Gpt {
+class Gpt : public Module {
  public:
   // Allocates and initialises this layout's parameters on backend.device().
   // `backend` must outlive the model.
@@ -158,18 +123,26 @@ class Gpt {
   // Mean loss over the B*T tokens, no gradients.
   float evaluate(const Tensor& ids, const Tensor& targets);
 
-  std::vector<Parameter*> parameters();
+  // ---- the module contract (pp3d/parallel/module.h) ----
+  // Layers in forward order: the embedding (when held), one per block, the
+  // head with ln_f + LM head + loss (when held).
+  std::vector<Layer*> layers() override;
+  std::vector<Parameter*> parameters() override;
+  // The tied wte copy when this instance holds only one end of a tied model.
+  std::vector<Parameter*> shared_parameters() override;
+  Shape output_shape(int64_t batch, int64_t seq) const override { return hidden_shape(batch, seq); }
+  DType activation_dtype() const override { return opts_.activation_dtype; }
+  Backend& backend() const override { return *backend_; }
+  // Checks ids / hidden input and targets (the messages name Gpt::forward).
+  Tensor prepare_input(const Tensor& input, MicroBatchContext& ctx) override;
+
   // nullptr when this layout does not hold `name`.
   Parameter* find_parameter(const std::string& name);
   void zero_grad();
-  // Installs layer hooks (nullptr removes them); the hooks must outlive their use.
-  void set_layer_hooks(LayerHooks* hooks) { hooks_ = hooks; }
-  LayerHooks* layer_hooks() const { return hooks_; }
 
   const GptConfig& config() const { return cfg_; }
   const GptLayout& layout() const { return layout_; }
   const GptOptions& options() const { return opts_; }
-  Backend& backend() const { return *backend_; }
   // Number of elements over this instance's (local) parameters.
   int64_t num_local_parameters() const;
   // Shape of the hidden state passed between stages: [batch, seq, C], or the
@@ -182,6 +155,10 @@ class Gpt {
   struct Block;  // one transformer layer (lib/model/gpt_block.cpp)
 
  private:
+  friend class detail::GptEmbeddingLayer;
+  friend class detail::GptHeadLayer;
+  friend class detail::GptBlockLayer;
+  friend std::vector<std::unique_ptr<Layer>> detail::make_gpt_layers(Gpt& g);
   void build_parameters();
   // Stage ends (lib/model/gpt_ends.cpp): embedding and ln_f + head + loss.
   Tensor embed_forward(const Tensor& ids, detail::GptCacheState& s);
@@ -203,7 +180,7 @@ class Gpt {
   Parameter* lnf_w_ = nullptr;
   Parameter* lnf_b_ = nullptr;
   Parameter* head_ = nullptr;  // wte (tied) or lm_head.weight
-  LayerHooks* hooks_ = nullptr;
+  std::vector<std::unique_ptr<Layer>> layers_;  // lib/model/gpt_layers.cpp
   int64_t building_layer_ = -1;  // Parameter::layer for add_parameter during construction
 };
 

@@ -2,20 +2,20 @@
 // the backward of the last micro-batch of a step (DDP-style), all-reduce
 // (ZeRO-0) or reduce-scatter (ZeRO-1/2/3).
 //
-// Buckets: the parameters of one or more Gpt instances are grouped, in
-// REVERSE layer order (head L, blocks L-1..0, embedding -1), into buckets of
-// whole layers of about `bucket_mb` MB each (a bucket is closed as soon as it
+// Buckets: the parameters of one or more Modules (pipeline chunks; any model
+// implementing pp3d/parallel/module.h) are grouped, in REVERSE layer order
+// (by the layer that owns each parameter), into buckets of whole layers of about `bucket_mb` MB each (a bucket is closed as soon as it
 // reaches the size; one layer per bucket with layer_per_bucket). Each bucket
 // owns ONE contiguous gradient buffer (MemCategory::Grads; f32, or the
-// models' 16-bit gradient dtype, GptOptions::grad_dtype) and the
+// models' 16-bit gradient dtype) and the
 // parameters' `grad` tensors are re-pointed to views of it ("grads live in the
 // flat buffer": no copy in or out). The buffer is padded to a multiple of the
 // DP size so it reduce-scatters in equal chunks: rank r owns elements
 // [r*padded/N, (r+1)*padded/N) of every bucket (the "owned range").
 //
 // A bucket is ready when every layer using its parameters has run backward
-// (LayerHooks::after_backward of its lowest layer; a tied wte used by the
-// embedding AND the head is final after the embedding). On the LAST
+// (LayerHooks::after_backward of its lowest layer; a parameter listed by two
+// layers, e.g. a tied embedding, is final after the first in forward order). On the LAST
 // micro-batch (set_last_micro_batch(true) before that micro-batch's backward)
 // a ready bucket's reduction is launched asynchronously at once; finish()
 // waits for all of them. Earlier micro-batches only accumulate (no
@@ -37,9 +37,10 @@
 // them: how much of the communication was hidden behind the backward.
 // ReduceScatterRelease frees the full buffers at construction too, so the
 // state between steps (and before the first) is the owned shard only.
-// Pipeline + tied embeddings: a bucket holding the copy of a tied wte on a
-// model that lacks one end is "deferred": it is reduced in finish(), after
-// PipelineStage::run_step has summed wte over the embedding group.
+// Pipeline + shared parameters (Module::shared_parameters, e.g. a tied
+// embedding split over the first and last stage): a bucket holding one is
+// "deferred": it is reduced in finish(), after PipelineStage::run_step has
+// summed it over the pipeline's shared group.
 //
 // The bucketer installs itself as the models' LayerHooks when
 // install_hooks is set (standalone data parallelism); ZeroOptimizer forwards
@@ -52,11 +53,12 @@
 #include <vector>
 
 #include "pp3d/comm/communicator.h"
-#include "pp3d/model/gpt.h"
+#include "pp3d/parallel/module.h"
 
 namespace pp3d {
 
-// One bucket: whole layers [lo_layer, hi_layer] of model `model`.
+// One bucket: whole layers [lo_layer, hi_layer] (positions in the module's
+// layers()) of model `model`.
 struct GradBucket {
   int model = 0;
   int64_t lo_layer = 0, hi_layer = 0;
@@ -71,16 +73,16 @@ struct GradBucket {
 // The bucket layout of a list of models, and which buckets each layer uses.
 struct BucketPlan {
   std::vector<GradBucket> buckets;
-  // uses[model][layer]: the buckets holding parameters that layer reads/writes
-  // (its own, plus the embedding bucket for the head of a tied whole model).
+  // uses[model][layer]: the buckets holding parameters that layer lists
+  // (its own, plus e.g. the embedding bucket for the head of a tied whole model).
   std::vector<std::map<int64_t, std::vector<int>>> uses;
-  // layers[model]: the model's layers in forward order (-1 first when present).
+  // layers[model]: the model's layer positions in forward order (0 .. n-1).
   std::vector<std::vector<int64_t>> layers;
 };
 
 // Groups the models' parameters (see the header comment). bucket_bytes is in
 // bytes of gradient (in the gradients' own dtype); pad_multiple is the DP size.
-BucketPlan plan_grad_buckets(const std::vector<Gpt*>& models, int64_t bucket_bytes, int pad_multiple,
+BucketPlan plan_grad_buckets(const std::vector<Module*>& models, int64_t bucket_bytes, int pad_multiple,
                              bool layer_per_bucket);
 
 enum class BucketMode { AllReduce, ReduceScatter, ReduceScatterRelease };
@@ -114,7 +116,11 @@ class GradBucketer {
   // Re-points every parameter's grad into the bucket buffers (current values
   // copied). dp: the data-parallel group (size 1 allowed). The models must
   // outlive the bucketer; with install_hooks the destructor uninstalls them.
-  GradBucketer(std::vector<Gpt*> models, std::shared_ptr<Communicator> dp, const GradBucketConfig& config);
+  GradBucketer(std::vector<Module*> models, std::shared_ptr<Communicator> dp, const GradBucketConfig& config);
+  // Any vector of Module subclasses (e.g. std::vector<Gpt*>).
+  template <class M, class = std::enable_if_t<std::is_base_of_v<Module, M> && !std::is_same_v<Module, M>>>
+  GradBucketer(const std::vector<M*>& models, std::shared_ptr<Communicator> dp, const GradBucketConfig& config)
+      : GradBucketer(as_modules(models), std::move(dp), config) {}
   ~GradBucketer();
   GradBucketer(const GradBucketer&) = delete;
   GradBucketer& operator=(const GradBucketer&) = delete;
@@ -179,7 +185,7 @@ class GradBucketer {
   void record_stats(double exposed_ms);
   bool is_last(int model) const;
 
-  std::vector<Gpt*> models_;
+  std::vector<Module*> models_;
   std::shared_ptr<Communicator> dp_;
   GradBucketConfig cfg_;
   BucketPlan plan_;

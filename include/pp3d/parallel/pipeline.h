@@ -1,21 +1,25 @@
-// PipelineStage: this rank's part of a pipeline-parallel GPT and the executor
-// of a pipeline schedule (GPipe, 1F1B, interleaved 1F1B) over the pp group.
+// PipelineStage: this rank's part of a pipeline-parallel model and the
+// executor of a pipeline schedule (GPipe, 1F1B, interleaved 1F1B) over the pp
+// group. Any model implementing the module contract (pp3d/parallel/module.h)
+// can be pipelined: the caller builds this rank's chunk(s) (v of them with the
+// interleaved schedule, else one; chunk c is virtual stage c * pp + pp_rank)
+// and hands them over. GptPipelineStage (pp3d/model/gpt_pipeline.h) does that
+// for pp3d's GPT.
 //
-// Ownership: the stage owns its Gpt chunk(s) (v of them with the interleaved
-// schedule, else one) built from a PipelineSplit; it shares ownership of the
-// pp and embedding communicators. Activations travel as Gpt::hidden_shape
-// ([micro_batch, seq, hidden], or the local token slice with sequence
-// parallelism) f32 tensors whose shape both sides know from the config (no shape
+// Ownership: the stage owns its chunks; it shares ownership of the pp and
+// shared-parameter communicators. Activations travel as Module::output_shape /
+// input_shape tensors (the receiver allocates input_shape in the module's
+// activation dtype, gradients f32) whose shape both sides know (no shape
 // exchange); receive buffers and the sent outputs are MemCategory::Activations
 // and are released as soon as they are consumed / sent; each micro-batch's
 // ActivationCache is freed by its backward.
 //
-// Tied embeddings: the head chunk of a tied model holds its own copy of "wte"
-// (counted_in_norm = false). The constructor checks (bitwise checksum over the
-// embedding group) that it equals the embedding chunk's copy; run_step ends
-// with an all-reduce (sum) of the wte gradient over the embedding group so both
-// copies hold the full gradient. Give the optimizer ALL of parameters() (both
-// copies): they receive the same update and stay equal.
+// Shared parameters (Module::shared_parameters, e.g. a tied embedding whose
+// copies live on the first and the last stage): the constructor checks
+// (bitwise checksum over the shared group) that every copy is equal; run_step
+// ends with an all-reduce (sum) of their gradients over the shared group so
+// every copy holds the full gradient. Give the optimizer ALL of parameters()
+// (every copy): they receive the same update and stay equal.
 //
 // Thread-safety: one PipelineStage is used from one thread; every rank of the
 // pp group must call the collective members (constructor, run_step,
@@ -29,9 +33,9 @@
 #include <vector>
 
 #include "pp3d/comm/communicator.h"
-#include "pp3d/model/gpt.h"
+#include "pp3d/optim/optimizer.h"
+#include "pp3d/parallel/module.h"
 #include "pp3d/parallel/pipeline_schedule.h"
-#include "pp3d/train/optimizer.h"
 
 namespace pp3d {
 
@@ -40,15 +44,16 @@ class ProcessGrid;
 struct PipelineConfig {
   ScheduleKind schedule = ScheduleKind::OneFOneB;
   int virtual_stages = 1;        // v: model chunks per rank (interleaved only)
-  std::string split;             // "" = balanced, else "5,7,6,6" (one entry per virtual stage)
+  std::string split;             // layers per virtual stage: "" = balanced, else "5,7,6,6" (model builders read it)
   int64_t micro_batch_size = 1;  // rows per micro-batch
-  int64_t seq_len = 0;           // tokens per row (0: config.max_seq_len)
-  bool reduce_tied_grads = true;  // run_step ends with the embedding-group wte gradient all-reduce
+  int64_t seq_len = 0;           // positions per row, passed to Module::input_shape (GPT: 0 = max_seq_len)
+  bool reduce_tied_grads = true;  // run_step ends with the shared-parameter gradient all-reduce
   bool timing = true;            // record per-op events and bubble statistics in StepResult
 };
 
-// One micro-batch: ids [mb, T] i32 (read on the embedding stage) and targets
-// [mb, T] i32 (read on the head stage). Other stages may pass undefined tensors.
+// One micro-batch: the first stage's input (GPT: token ids [mb, T] i32; any
+// tensor the first chunk's layers take) and the targets the last stage's loss
+// layer reads (GPT: [mb, T] i32). Other stages may pass undefined tensors.
 struct MicroBatch {
   Tensor ids;
   Tensor targets;
@@ -65,7 +70,7 @@ struct PipelineEvent {
 };
 
 struct StepResult {
-  // Sum over micro-batches of the head's loss() (loss_weight * token losses),
+  // Sum over micro-batches of the last stage's loss() (loss_weight * losses),
   // broadcast from the last stage to every stage of the pipeline.
   double loss = 0.0;
   std::vector<PipelineEvent> events;  // this rank's, in execution order (when timing)
@@ -80,37 +85,35 @@ struct StepResult {
 
 class PipelineStage {
  public:
-  // Builds this rank's chunk(s). pp_group: the pipeline group (rank = stage);
-  // embedding_group: first+last stage group (nullptr on middle stages and
-  // allowed when pp == 1 or the embeddings are untied). base_layout supplies the
-  // tensor-parallel fields (tp_rank, tp_size, ...); the layer range and
-  // has_embedding / has_head are set here. Collective over pp_group.
-  PipelineStage(const GptConfig& config, Backend& backend, std::shared_ptr<Communicator> pp_group,
-                std::shared_ptr<Communicator> embedding_group, const PipelineConfig& pipe,
-                const GptLayout& base_layout = {}, const GptOptions& options = {});
-  // Same, with the groups, tp_rank / tp_size and (when base_layout has none)
-  // tp_group taken from the grid; base_layout.sequence_parallel is kept.
-  PipelineStage(const GptConfig& config, Backend& backend, const ProcessGrid& grid, const PipelineConfig& pipe,
-                const GptLayout& base_layout = {}, const GptOptions& options = {});
-  ~PipelineStage();
+  // Takes this rank's chunks (chunk c is virtual stage c * pp + pp_rank of
+  // pp * chunks.size(); one chunk unless the schedule is interleaved).
+  // pp_group: the pipeline group (rank = stage). shared_group: the ranks
+  // holding copies of shared parameters (ProcessGrid::embedding_group(); may be
+  // null where no chunk has shared parameters). pipe.seq_len must be > 0.
+  // split: the layer split the chunks were built with (informational; empty:
+  // none). Collective over pp_group.
+  PipelineStage(std::vector<std::unique_ptr<Module>> chunks, std::shared_ptr<Communicator> pp_group,
+                std::shared_ptr<Communicator> shared_group, const PipelineConfig& pipe,
+                const PipelineSplit& split = {});
+  virtual ~PipelineStage();
   PipelineStage(const PipelineStage&) = delete;
   PipelineStage& operator=(const PipelineStage&) = delete;
 
   // Forward and backward of every micro-batch with the configured schedule;
   // gradients ACCUMULATE into the chunks' parameters (call zero_grad() between
-  // optimizer steps). loss_weight as in Gpt::forward (1 / tokens of the global
-  // batch gives the mean). With reduce_tied_grads, call run_step once per
-  // optimizer step (a second call would all-reduce the first one's wte
-  // gradient again). Collective over the pp group.
+  // optimizer steps). loss_weight as in MicroBatchContext (1 / samples or
+  // tokens of the global batch gives the mean). With reduce_tied_grads, call
+  // run_step once per optimizer step (a second call would all-reduce the
+  // first one's shared gradients again). Collective over the pp group.
   StepResult run_step(const std::vector<MicroBatch>& micro_batches, float loss_weight);
 
-  // Sums the tied wte gradient over the embedding group (no-op when this rank
-  // holds no copy, pp == 1 or the embeddings are untied).
+  // Sums the shared parameters' gradients over the shared group (no-op when
+  // this rank holds none).
   void reduce_tied_grads();
-  // Copies the embedding stage's wte values into the head stage's copy (e.g.
-  // after loading weights that only set one copy). Collective over the embedding group.
+  // Copies the first holder's shared parameter values into every other copy
+  // (e.g. after loading weights that only set one copy). Collective over the shared group.
   void sync_tied_embedding();
-  // Throws pp3d::Error unless both wte copies are bitwise equal (checksum over the embedding group).
+  // Throws pp3d::Error unless all copies are bitwise equal (checksum over the shared group).
   void check_tied_embedding();
 
   // Every local parameter of every chunk (the optimizer's list).
@@ -123,9 +126,11 @@ class PipelineStage {
   int pp_rank() const { return pp_rank_; }
   int pp_size() const { return pp_size_; }
   int num_chunks() const { return static_cast<int>(chunks_.size()); }
-  Gpt& chunk(int c) { return *chunks_.at(static_cast<std::size_t>(c)); }
-  bool has_embedding() const;  // holds virtual stage 0
-  bool has_head() const;       // holds virtual stage pp*v - 1
+  Module& module(int c) { return *chunks_.at(static_cast<std::size_t>(c)); }
+  // The chunks as Module pointers (GradBucketer / ZeroOptimizer input).
+  std::vector<Module*> modules();
+  bool has_embedding() const;  // holds virtual stage 0 (the first stage)
+  bool has_head() const;       // holds virtual stage pp*v - 1 (the loss)
   const PipelineSplit& split() const { return split_; }
   const PipelineConfig& config() const { return pipe_; }
   const std::vector<PipeInstr>& plan(int num_micro_batches);
@@ -135,15 +140,14 @@ class PipelineStage {
   void write_trace(const std::string& path, const StepResult& result) const;
 
  private:
-  void build(const GptConfig& config, Backend& backend, const GptLayout& base_layout, const GptOptions& options);
-  Parameter* tied_copy();
+  std::vector<Parameter*> shared_copies();
   double now_us() const;
 
   PipelineConfig pipe_;
-  std::shared_ptr<Communicator> pp_group_, embedding_group_;
+  std::shared_ptr<Communicator> pp_group_, shared_group_;
   int pp_rank_ = 0, pp_size_ = 1;
   PipelineSplit split_;
-  std::vector<std::unique_ptr<Gpt>> chunks_;
+  std::vector<std::unique_ptr<Module>> chunks_;
   std::map<int, std::vector<PipeInstr>> plans_;  // by number of micro-batches
   double clock_origin_ = 0;
   int64_t seq_ = 0;

@@ -32,7 +32,7 @@
 
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 
 namespace pp3d {
 

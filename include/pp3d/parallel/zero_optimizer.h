@@ -3,10 +3,10 @@
 //
 //  stage 0  gradients all-reduced (summed) in buckets during the last
 //           micro-batch's backward; every rank steps every parameter.
-//  16-bit parameters (GptOptions::param_dtype): the f32 master copy is kept
+//  16-bit parameters (bf16 / f16 Parameter values): the f32 master copy is kept
 //           with m and v (sharded like them from stage 1), initialised with
 //           the exact f32 init values (master_initial_values); gradients f32,
-//           or 16-bit (GptOptions::grad_dtype): flat buffers, reductions,
+//           or 16-bit (the parameters' dtype): flat buffers, reductions,
 //           norm and the AdamW read of the owned shard then use that dtype.
 //  stage 1  Adam m, v (and the f32 master copy of 16-bit parameters) only for
 //           the owned 1/N_d range of every bucket's flat buffer; gradients
@@ -25,7 +25,7 @@
 // values and gradients are re-pointed to views of flat per-bucket buffers:
 // Params, Grads, Optimizer and Comm (temporaries) in the allocator accounting.
 // Consequences a trainer must respect:
-//  - use ZeroOptimizer::zero_grad(), not Gpt::zero_grad() / PipelineStage::
+//  - use ZeroOptimizer::zero_grad(), not the model's own zero_grad() / PipelineStage::
 //    zero_grad() (in stage 2/3 Parameter::grad is undefined between steps);
 //  - in stage 3 Parameter::value is undefined outside a layer's forward /
 //    backward: call gather_parameters() to read or write full values
@@ -45,9 +45,8 @@
 
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
-#include "pp3d/model/gpt.h"
 #include "pp3d/parallel/grad_buckets.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 namespace pp3d {
 
@@ -62,10 +61,15 @@ struct ZeroConfig {
 class ZeroOptimizer {
  public:
   // Takes over the storage of every parameter of `models` (the chunks one
-  // rank holds; one Gpt without pipeline interleaving). The models and the
-  // backend must outlive the optimizer. Collective over dp.
-  ZeroOptimizer(Backend& backend, std::vector<Gpt*> models, std::shared_ptr<Communicator> dp,
+  // rank holds: any Module, e.g. one Gpt without pipeline interleaving). The
+  // models and the backend must outlive the optimizer. Collective over dp.
+  ZeroOptimizer(Backend& backend, std::vector<Module*> models, std::shared_ptr<Communicator> dp,
                 const ZeroConfig& config);
+  // Any vector of Module subclasses (e.g. std::vector<Gpt*>).
+  template <class M, class = std::enable_if_t<std::is_base_of_v<Module, M> && !std::is_same_v<Module, M>>>
+  ZeroOptimizer(Backend& backend, const std::vector<M*>& models, std::shared_ptr<Communicator> dp,
+                const ZeroConfig& config)
+      : ZeroOptimizer(backend, as_modules(models), std::move(dp), config) {}
   ~ZeroOptimizer();
   ZeroOptimizer(const ZeroOptimizer&) = delete;
   ZeroOptimizer& operator=(const ZeroOptimizer&) = delete;
@@ -166,7 +170,7 @@ class ZeroOptimizer {
   Tensor owned_values(int b);
 
   Backend* backend_;
-  std::vector<Gpt*> models_;
+  std::vector<Module*> models_;
   std::shared_ptr<Communicator> dp_;
   ZeroConfig cfg_;
   std::unique_ptr<GradBucketer> buckets_;

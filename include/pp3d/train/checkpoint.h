@@ -30,7 +30,7 @@
 
 #include "pp3d/comm/communicator.h"
 #include "pp3d/model/gpt_config.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 #include "pp3d/train/loss_scaler.h"
 
 namespace pp3d {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "pp3d/model/gpt_config.h"
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 
 namespace pp3d {
 

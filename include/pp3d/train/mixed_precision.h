@@ -25,7 +25,7 @@
 #include "pp3d/comm/communicator.h"
 #include "pp3d/core/dtype.h"
 #include "pp3d/train/loss_scaler.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 namespace pp3d {
 

@@ -29,14 +29,14 @@
 #include "pp3d/model/gpt.h"
 #include "pp3d/train/data.h"
 #include "pp3d/train/loss_scaler.h"
-#include "pp3d/train/lr_schedule.h"
+#include "pp3d/optim/lr_schedule.h"
 #include "pp3d/train/mixed_precision.h"
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 namespace pp3d {
 
 class ProcessGrid;
-class PipelineStage;
+class GptPipelineStage;
 class ZeroOptimizer;
 
 // The parallel layout of a run, derived from a TrainConfig and the world size.
@@ -186,7 +186,7 @@ class Trainer {
   // This rank's first model chunk (the whole model when tp = pp = 1). Under
   // ZeRO-2/3 gradients (and with ZeRO-3 values) are undefined between steps.
   Gpt& model();
-  PipelineStage& pipeline() { return *stage_; }
+  GptPipelineStage& pipeline() { return *stage_; }
   ZeroOptimizer& optimizer() { return *zero_; }
   const MixedPrecision& mixed_precision() const { return mp_; }
   const ProcessGrid& grid() const { return *grid_; }
@@ -208,7 +208,7 @@ class Trainer {
   std::shared_ptr<const TokenDataset> dataset_;
   std::unique_ptr<DataLoader> loader_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<PipelineStage> stage_;
+  std::unique_ptr<GptPipelineStage> stage_;
   std::unique_ptr<ZeroOptimizer> zero_;
   SumSquaresReducer mp_reducer_;
   MixedPrecision mp_;  // --bf16 / --fp16 policy (loss scaler for fp16)

@@ -1,4 +1,4 @@
-#include "pp3d/train/lr_schedule.h"
+#include "pp3d/optim/lr_schedule.h"
 
 #include <cmath>
 

@@ -1,4 +1,4 @@
-#include "pp3d/model/parameter.h"
+#include "pp3d/core/parameter.h"
 
 #include <cstring>
 #include <vector>
@@ -103,11 +103,5 @@ Tensor master_initial_values(const Parameter& p) {
   return out;
 }
 
-Tensor value_as_f32(Backend& be, const Tensor& value) {
-  if (!value.defined() || value.dtype() == DType::F32) return value;
-  Tensor out = Tensor::empty(value.shape(), DType::F32, be.device(), MemCategory::Workspace);
-  be.cast(value, out);
-  return out;
-}
 
 }  // namespace pp3d

@@ -1,4 +1,4 @@
-#include "pp3d/train/optimizer.h"
+#include "pp3d/optim/optimizer.h"
 
 #include <cmath>
 
