@@ -12,7 +12,8 @@
 # tests/cli/device_bundle_test.sh.
 #
 # usage: tools/device_bundle.sh [--cpu-only] [--from-build BUILD] [--arch SM] [DIR]
-#   DIR            output folder (default: device_bundle, git-ignored); replaced
+#   DIR            output folder (default: device_bundle, git-ignored); an earlier
+#                  bundle there is replaced, any other non-empty folder refused
 #   --arch SM      CUDA architectures (default 90 = H100/H200; "80;90" adds A100)
 #   --cpu-only     build without CUDA (pp3d-train and the CPU benches only): the
 #                  same bundle layout, for testing the bundling where nvcc is slow
@@ -38,12 +39,15 @@ while [ $# -gt 0 ]; do
 done
 case "$dir" in /*) ;; device_bundle) dir="$root/$dir" ;; *) dir="$caller/$dir" ;; esac
 case "$from_build" in /*|"") ;; *) from_build="$caller/$from_build" ;; esac
-[ "$dir" != "$root" ] && [ "$dir" != / ] || { echo "device_bundle: refusing to use '$dir' as DIR" >&2; exit 2; }
+# DIR is replaced: only an empty folder or an earlier bundle (it has BUNDLE.txt).
+if [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ] && [ ! -f "$dir/BUNDLE.txt" ]; then
+  echo "device_bundle: '$dir' exists and is not a bundle (no BUNDLE.txt): choose another DIR or remove it" >&2; exit 2
+fi
 
 # ---- build ------------------------------------------------------------------
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
 if [ -n "$from_build" ]; then
-  build="$(cd "$from_build" && pwd)" || { echo "device_bundle: no build folder '$from_build'" >&2; exit 2; }
+  build="$(cd "$from_build" 2>/dev/null && pwd)" || { echo "device_bundle: no build folder '$from_build'" >&2; exit 2; }
   [ -f "$build/CMakeCache.txt" ] || { echo "device_bundle: '$build' is not a configured CMake build folder" >&2; exit 2; }
   arch=$(sed -n 's/^CMAKE_CUDA_ARCHITECTURES:[A-Z]*=//p' "$build/CMakeCache.txt")
 else
