@@ -31,7 +31,7 @@ cat "$dir/BUNDLE.txt"
 size_mb=$(du -sm "$dir" | cut -f1)
 [ "$size_mb" -lt 60 ] || fail "bundle is $size_mb MiB (limit 60: 64 MiB carried with the working tree)"
 if git -C "$src" rev-parse --git-dir > /dev/null 2>&1; then
-  git -C "$src" check-ignore -q device_bundle || fail "the default bundle folder device_bundle/ is not git-ignored"
+  git -C "$src" check-ignore -q device_bundle/bin/pp3d-train || fail "the default bundle folder device_bundle/ is not git-ignored"
 fi
 allowed_re="^($(grep -v '^#' "$src/tools/bundle_allowed_libs.txt" | grep . | paste -sd'|'))$"
 
