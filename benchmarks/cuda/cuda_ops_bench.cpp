@@ -2,8 +2,8 @@
 // (B=8, T=1024 -> 8192 rows, C=768, 4C MLP, vocab 50304, H=12 heads of 64).
 // GEMMs report TFLOP/s (2mnk per product) in bf16 (bf16 in/out, f32 accumulate),
 // fp32 (true fp32) and fp32 with TF32; attention reports ms and TFLOP/s of the
-// causal part (forward 2 * 2BHT^2D/2, backward 2.5x that); LayerNorm, xent and
-// AdamW report GB/s of the bytes they must move. Timing: 2 warm-up runs, then
+// causal part (forward 2 * 2BHT^2D/2, backward 2.5x that); LayerNorm, GELU,
+// xent and AdamW report GB/s of the bytes they must move. Timing: 2 warm-up runs, then
 // the mean over N runs between CUDA events on the backend's stream.
 // Prints a markdown table. Exits 77 without a GPU.
 //
@@ -134,6 +134,17 @@ int main(int argc, char** argv) {
     row("layernorm fwd", shape, "fp32", ms, 2.0 * N * C * 4 / (ms * 1e-3) / 1e9, "GB/s");
     ms = time_ms(be, [&] { be.layernorm_backward(dy, x, w, mean, rstd, dx, dw, db); });
     row("layernorm bwd", shape, "fp32", ms, 3.0 * N * C * 4 / (ms * 1e-3) / 1e9, "GB/s");
+  }
+  {
+    const int64_t n = N * 4 * C;  // the MLP's hidden activations
+    Tensor x = dev_rand({N, 4 * C}, rng_key(6, "x")), dy = dev_rand({N, 4 * C}, rng_key(6, "dy"));
+    Tensor y = Tensor::empty({N, 4 * C}, DType::F32, Device::cuda(0)),
+           dx = Tensor::empty({N, 4 * C}, DType::F32, Device::cuda(0));
+    const std::string shape = std::to_string(N) + "x" + std::to_string(4 * C);
+    double ms = time_ms(be, [&] { be.gelu_forward(x, y); });
+    row("gelu fwd", shape, "fp32", ms, 2.0 * n * 4 / (ms * 1e-3) / 1e9, "GB/s");
+    ms = time_ms(be, [&] { be.gelu_backward(x, dy, dx); });
+    row("gelu bwd", shape, "fp32", ms, 3.0 * n * 4 / (ms * 1e-3) / 1e9, "GB/s");
   }
   {
     const int64_t rows = 1024;  // a slice of the batch keeps the logits at 206 MB
