@@ -127,7 +127,7 @@ TEST_CASE("a ring spanning nodes drives one NIC per rank on the node", "[planner
   CHECK(t8.dp_comm == Approx(latency8 + 2.0 * 1 / 2 * bytes8 / 50e9).epsilon(1e-9));
 }
 
-TEST_CASE("flash attention runs at the GPU's measured kernel rate; cluster files set it and FP8", "[planner][hopper]") {
+TEST_CASE("flash attention runs at the GPU's measured kernel rate, cluster files set it and the FP8 peak", "[planner][hopper]") {
   const GptConfig cfg = gpt3_5b();
   Cluster h100 = cluster_preset("h100", 8);
   REQUIRE(h100.gpu.flash_attention_eff == Approx(0.33));
