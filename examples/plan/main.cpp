@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   int gpus = 8, gpus_per_node = 8, top = 10;
   int64_t global_batch = 512, seq_len = 0, max_mb = 64;
   bool json = false, auto_mode = false, fp32 = false, no_flash = false, dropout = false, uneven = false, gpipe = false;
+  bool fp8 = false, tp_overlap = false;
   double exposed = 0.3, mem_fraction = 1.0, workspace_gb = 1.0, bucket_mb = 25;
   std::string published_path;
   app.add_option("--validate-published", published_path,
@@ -65,6 +66,11 @@ int main(int argc, char** argv) {
   app.add_flag("--auto", auto_mode,
                "print only the best layout as one line of JSON (for the trainer's --layout auto); exit 2 if none fits");
   app.add_flag("--fp32", fp32, "fp32 training instead of bf16 mixed precision");
+  auto* fp8_flag = app.add_flag("--fp8", fp8,
+                                "FP8 linear layers (Transformer Engine): the GPU's FP8 peak, casts and FP8 weight copies");
+  fp8_flag->excludes(app.get_option("--fp32"));
+  app.add_flag("--tp-overlap", tp_overlap,
+               "overlap tensor-parallel all-gather/reduce-scatter with the adjacent GEMMs (needs SP; userbuffers)");
   app.add_flag("--no-flash", no_flash, "attention materialises the s x s scores");
   app.add_flag("--dropout", dropout, "count dropout masks (Korthikanti et al.'s model)");
   app.add_flag("--uneven", uneven, "also try pp that does not divide num_layers");
@@ -93,7 +99,10 @@ int main(int argc, char** argv) {
     req.gpus = gpus;
     req.work.global_batch = global_batch;
     req.work.seq_len = seq_len;
-    req.precision = fp32 ? pp3d::Precision::fp32() : pp3d::Precision::bf16();
+    req.precision = fp32 ? pp3d::Precision::fp32() : fp8 ? pp3d::Precision::fp8() : pp3d::Precision::bf16();
+    PP3D_CHECK(!fp8 || cluster.gpu.fp8_peak_flops > 0, "--fp8: GPU '{}' has no FP8 tensor cores (use --gpu h100/h200 "
+               "or set fp8_peak_tflops in the cluster file)", cluster.gpu.name);
+    req.options.tp_overlap = tp_overlap;
     req.options.flash_attention = !no_flash;
     req.options.dropout = dropout;
     req.options.dp_exposed_fraction = exposed;

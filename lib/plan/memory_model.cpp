@@ -61,10 +61,16 @@ double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t
   if (recompute == Recompute::Full) return ab * sbh / repl_div;  // only the block input is kept
   // Not split by tensor parallelism: inputs of the two LayerNorms, of QKV and
   // of fc (4 tensors of sbh) and the two dropout masks (1 byte each).
-  const double replicated = 4 * ab * sbh + (opt.dropout ? 2 * sbh : 0.0);
+  double replicated = 4 * ab * sbh + (opt.dropout ? 2 * sbh : 0.0);
   // Split by heads / MLP columns: Q, K, V, the attention output (input of
   // c_proj), the GELU input and output.
-  const double sharded = 4 * ab * sbh + 2 * ab * s * b * F;
+  double sharded = 4 * ab * sbh + 2 * ab * s * b * F;
+  // FP8 linear layers save their inputs as the FP8 casts (1 B): the QKV and
+  // fc inputs (replicated), the attention output and the GELU output (sharded).
+  if (prec.fp8_gemm) {
+    replicated -= 2 * (ab - 1) * sbh;
+    sharded -= (ab - 1) * (sbh + s * b * F);
+  }
   // Attention scores: softmax output (+ dropout mask and dropout output), or
   // with a flash-style kernel only the fp32 log-sum-exp per query and head.
   const double scores = opt.flash_attention ? 4 * a * s * b
@@ -112,6 +118,13 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
   r.params = st.params;
   r.grads = st.grads;
   r.optimizer = st.optimizer;
+  // FP8 (Transformer Engine): every linear weight of the stage keeps an FP8
+  // copy and its FP8 transpose between micro-batches, 2 B per parameter. With
+  // ZeRO-3 only the gathered layers are cast (covered by the comm buffers).
+  if (prec.fp8_gemm && l.zero_stage < 3) {
+    const double C = double(cfg.hidden_size), F = double(cfg.mlp_hidden());
+    r.params += 2.0 * double(stage_layer_counts(cfg, l)[stage]) * (4 * C * C + 2 * C * F) / l.tp;
+  }
 
   r.layers = stage_layer_counts(cfg, l)[stage];
   r.in_flight = in_flight_micro_batches(l, m, stage);

@@ -3,6 +3,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -24,7 +25,7 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
   static const std::set<std::string> known = {
       "name", "source", "gpu", "gpus_per_node", "layers", "hidden", "heads", "vocab", "seq_len", "gpus", "tp", "pp",
       "zero", "micro_batch", "schedule", "virtual_stages", "recompute", "sequence_parallel", "global_batch", "metric",
-      "published", "dp_overlap"};
+      "published", "dp_overlap", "precision", "flash_attention", "dropout", "tp_overlap"};
   std::vector<PublishedRun> out;
   for (const YAML::Node& n : root["runs"]) {
     PublishedRun r;
@@ -71,6 +72,12 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     l.recompute = rc == "full" ? Recompute::Full : Recompute::None;
     l.sequence_parallel = get("sequence_parallel", false);
     r.dp_overlap = get("dp_overlap", true);
+    r.precision = get("precision", std::string("bf16"));
+    PP3D_CHECK(r.precision == "bf16" || r.precision == "fp8", "'{}', run '{}': precision must be bf16 or fp8, got '{}'",
+               path, r.name, r.precision);
+    r.flash_attention = get("flash_attention", false);
+    r.dropout = get("dropout", true);
+    r.tp_overlap = get("tp_overlap", false);
     r.global_batch = get("global_batch", int64_t(0));
     r.metric = get("metric", std::string());
     PP3D_CHECK(r.metric == "hardware_tflops" || r.metric == "model_tflops",
@@ -89,9 +96,10 @@ std::vector<PublishedComparison> compare_published(const std::vector<PublishedRu
     PlanRequest req;
     req.gpus = r.gpus;
     req.work.global_batch = r.global_batch;
-    req.precision = Precision::bf16();
-    req.options.flash_attention = false;  // 2021-22 Megatron: materialised softmax
-    req.options.dropout = true;           // Megatron's defaults: attention and hidden dropout 0.1
+    req.precision = r.precision == "fp8" ? Precision::fp8() : Precision::bf16();
+    req.options.flash_attention = r.flash_attention;
+    req.options.dropout = r.dropout;
+    req.options.tp_overlap = r.tp_overlap;
     if (!r.dp_overlap) req.options.dp_exposed_fraction = 1.0;
     const Planner planner(r.model, cluster, req);
     PublishedComparison c;
@@ -111,8 +119,8 @@ std::vector<PublishedComparison> compare_published(const std::vector<PublishedRu
       }
       PP3D_CHECK(found, "published run '{}': no micro-batch of 1..8 fits or divides the batch", r.name);
     }
-    const double peak = cluster.gpu.peak(true) / 1e12;
-    c.predicted_tflops = r.metric == "model_tflops" ? c.predicted.time.mfu * peak : c.predicted.time.tflops_per_gpu;
+    const TimeBreakdown& t = c.predicted.time;
+    c.predicted_tflops = r.metric == "model_tflops" ? t.model_flops / (t.step * r.gpus) / 1e12 : t.tflops_per_gpu;
     c.error = c.predicted_tflops / r.published - 1;
     rows.push_back(std::move(c));
   }
@@ -126,18 +134,46 @@ double mean_abs_error(const std::vector<PublishedComparison>& rows) {
   return s / double(rows.size());
 }
 
+double max_abs_error(const std::vector<PublishedComparison>& rows) {
+  PP3D_CHECK(!rows.empty(), "max_abs_error of no rows");
+  double m = 0;
+  for (const auto& r : rows) m = std::max(m, std::fabs(r.error));
+  return m;
+}
+
+std::vector<PublishedComparison> rows_on(const std::vector<PublishedComparison>& rows,
+                                         const std::vector<std::string>& gpus) {
+  std::vector<PublishedComparison> out;
+  for (const auto& r : rows)
+    if (std::find(gpus.begin(), gpus.end(), r.run.gpu) != gpus.end()) out.push_back(r);
+  return out;
+}
+
 std::string published_table(const std::vector<PublishedComparison>& rows) {
-  std::string out = "| run | source | GPUs | (t, p, d) | batch | mb | recompute | metric | published | predicted | error |\n"
-                    "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string out = "| run | source | GPU | GPUs | (t, p, d) | batch | mb | recompute | precision | metric | published | "
+                    "predicted | error |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& r : rows) {
     const Layout& l = r.predicted.layout;
-    out += fmt::format("| {} | {} | {} | ({}, {}, {}){} | {} | {}{} | {} | {} | {:.1f} | {:.1f} | {:+.1f}% |\n",
-                       r.run.name, r.run.source, r.run.gpus, l.tp, l.pp, l.dp, l.sequence_parallel ? " SP" : "",
-                       r.run.global_batch, l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "",
-                       recompute_name(l.recompute), r.run.metric == "model_tflops" ? "MFU x 312" : "HW TFLOP/s",
-                       r.run.published, r.predicted_tflops, 100 * r.error);
+    std::string extras = l.sequence_parallel ? " SP" : "";
+    if (l.schedule == Schedule::Interleaved) extras += fmt::format(" v{}", l.virtual_stages);
+    if (l.zero_stage > 0) extras += fmt::format(" Z{}", l.zero_stage);
+    if (r.run.tp_overlap) extras += " ovl";
+    out += fmt::format("| {} | {} | {} | {} | ({}, {}, {}){} | {} | {}{} | {} | {} | {} | {:.1f} | {:.1f} | {:+.1f}% |\n",
+                       r.run.name, r.run.source, r.run.gpu, r.run.gpus, l.tp, l.pp, l.dp, extras, r.run.global_batch,
+                       l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "", recompute_name(l.recompute),
+                       r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW", r.run.published,
+                       r.predicted_tflops, 100 * r.error);
   }
-  out += fmt::format("\nmean absolute error {:.1f}% over {} runs (* micro-batch not stated: the planner's fastest)\n",
+  out += "\n";
+  for (const auto& [label, gpus] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"A100", {"a100"}}, {"H100/H200", {"h100", "h200"}}}) {
+    const auto part = rows_on(rows, gpus);
+    if (part.empty()) continue;
+    out += fmt::format("{}: mean absolute error {:.1f}%, max {:.1f}% over {} runs\n", label,
+                       100 * mean_abs_error(part), 100 * max_abs_error(part), part.size());
+  }
+  out += fmt::format("all: mean absolute error {:.1f}% over {} runs (* micro-batch not stated: the planner's fastest; "
+                     "metric HW = hardware TFLOP/s with recompute, model = model TFLOP/s)\n",
                      100 * mean_abs_error(rows), rows.size());
   return out;
 }

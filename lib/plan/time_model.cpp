@@ -10,22 +10,30 @@
 namespace pp3d {
 namespace {
 
+// GEMMs of one kind (precision): time = max(compute at peak x eff(shape),
+// operand traffic / HBM). add() returns the time of the added GEMMs.
 struct Gemm {
   double time = 0, flops = 0;
   double peak = 0;
-  void add(const Cluster& c, double count, double m, double n, double k, double elem_bytes) {
+  const GemmEfficiency* eff = nullptr;
+  double add(const Cluster& c, double count, double m, double n, double k, double elem_bytes) {
     const double f = 2 * m * n * k;
-    const double compute = f / (peak * c.gpu.gemm(m, n, k));
+    const double compute = f / (peak * (*eff)(m, n, k));
     const double memory = (m * k + k * n + m * n) * elem_bytes / c.gpu.hbm_bw;
-    time += count * std::max(compute, memory);
+    const double dt = count * std::max(compute, memory);
+    time += dt;
     flops += count * f;
+    return dt;
   }
 };
 
 // A communication group of n ranks spread over `nodes` nodes (equal share per
 // node). Collectives are rings: the latency term counts one step per rank pair
 // (hierarchically: inter-node steps pay the inter alpha, the rest the intra
-// alpha); the bandwidth term is limited by the slowest link in the ring.
+// alpha); the bandwidth term is limited by the slowest link in the ring. A
+// group with r = n / nodes ranks on each node crosses the network through r
+// NICs at once (NCCL runs one ring channel per GPU/NIC pair), so its
+// inter-node bandwidth is r x the per-GPU IB bandwidth, capped by NVLink.
 struct Group {
   int n = 1;
   int nodes = 1;
@@ -35,7 +43,9 @@ struct Group {
     if (nodes <= 1) return steps_per_rank * (n - 1) * c->intra.alpha;
     return steps_per_rank * ((nodes - 1) * c->inter.alpha + (n / nodes - 1) * c->intra.alpha);
   }
-  double beta() const { return nodes <= 1 ? c->intra.beta : c->inter.beta; }
+  double beta() const {
+    return nodes <= 1 ? c->intra.beta : std::min(c->intra.beta, double(n / nodes) * c->inter.beta);
+  }
   // `bytes` is the full (unsharded) buffer; `messages` separate collectives (buckets).
   double all_reduce(double bytes, double messages = 1) const {
     return n <= 1 ? 0 : messages * latency(2) + 2.0 * (n - 1) / n * bytes / beta();
@@ -68,18 +78,38 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   const double passes = 3 + (rc ? 1 : 0);  // forward, backward (2x), recomputed forward
   StageCost r;
 
-  Gemm layer;  // one block's forward GEMMs on one TP rank
-  layer.peak = c.gpu.peak(prec.mixed);
-  layer.add(c, 1, bs, 3 * h / t, h, ab);              // c_attn
-  layer.add(c, b * a / t, s, s, d, ab);               // Q K^T
-  layer.add(c, b * a / t, s, d, s, ab);               // P V
-  layer.add(c, 1, bs, h, h / t, ab);                  // attn.c_proj
-  layer.add(c, 1, bs, F / t, h, ab);                  // c_fc
-  layer.add(c, 1, bs, h, F / t, ab);                  // mlp.c_proj
-  const double L = double(layers);
-  r.gemm = L * passes * layer.time;
-  r.flops = L * passes * layer.flops;
-  r.backward = L * 2 * layer.time;
+  // One block's forward GEMMs on one TP rank. Linear layers run in FP8 with
+  // Precision::fp8_gemm (1-byte operands, the FP8 peak and efficiency curve);
+  // attention and the LM head stay in bf16.
+  Gemm attention;  // Q K^T and P V
+  attention.peak = c.gpu.peak(prec.mixed);
+  attention.eff = &c.gpu.gemm;
+  Gemm linear = attention;
+  double lin_bytes = ab;
+  if (prec.fp8_gemm) {
+    PP3D_CHECK(c.gpu.fp8_peak_flops > 0, "precision fp8: GPU '{}' has no FP8 tensor cores (fp8 peak 0)", c.gpu.name);
+    linear.peak = c.gpu.fp8_peak_flops;
+    linear.eff = &c.gpu.fp8_gemm;
+    lin_bytes = 1;
+  }
+  const double g_qkv = linear.add(c, 1, bs, 3 * h / t, h, lin_bytes);   // c_attn
+  attention.add(c, b * a / t, s, s, d, ab);                             // Q K^T
+  attention.add(c, b * a / t, s, d, s, ab);                             // P V
+  const double g_proj = linear.add(c, 1, bs, h, h / t, lin_bytes);     // attn.c_proj
+  const double g_fc = linear.add(c, 1, bs, F / t, h, lin_bytes);       // c_fc
+  const double g_fc2 = linear.add(c, 1, bs, h, F / t, lin_bytes);      // mlp.c_proj
+  // A fused flash-attention kernel runs at its own measured rate
+  // (GpuSpec::flash_attention_eff of peak, 0: as two GEMMs) and its backward
+  // recomputes the scores: 2.5x the forward FLOPs instead of 2x.
+  double att_fwd = attention.time, att_bwd = 2 * attention.time;
+  if (opt.flash_attention && c.gpu.flash_attention_eff > 0) {
+    att_fwd = attention.flops / (attention.peak * c.gpu.flash_attention_eff);
+    att_bwd = 2.5 * att_fwd;
+  }
+  const double L = double(layers), fwd_passes = 1 + (rc ? 1 : 0);
+  r.gemm = L * (passes * linear.time + fwd_passes * att_fwd + att_bwd);
+  r.flops = L * passes * (attention.flops + linear.flops);
+  r.backward = L * (2 * linear.time + att_bwd);
 
   // Memory-bound bytes of one block's forward: 2 LayerNorms (read + write),
   // 2 residual adds (2 reads + 1 write), bias+GELU, softmax when not fused.
@@ -93,9 +123,26 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   // ~14 kernels per block forward (6 GEMMs or attention calls, 2 LayerNorms,
   // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
   r.elementwise = L * passes * (ew / c.gpu.hbm_bw + 14 * c.gpu.launch_overhead);
+  // FP8 casts: each forward pass quantises the four linear inputs, the
+  // backward pass the four output gradients (read 2 B + write 1 B each).
+  if (prec.fp8_gemm)
+    r.elementwise += L * (passes - 1) * 3 * (2 * bs * h / repl + bs * h / t + bs * F / t) / c.gpu.hbm_bw;
 
+  // Tensor parallelism: per block and pass (forward, backward, recompute) two
+  // all-reduces of bsh elements, or with sequence parallelism the same bytes
+  // as two all-gathers + two reduce-scatters. With tp_overlap (which needs
+  // SP) each of those four is chunked and hidden behind its adjacent linear
+  // GEMM except for max(one chunk, comm - GEMM).
   const Group tpg = make_group(c, l.tp, 1);
-  r.tp = L * (4 + (rc ? 2 : 0)) * tpg.all_reduce(bs * h * ab);
+  const double tp_passes = 2 + (rc ? 1 : 0);
+  if (opt.tp_overlap && l.sequence_parallel && l.tp > 1) {
+    const double half = tpg.half_ring(bs * h * ab);
+    double exposed = 0;
+    for (const double g : {g_qkv, g_proj, g_fc, g_fc2}) exposed += std::max(half / t, half - g);
+    r.tp = L * tp_passes * exposed;
+  } else {
+    r.tp = L * tp_passes * 2 * tpg.all_reduce(bs * h * ab);
+  }
 
   if (st == 0) {  // embedding: gather + add, vocab-parallel all-reduce in forward
     r.elementwise += 3 * 2 * bs * h * ab / c.gpu.hbm_bw;
@@ -103,7 +150,8 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   }
   if (st == l.pp - 1) {  // ln_f, LM head, cross-entropy
     Gemm head;
-    head.peak = layer.peak;
+    head.peak = attention.peak;
+    head.eff = &c.gpu.gemm;
     head.add(c, 1, bs, V / t, h, ab);
     r.gemm += 3 * head.time;
     r.flops += 3 * head.flops;

@@ -1,8 +1,10 @@
 // The planner against published large-scale GPT training runs
-// (docs/data/published_runs.yaml: Narayanan et al. 2021 Table 1, Smith et al.
-// 2022 MT-NLG, Korthikanti et al. 2022): the mean absolute error of the
-// predicted TFLOP/s per GPU must stay under 10% (docs/PLANNER.md, "Validation").
-// Fails when a change to the time model or a preset makes the predictions worse.
+// (docs/data/published_runs.yaml): A100 (Narayanan et al. 2021 Table 1, Smith
+// et al. 2022 MT-NLG, Korthikanti et al. 2022) and H100 (NVIDIA NeMo 24.07 FP8
+// GPT3, MosaicML llm-foundry MPT bf16/FP8). Each GPU family has its own gates
+// on the mean and the worst absolute error of the predicted TFLOP/s per GPU
+// (docs/PLANNER.md, "Validation"); a change to the time model or a preset that
+// makes either family worse fails here.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -14,10 +16,10 @@
 
 using namespace pp3d;
 
-TEST_CASE("planner vs published GPT training runs: mean absolute error < 10%", "[planner][published]") {
+TEST_CASE("planner vs published GPT training runs: per-GPU-family error gates", "[planner][published]") {
   const std::string path = std::string(PP3D_SOURCE_DIR) + "/docs/data/published_runs.yaml";
   const std::vector<PublishedRun> runs = load_published_runs(path);
-  REQUIRE(runs.size() >= 15);
+  REQUIRE(runs.size() >= 29);
   const std::vector<PublishedComparison> rows = compare_published(runs);
   REQUIRE(rows.size() == runs.size());
   for (const PublishedComparison& r : rows) {
@@ -26,9 +28,39 @@ TEST_CASE("planner vs published GPT training runs: mean absolute error < 10%", "
     CHECK(r.predicted.layout.gpus() == r.run.gpus);
     CHECK(r.predicted.layout.micro_batch >= 1);
   }
-  const double mae = mean_abs_error(rows);
   INFO(published_table(rows));
-  CHECK(mae < 0.10);
+  const auto a100 = rows_on(rows, {"a100"});
+  const auto hopper = rows_on(rows, {"h100", "h200"});
+  REQUIRE(a100.size() == 17);
+  REQUIRE(hopper.size() >= 12);
+  // A100: 7.8% before the Hopper work; 8.7% since rings spanning nodes use one
+  // NIC per rank on the node (docs/PLANNER.md). The MT-NLG rows stay the worst.
+  CHECK(mean_abs_error(a100) < 0.090);
+  CHECK(max_abs_error(a100) < 0.335);
+  // H100: 24.5% mean / 49.9% worst before; 11.3% / 34.9% now (the issue's
+  // target of 10% / 20% is not reached yet: see docs/PLANNER.md).
+  CHECK(mean_abs_error(hopper) < 0.115);
+  CHECK(max_abs_error(hopper) < 0.355);
+}
+
+TEST_CASE("published runs: FP8 and TP-overlap rows use those model terms", "[planner][published]") {
+  const std::string path = std::string(PP3D_SOURCE_DIR) + "/docs/data/published_runs.yaml";
+  std::vector<PublishedRun> runs;
+  for (const PublishedRun& r : load_published_runs(path))
+    if (r.name == "NeMo GPT3-175B fp8 (128)") runs.push_back(r);
+  REQUIRE(runs.size() == 1);
+  REQUIRE(runs[0].precision == "fp8");
+  REQUIRE(runs[0].tp_overlap);
+  PublishedRun bf16 = runs[0];
+  bf16.precision = "bf16";
+  PublishedRun no_overlap = runs[0];
+  no_overlap.tp_overlap = false;
+  const auto rows = compare_published({runs[0], bf16, no_overlap});
+  // FP8 linear layers are faster than bf16 ones, but less than 2x end to end
+  // (attention, LM head, elementwise and communication stay).
+  CHECK(rows[0].predicted.time.step < 0.8 * rows[1].predicted.time.step);
+  CHECK(rows[0].predicted.time.step > 0.5 * rows[1].predicted.time.step);
+  CHECK(rows[0].predicted.time.tp_comm < rows[2].predicted.time.tp_comm);
 }
 
 TEST_CASE("published-runs file errors name the run and the key", "[planner][published]") {
@@ -46,5 +78,11 @@ TEST_CASE("published-runs file errors name the run and the key", "[planner][publ
          "metric: hardware_tflops, published: 1}\n";
   }
   CHECK_THROWS_WITH(load_published_runs(path), Catch::Contains("run 'y': gpus 6 not divisible by tp 4"));
+  {
+    std::ofstream f(path);
+    f << "runs:\n  - {name: z, layers: 2, hidden: 64, heads: 4, gpus: 8, tp: 2, pp: 1, global_batch: 8, "
+         "metric: hardware_tflops, published: 1, precision: fp4}\n";
+  }
+  CHECK_THROWS_WITH(load_published_runs(path), Catch::Contains("run 'z': precision must be bf16 or fp8, got 'fp4'"));
   std::remove(path.c_str());
 }

@@ -27,6 +27,7 @@ TEST_CASE("step-time FLOP accounting", "[planner]") {
   Cluster cl = cluster_preset("h100", 8);
   cl.gpu.gemm.table = {{1.0, 0.5}};  // constant efficiency 0.5
   cl.gpu.hbm_bw = 1e18;             // nothing memory-bound
+  cl.gpu.flash_attention_eff = 0;   // attention as two GEMMs at that efficiency too
   Layout l;
   l.micro_batch = 4;
   Workload w;

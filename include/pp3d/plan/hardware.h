@@ -35,13 +35,16 @@ struct GpuSpec {
   std::string name;
   double peak_flops = 0;       // FLOP/s, bf16/fp16
   double fp32_peak_flops = 0;  // FLOP/s, fp32 training (0: peak_flops / 2)
+  double fp8_peak_flops = 0;   // FLOP/s, dense FP8 tensor cores (0: the GPU has none)
   double peak(bool mixed) const { return mixed ? peak_flops : (fp32_peak_flops > 0 ? fp32_peak_flops : peak_flops / 2); }
   double memory_bytes = 0;   // device memory
   double hbm_bw = 0;         // bytes/s
   double nvlink_bw = 0;      // bytes/s per direction per GPU (intra-node)
   double ib_bw = 0;          // bytes/s per GPU (inter-node)
   double launch_overhead = 0;  // seconds of fixed cost per kernel / op (launch, dispatch)
-  GemmEfficiency gemm;
+  double flash_attention_eff = 0;  // fraction of peak a fused flash-attention kernel reaches (0: as GEMMs)
+  GemmEfficiency gemm;      // bf16/fp16 (fp32: TF32) GEMMs
+  GemmEfficiency fp8_gemm;  // FP8 GEMMs (fraction of fp8_peak_flops)
 };
 
 // alpha-beta model of one link: time(bytes) = alpha + bytes / beta.

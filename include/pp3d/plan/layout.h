@@ -59,11 +59,20 @@ struct Workload {
 // with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B). Not modelled yet:
 // --activation-dtype param (16-bit saved activations, measured ~0.6x the
 // Activations peak), for which these estimates are an overestimate.
+//
+// fp8 (Precision::fp8(), mixed only): the transformer blocks' linear-layer GEMMs
+// run in FP8 on the GPU's FP8 tensor-core peak, as Transformer Engine does
+// (attention, LM head and everything else stay bf16). Costs: each GEMM input
+// and output gradient is cast to FP8 (read 2 B + write 1 B per element), and
+// every linear weight keeps an FP8 copy and its FP8 transpose between
+// micro-batches (2 B per linear parameter, counted as params). Saves: the
+// four linear-layer inputs are kept as their 1-byte FP8 casts for backward.
 struct Precision {
   bool mixed = true;        // false: everything fp32
   double logits_bytes = 4;  // logits/loss buffer element size (fp32 for a stable softmax)
   double grad_elem = 0;     // > 0: gradient element size overriding the default above
   double act_elem = 0;      // > 0: activation element size overriding the default above
+  bool fp8_gemm = false;    // linear-layer GEMMs in FP8 (see above)
 
   double param_bytes() const { return mixed ? 2 : 4; }
   double grad_bytes() const { return grad_elem > 0 ? grad_elem : (mixed ? 2 : 4); }
@@ -71,6 +80,7 @@ struct Precision {
   double activation_bytes() const { return act_elem > 0 ? act_elem : (mixed ? 2 : 4); }
   static Precision bf16() { return {}; }
   static Precision fp32() { return {false, 4}; }
+  static Precision fp8() { return {true, 4, 0, 0, true}; }
   // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`).
   static Precision pp3d(bool half_params) { return {half_params, 4, 4, 4}; }
 };
@@ -89,6 +99,11 @@ struct ModelOptions {
   // params. false: the published (Megatron/DeepSpeed) accounting.
   bool pp3d_accounting = false;
   int prefetch_layers = 1;  // pp3d ZeRO-3: layers gathered ahead (--prefetch-layers)
+  // Tensor-parallel communication overlap (Transformer Engine userbuffers):
+  // each sequence-parallel all-gather / reduce-scatter is split into tp chunks
+  // exchanged while the adjacent GEMM computes on the chunks already there, so
+  // only max(one chunk, comm - GEMM) of it is on the critical path.
+  bool tp_overlap = false;
 };
 
 }  // namespace pp3d

@@ -24,6 +24,10 @@ struct PublishedRun {
   std::string metric;     // "hardware_tflops" (recompute counted) or "model_tflops" (MFU x peak)
   double published = 0;   // TFLOP/s per GPU
   bool dp_overlap = true;  // false: the framework reduces gradients after the backward pass (no overlap)
+  std::string precision = "bf16";  // "bf16" or "fp8" (Transformer Engine FP8 linear layers)
+  bool flash_attention = false;    // fused attention that never stores the s x s scores
+  bool dropout = true;             // attention and hidden dropout (Megatron's 0.1 defaults)
+  bool tp_overlap = false;         // TP collectives pipelined with the adjacent GEMMs (userbuffers)
 };
 
 // Reads the `runs:` list (keys in the file's header comment). Throws
@@ -40,6 +44,10 @@ struct PublishedComparison {
 // published runs ran). micro_batch 0: the fastest power of two <= 8 that fits.
 std::vector<PublishedComparison> compare_published(const std::vector<PublishedRun>& runs);
 double mean_abs_error(const std::vector<PublishedComparison>& rows);
+double max_abs_error(const std::vector<PublishedComparison>& rows);
+// The rows whose run.gpu is one of `gpus` (e.g. {"h100", "h200"}).
+std::vector<PublishedComparison> rows_on(const std::vector<PublishedComparison>& rows,
+                                         const std::vector<std::string>& gpus);
 // The table printed by pp3d-plan --validate-published (Markdown).
 std::string published_table(const std::vector<PublishedComparison>& rows);
 
