@@ -6,6 +6,8 @@
 # WORLD_SIZE = NUM_NODES x GPUS_PER_NODE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and
 # MASTER_PORT; rank 0 (on node 0) hosts the TCP rendezvous. Arguments go to pp3d-train
 # (dp = WORLD_SIZE / (tp x pp)). DRY_RUN=1 prints the commands instead.
+# Exits with the first failing local rank's status ("run_multinode: rank R (node N,
+# local rank L) failed first, exit status S (pid P)" on stderr), 0 when all succeed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NUM_NODES="${NUM_NODES:-1}" NODE_RANK="${NODE_RANK:-0}" GPUS_PER_NODE="${GPUS_PER_NODE:-1}"
@@ -20,7 +22,7 @@ world=$(( NUM_NODES * GPUS_PER_NODE ))
 exe="${PP3D_BUILD_DIR:-$root/build}/examples/train_gpt/pp3d-train"
 if [ "${DRY_RUN:-0}" != 1 ] && [ ! -x "$exe" ]; then exe="$("$root/train" --build-only | tail -1)"; fi
 threads="${OMP_NUM_THREADS:-$(( $(nproc) / GPUS_PER_NODE > 1 ? $(nproc) / GPUS_PER_NODE : 1 ))}"
-pids=()
+ranks=()  # PID=NAME for wait_ranks
 for ((l = 0; l < GPUS_PER_NODE; l++)); do
   rank=$(( NODE_RANK * GPUS_PER_NODE + l ))
   envs=(RANK=$rank WORLD_SIZE=$world LOCAL_RANK=$l LOCAL_WORLD_SIZE=$GPUS_PER_NODE MASTER_ADDR=$MASTER_ADDR
@@ -30,16 +32,11 @@ for ((l = 0; l < GPUS_PER_NODE; l++)); do
     continue
   fi
   env "${envs[@]}" "$exe" "$@" &
-  pids+=($!)
+  ranks+=("$!=rank $rank (node $NODE_RANK, local rank $l)")
 done
+# Exit status: 0 when every local rank succeeded, else the first failing rank's
+# status (named on stderr); the other local ranks are then stopped.
+source "$root/scripts/launch_util.sh"
 status=0
-for pid in "${pids[@]+"${pids[@]}"}"; do
-  if ! wait "$pid"; then
-    rc=$?
-    if [ "$status" = 0 ]; then
-      status=$rc
-      for other in "${pids[@]}"; do kill "$other" 2>/dev/null || true; done
-    fi
-  fi
-done
+wait_ranks run_multinode "${ranks[@]+"${ranks[@]}"}" || status=$?
 exit "$status"

@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(cmake g++ libeigen3-dev libfmt-dev catch2 libopenmpi-dev openmpi-bin libyaml-cpp-dev nlohmann-json3-dev
       libcli11-dev libspdlog-dev ninja-build ccache libopenblas-dev python3
-      python3-matplotlib patchelf)  # python3-matplotlib: tools/monitor --png (its test skips without it); patchelf: tools/device_bundle.sh
+      python3-matplotlib patchelf iproute2)  # python3-matplotlib: tools/monitor --png (its test skips without it);
+      # patchelf: tools/device_bundle.sh; iproute2: `ip netns` for the two-node test (tests/dist/two_node_netns_test.sh)
 if [ "${PP3D_WITH_TORCH:-0}" = 1 ]; then pkgs+=(python3-torch libopenblas0); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -4,7 +4,9 @@ clip, AdamW) of the GPT-2 124M shape on the CPU. Same architecture as pp3d's
 Gpt (pre-LN, tanh GELU, learned positions, tied embeddings, fp32).
 
 Usage: /usr/bin/python3 gpt2_step_torch.py [--threads N] [--steps N] [--batch B] [--seq T] [--layers L]
-Prints "torch step_s=<median> fwd_bwd_s=<median> opt_s=<median> ..." (seconds).
+Prints "torch step_s=<median> fwd_bwd_s=<median> opt_s=<median> gemm_gflops=<rate> ..." (seconds;
+gemm_gflops: a 256x768 @ 768x3072 fp32 matmul, the MLP shape, best of 20, which shows
+whether the BLAS under PyTorch runs a kernel made for this CPU).
 """
 import argparse
 import math
@@ -61,6 +63,16 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def gemm_gflops(m=256, k=768, n=3072, reps=20):
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    best = float("inf")
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * m * k * n / best / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
@@ -95,7 +107,8 @@ def main():
             tot.append(t2 - t0)
     n = sum(p.numel() for p in model.parameters())
     print(f"torch step_s={statistics.median(tot):.4f} fwd_bwd_s={statistics.median(fb):.4f} "
-          f"opt_s={statistics.median(op):.4f} loss={loss.item():.4f} params={n} threads={a.threads} "
+          f"opt_s={statistics.median(op):.4f} gemm_gflops={gemm_gflops():.1f} loss={loss.item():.4f} params={n} "
+          f"threads={a.threads} "
           f"B={a.batch} T={a.seq} L={a.layers} torch={torch.__version__}")
 
 

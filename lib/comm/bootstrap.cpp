@@ -2,6 +2,8 @@
 
 #include <mpi.h>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -76,6 +78,37 @@ std::shared_ptr<Communicator> make_tcp_world(WorldState& s) {
   return std::make_shared<TcpCommunicator>(s.store, "world");
 }
 
+// Ranks on this node from the launcher's environment; 0 when it does not say.
+int local_size_from_env() {
+  for (const char* n : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"})
+    if (env(n)) return env_int(n, 0);
+  return 0;
+}
+
+// Ranks on this node for the thread default: the launcher's variables, else MPI's
+// shared-memory communicator, else ranks reporting the same host name to the store.
+int ranks_on_this_node(LaunchMode mode, WorldState& s) {
+  if (const int n = local_size_from_env(); n >= 1) return n;
+  if (mode == LaunchMode::Mpi) {
+    MPI_Comm node = MPI_COMM_NULL;
+    int n = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+      MPI_Comm_size(node, &n);
+      MPI_Comm_free(&node);
+    }
+    return n;
+  }
+  if (mode == LaunchMode::Tcp && s.store) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    const std::string key = std::string("pp3d/ranks_on_host/") + host;
+    s.store->add(key, 1);
+    s.store->barrier();  // every rank has counted itself
+    return static_cast<int>(s.store->add(key, 0));
+  }
+  return 1;
+}
+
 }  // namespace
 
 const char* launch_mode_name(LaunchMode m) {
@@ -116,6 +149,7 @@ std::shared_ptr<Communicator> init_world(const InitOptions& opts) {
   set_error_rank(s.world->rank());
   set_log_rank(s.world->rank());
   logger()->debug("world: {} ranks, launch mode {}", s.world->size(), launch_mode_name(mode));
+  apply_thread_default(ranks_on_this_node(mode, s));
   if (!s.atexit_registered) {
     s.atexit_registered = true;
     std::atexit([] { finalize_world(); });
@@ -140,9 +174,8 @@ int local_rank() {
 }
 
 int local_world_size() {
-  for (const char* n : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"})
-    if (env(n)) return env_int(n, 1);
-  return 1;
+  const int n = local_size_from_env();
+  return n >= 1 ? n : 1;
 }
 
 void finalize_world() {

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <mutex>
 #include <thread>
@@ -134,10 +135,15 @@ TcpStore::Reply TcpStore::request(uint8_t op, const std::vector<std::string>& ke
   r.value = value;
   const Bytes b = encode(r);
   const std::string what = fmt::format(
-      "rank {}: TCP store at {}:{} (rank 0's process has probably exited or been killed)", rank_, host_, port_);
-  // The server answers parked requests itself at wait_s; the slack covers a dead server.
+      "rank {}: TCP store at {}:{} (rank 0's process has probably exited, been killed, or become unreachable)",
+      rank_, host_, port_);
+  // The server answers parked requests itself at wait_s; past that a reply is
+  // only late by scheduling and transfer time. A short slack (not timeout_s_,
+  // 600 s by default) makes a node cut off from rank 0 fail within the
+  // communication timeout + 10 s, like the ranks that wait for it.
+  const double slack_s = std::min(timeout_s_, 5.0) + 5.0;
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(wait_s + timeout_s_ + 5.0));
+                                           std::chrono::duration<double>(wait_s + slack_s));
   try {
     PP3D_CHECK(send_all(fd_, b.data(), b.size(), deadline, what), "{}: request timed out", what);
     uint64_t len = 0;

@@ -7,7 +7,8 @@
 //       otherwise                          -> TcpStore + TcpCommunicator
 //   nothing                                -> LocalCommunicator
 // PP3D_LAUNCHER=mpi|tcp|local forces a mode. init_world() also sets the rank
-// used by errors and logs. finalize_world() (also run at exit) meets the other
+// used by errors and logs, and the OpenMP threads per rank when OMP_NUM_THREADS
+// is unset (apply_thread_default below). finalize_world() (also run at exit) meets the other
 // ranks, closes the store and calls MPI_Finalize if pp3d initialised MPI
 // (skipped after a communication failure, where it would wait for the dead peer).
 // Call from the main thread; the returned world is shared by the caller.
@@ -44,6 +45,24 @@ int local_rank();
 // Number of ranks on this node (OMPI_COMM_WORLD_LOCAL_SIZE, MPI_LOCALNRANKS,
 // LOCAL_WORLD_SIZE, SLURM_NTASKS_PER_NODE), else 1.
 int local_world_size();
+// OpenMP threads per rank when the user did not choose: max(1, usable_cores / local_ranks),
+// so ranks sharing a node do not oversubscribe its cores (4 ranks x 2 spinning
+// threads on 2 cores ran 70x slower than 1 thread each).
+int default_threads_per_rank(int usable_cores, int local_ranks);
+// CPUs this process may run on (its sched_getaffinity mask), at least 1.
+int usable_cores();
+
+struct ThreadChoice {
+  int threads = 1;         // OpenMP threads in effect for the calling thread
+  bool from_user = false;  // OMP_NUM_THREADS was set: left as the user chose
+  int usable_cores = 1;
+  int local_ranks = 1;
+};
+// Unless OMP_NUM_THREADS is set (non-empty), calls omp_set_num_threads(
+// default_threads_per_rank(usable_cores(), local_ranks)) and logs the choice
+// (info: rank 0 only). init_world() calls it with the ranks on this node.
+ThreadChoice apply_thread_default(int local_ranks);
+
 // Releases the world: a barrier (with deadline) so rank 0's store outlives the
 // others' use, then MPI_Finalize if pp3d called MPI_Init. Idempotent; errors
 // are logged, not thrown.
