@@ -49,7 +49,7 @@ TokenDataset load_text_dataset(const std::string& path, double val_fraction) {
   PP3D_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "val_fraction must be in (0, 1), got {}", val_fraction);
   const fs::path p(path);
   PP3D_REQUIRE(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
-             "llm.c shard or folder of shards, or omit --data for the embedded corpus)", path);
+               "llm.c shard or folder of shards, or omit --data for the embedded corpus)", path);
   std::vector<fs::path> files = fs::is_directory(p) ? sorted_files(p) : std::vector<fs::path>{p};
   PP3D_CHECK(!files.empty(), "data folder '{}' holds no regular files", path);
   std::vector<uint16_t> all;
@@ -164,7 +164,7 @@ TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_
   }
   const fs::path p(spec);
   PP3D_REQUIRE(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
-             "llm.c shard or folder of shards, or omit --data for the embedded corpus)", spec);
+               "llm.c shard or folder of shards, or omit --data for the embedded corpus)", spec);
   bool shards = has_bin_ext(p);
   if (fs::is_directory(p)) {
     for (const auto& f : sorted_files(p)) shards = shards || has_bin_ext(f);
