@@ -1,7 +1,12 @@
 // pp3d-train flags (see docs/USAGE_GUIDE.md) and the --print-config dump.
 #include "cli.h"
 
+#include <filesystem>
+
 #include <fmt/format.h>
+
+#include "pp3d/core/error.h"
+#include "pp3d/core/user_error.h"
 
 namespace pp3d::cli {
 
@@ -24,14 +29,15 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   // ---- batch
   opt("--batch-size", c.micro_batch_size, "micro-batch rows per forward/backward");
   opt("--global-batch-size", c.global_batch_size,
-      "rows per optimizer step (multiple of dp x --batch-size; 0 = dp x --batch-size x max(1, --micro-batches))");
+      "rows per optimizer step (multiple of dp x --batch-size; 0 = dp x --batch-size x --micro-batches, or x --pp "
+      "with --schedule interleaved, else x 1)");
   opt("--micro-batches", c.micro_batches,
       "micro-batches per step per data-parallel rank (with --global-batch-size: derives --batch-size)");
   // ---- optimisation
   opt("--max-steps", c.max_steps, "optimizer steps");
   opt("--lr", c.lr, "peak learning rate");
-  opt("--min-lr", c.min_lr, "final learning rate of the decay");
-  opt("--warmup-steps", c.warmup_steps, "linear warm-up steps");
+  opt("--min-lr", c.min_lr, "final learning rate of the decay (the default is lowered to --lr when larger)");
+  opt("--warmup-steps", c.warmup_steps, "linear warm-up steps (the default is lowered to --max-steps when larger)");
   opt("--lr-schedule", c.lr_schedule, "cosine | linear | constant")->check(CLI::IsMember({"cosine", "linear", "constant"}));
   opt("--weight-decay", c.weight_decay, "AdamW decoupled weight decay (matrices only)");
   opt("--adam-eps", c.adam_eps, "AdamW epsilon (betas 0.9 / 0.95)");
@@ -94,6 +100,8 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   app.add_option("--trace", c.trace, "write a Chrome trace (chrome://tracing) of one step's pipeline here");
   opt("--trace-step", c.trace_step, "0-based step whose trace --trace writes (clamped to the last)");
   app.add_flag("--log-all-ranks", c.log_all_ranks, "every rank logs (default: global rank 0 only)");
+  app.add_flag("--quiet", c.quiet, "no info log on the console, no train.log, no progress bar (warnings, errors, "
+               "metrics.jsonl and checkpoints still written)");
   app.add_flag("--progress,!--no-progress", c.progress,
                "rank 0's progress bar with ETA on stderr when it is a terminal (default on)");
   opt("--peak-tflops", c.peak_tflops, "per-rank peak TFLOP/s for metrics.jsonl's mfu (0: known GPUs only, none on CPU)")
@@ -121,7 +129,33 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"eval_interval", c.eval_interval}, {"eval_batches", c.eval_batches},
           {"export_safetensors", c.export_safetensors}, {"save_interval", c.save_interval},
           {"keep_last", c.keep_last}, {"resume_from", c.resume_from}, {"trace", c.trace}, {"trace_step", c.trace_step},
-          {"log_all_ranks", c.log_all_ranks}, {"progress", c.progress}, {"peak_tflops", c.peak_tflops}};
+          {"log_all_ranks", c.log_all_ranks}, {"quiet", c.quiet}, {"progress", c.progress}, {"peak_tflops", c.peak_tflops}};
+}
+
+std::vector<std::string> clamp_derived_defaults(const CLI::App& app, TrainConfig& c) {
+  std::vector<std::string> notes;
+  auto given = [&](const char* flag) { return app.count(flag) > 0; };
+  if (!given("--warmup-steps") && c.max_steps >= 1 && c.warmup_steps > c.max_steps) {
+    notes.push_back(fmt::format("--warmup-steps: the default {} is more than --max-steps {}; using {}",
+                                c.warmup_steps, c.max_steps, c.max_steps));
+    c.warmup_steps = c.max_steps;
+  }
+  if (!given("--min-lr") && c.lr > 0.0f && c.min_lr > c.lr) {
+    notes.push_back(fmt::format("--min-lr: the default {} is more than --lr {}; using {}", c.min_lr, c.lr, c.lr));
+    c.min_lr = c.lr;
+  }
+  return notes;
+}
+
+void check_paths(const TrainConfig& c) {
+  namespace fs = std::filesystem;
+  const auto exists = [](const std::string& p) { return p.empty() || fs::exists(p); };
+  PP3D_REQUIRE(exists(c.data), "--data '{}' does not exist (from {}: relative paths are taken from the directory "
+               "the command ran in)", c.data, fs::current_path().string());
+  PP3D_REQUIRE(exists(c.init_from), "--init-from '{}' does not exist (from {})", c.init_from,
+               fs::current_path().string());
+  PP3D_REQUIRE(c.resume_from == "latest" || exists(c.resume_from), "--resume-from '{}' does not exist (from {}; "
+               "or use --resume-from latest)", c.resume_from, fs::current_path().string());
 }
 
 }  // namespace pp3d::cli

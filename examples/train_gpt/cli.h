@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,12 @@ namespace pp3d::cli {
 void add_train_options(CLI::App& app, TrainConfig& c);
 // The resolved settings as JSON (keys = flag names with '_'), for --print-config.
 nlohmann::ordered_json config_json(const TrainConfig& c);
+
+// Lowers derived defaults that would reject a run the user did not misconfigure (--warmup-steps above
+// --max-steps, --min-lr above --lr) unless the user gave them; returns one log line per change.
+std::vector<std::string> clamp_derived_defaults(const CLI::App& app, TrainConfig& c);
+// Throws a user pp3d::Error when --data, --init-from or --resume-from names a missing path.
+void check_paths(const TrainConfig& c);
 
 // CLI11 config formatter for YAML files: a flat map whose keys are flag names
 // without the dashes ('-' or '_'); lists give multi-value flags. Unknown keys,

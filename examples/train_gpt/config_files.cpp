@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "pp3d/core/error.h"
+#include "pp3d/core/user_error.h"
 
 namespace pp3d::cli {
 
@@ -86,10 +87,10 @@ void set_unless_given(const CLI::App& app, const char* flag, T& field, V value) 
 
 void reject_unknown(const nlohmann::json& obj, const std::set<std::string>& known, const std::string& where,
                     const std::string& path) {
-  PP3D_CHECK(obj.is_object(), "--deepspeed-config '{}': {} must be a JSON object", path, where);
+  PP3D_REQUIRE(obj.is_object(), "--deepspeed-config '{}': {} must be a JSON object", path, where);
   for (const auto& [k, v] : obj.items())
-    PP3D_CHECK(known.count(k) != 0, "--deepspeed-config '{}': unknown or unsupported key '{}{}' (supported: {})",
-               path, where.empty() ? "" : where + ".", k, fmt::format("{}", fmt::join(known, ", ")));
+    PP3D_REQUIRE(known.count(k) != 0, "--deepspeed-config '{}': unknown or unsupported key '{}{}' (supported: {})",
+                 path, where.empty() ? "" : where + ".", k, fmt::format("{}", fmt::join(known, ", ")));
 }
 
 bool enabled(const nlohmann::json& j) { return j.is_object() && j.value("enabled", false); }
@@ -98,12 +99,12 @@ bool enabled(const nlohmann::json& j) { return j.is_object() && j.value("enabled
 
 void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainConfig& c) {
   std::ifstream in(path);
-  PP3D_CHECK(in.good(), "--deepspeed-config '{}' cannot be read", path);
+  PP3D_REQUIRE(in.good(), "--deepspeed-config '{}' cannot be read", path);
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    PP3D_CHECK(false, "--deepspeed-config '{}' is not valid JSON: {}", path, e.what());
+    PP3D_REQUIRE(false, "--deepspeed-config '{}' is not valid JSON: {}", path, e.what());
   }
   reject_unknown(j, {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
                      "gradient_clipping", "steps_per_print", "optimizer", "zero_optimization", "fp16", "bf16",
@@ -117,9 +118,9 @@ void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainC
     reject_unknown(f, {"enabled", "loss_scale", "initial_scale_power", "loss_scale_window", "hysteresis",
                        "min_loss_scale"}, "fp16", path);
     if (enabled(f)) {
-      PP3D_CHECK(f.value("loss_scale", 0.0) == 0.0, "--deepspeed-config '{}': fp16.loss_scale {} (a static loss "
-                 "scale) is not supported; pp3d uses dynamic loss scaling (loss_scale 0)", path,
-                 f.value("loss_scale", 0.0));
+      PP3D_REQUIRE(f.value("loss_scale", 0.0) == 0.0, "--deepspeed-config '{}': fp16.loss_scale {} (a static loss "
+                   "scale) is not supported; pp3d uses dynamic loss scaling (loss_scale 0)", path,
+                   f.value("loss_scale", 0.0));
       set_unless_given(app, "--fp16", c.fp16, true);
       if (f.contains("initial_scale_power"))
         set_unless_given(app, "--initial-loss-scale", c.loss_scaler.init_scale,
@@ -142,8 +143,8 @@ void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainC
     const auto& o = j["optimizer"];
     reject_unknown(o, {"type", "params"}, "optimizer", path);
     const std::string type = o.value("type", "AdamW");
-    PP3D_CHECK(type == "AdamW" || type == "Adam" || type == "adamw" || type == "adam",
-               "--deepspeed-config '{}': optimizer.type '{}' is not supported (pp3d trains with AdamW)", path, type);
+    PP3D_REQUIRE(type == "AdamW" || type == "Adam" || type == "adamw" || type == "adam",
+                 "--deepspeed-config '{}': optimizer.type '{}' is not supported (pp3d trains with AdamW)", path, type);
     if (o.contains("params")) {
       const auto& p = o["params"];
       reject_unknown(p, {"lr", "eps", "weight_decay", "betas"}, "optimizer.params", path);
@@ -152,8 +153,8 @@ void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainC
       if (p.contains("weight_decay")) set_unless_given(app, "--weight-decay", c.weight_decay, p["weight_decay"].get<double>());
       if (p.contains("betas")) {
         const auto b = p["betas"].get<std::vector<double>>();
-        PP3D_CHECK(b.size() == 2 && std::fabs(b[0] - 0.9) < 1e-9 && std::fabs(b[1] - 0.95) < 1e-9,
-                   "--deepspeed-config '{}': optimizer.params.betas must be [0.9, 0.95] (pp3d's AdamW betas)", path);
+        PP3D_REQUIRE(b.size() == 2 && std::fabs(b[0] - 0.9) < 1e-9 && std::fabs(b[1] - 0.95) < 1e-9,
+                     "--deepspeed-config '{}': optimizer.params.betas must be [0.9, 0.95] (pp3d's AdamW betas)", path);
       }
     }
   }
@@ -167,8 +168,8 @@ void apply_deepspeed_config(const std::string& path, const CLI::App& app, TrainC
     if (z.contains(bucket_key))
       set_unless_given(app, "--bucket-size-mb", c.bucket_size_mb, z[bucket_key].get<double>() * 4.0 / 1e6);
     // pp3d always overlaps the reductions with backward and keeps gradients in contiguous buckets.
-    PP3D_CHECK(z.value("reduce_scatter", true), "--deepspeed-config '{}': zero_optimization.reduce_scatter false "
-               "is not supported (pp3d reduce-scatters in ZeRO 1-3)", path);
+    PP3D_REQUIRE(z.value("reduce_scatter", true), "--deepspeed-config '{}': zero_optimization.reduce_scatter false "
+                 "is not supported (pp3d reduce-scatters in ZeRO 1-3)", path);
     if (z.contains("stage3_prefetch_bucket_size")) {
       // Elements -> whole layers of this model (12 C^2 + 13 C parameters per layer, / tp).
       const double per_layer = (12.0 * c.hidden_size * c.hidden_size + 13.0 * c.hidden_size) / c.tp;

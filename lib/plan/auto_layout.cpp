@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "pp3d/core/error.h"
+#include "pp3d/core/user_error.h"
 #include "pp3d/train/interop.h"
 #include "plan/plan_detail.h"
 
@@ -125,11 +126,11 @@ Cluster trainer_cluster(bool cuda, int world_size, const std::string& gpu) {
 std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size, const Cluster& cluster,
                                             const AutoLayoutRequest& what, int64_t* considered) {
   PP3D_CHECK(world_size >= 1, "auto layout: world size must be >= 1, got {}", world_size);
-  PP3D_CHECK(what.tp || c.tp >= 1, "--tp must be >= 1 or auto, got {}", c.tp);
-  PP3D_CHECK(what.pp || c.pp >= 1, "--pp must be >= 1 or auto, got {}", c.pp);
-  PP3D_CHECK(what.zero || (c.zero_stage >= 0 && c.zero_stage <= 3), "--zero-stage must be 0..3 or auto, got {}",
-             c.zero_stage);
-  PP3D_CHECK(c.micro_batch_size >= 1, "--batch-size must be >= 1, got {}", c.micro_batch_size);
+  PP3D_REQUIRE(what.tp || c.tp >= 1, "--tp must be >= 1 or auto, got {}", c.tp);
+  PP3D_REQUIRE(what.pp || c.pp >= 1, "--pp must be >= 1 or auto, got {}", c.pp);
+  PP3D_REQUIRE(what.zero || (c.zero_stage >= 0 && c.zero_stage <= 3), "--zero-stage must be 0..3 or auto, got {}",
+               c.zero_stage);
+  PP3D_REQUIRE(c.micro_batch_size >= 1, "--batch-size must be >= 1, got {}", c.micro_batch_size);
   const int64_t G = auto_global_batch(c, world_size);
   int64_t count = 0;
   std::vector<Candidate> out;
@@ -186,9 +187,9 @@ AutoLayoutChoice resolve_auto_layout(TrainConfig& c, int world_size, const Clust
                                      const AutoLayoutRequest& what) {
   AutoLayoutChoice r;
   std::vector<Candidate> ranked = rank_trainer_layouts(c, world_size, cluster, what, &r.considered);
-  PP3D_CHECK(!ranked.empty(), "auto layout: none of the {} layouts the trainer supports for {} rank(s) fits in {:.3g} "
-             "GB per rank (or divides the model and batch); give --tp/--pp/--zero-stage explicitly, lower "
-             "--batch-size, or add --recompute", r.considered, world_size, cluster.gpu.memory_bytes / 1e9);
+  PP3D_REQUIRE(!ranked.empty(), "auto layout: none of the {} layouts the trainer supports for {} rank(s) fits in {:.3g} "
+               "GB per rank (or divides the model and batch); give --tp/--pp/--zero-stage explicitly, lower "
+               "--batch-size, or add --recompute", r.considered, world_size, cluster.gpu.memory_bytes / 1e9);
   r.feasible = static_cast<int64_t>(ranked.size());
   r.best = ranked[0];
   if (ranked.size() > 1) r.runner_up = ranked[1];

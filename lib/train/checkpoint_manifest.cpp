@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "pp3d/core/error.h"
+#include "pp3d/core/user_error.h"
 #include "train/checkpoint_internal.h"
 
 namespace fs = std::filesystem;
@@ -193,7 +194,7 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& outpu
                "--resume-from latest: no '{}/latest' pointer (no checkpoint saved there yet)", output_dir);
     return follow(output_dir);
   }
-  PP3D_CHECK(fs::is_directory(spec), "checkpoint directory '{}' does not exist", spec);
+  PP3D_REQUIRE(fs::is_directory(spec), "checkpoint directory '{}' does not exist", spec);
   if (fs::exists(fs::path(spec) / "manifest.json")) return spec;
   if (fs::exists(fs::path(spec) / "latest")) return follow(spec);
   PP3D_FAIL("'{}' holds neither manifest.json (a checkpoint) nor a 'latest' pointer (an output directory); an "
@@ -206,7 +207,7 @@ CheckpointInfo read_checkpoint_info(const std::string& dir) {
 }
 
 json detail::read_manifest(const std::string& dir) {
-  PP3D_CHECK(fs::is_directory(dir), "checkpoint directory '{}' does not exist", dir);
+  PP3D_REQUIRE(fs::is_directory(dir), "checkpoint directory '{}' does not exist", dir);
   const std::string mpath = (fs::path(dir) / "manifest.json").string();
   PP3D_CHECK(fs::exists(mpath), "checkpoint '{}' has no manifest.json (incomplete save or not a pp3d checkpoint)", dir);
   json j;

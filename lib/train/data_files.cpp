@@ -6,6 +6,7 @@
 #include <iterator>
 
 #include "pp3d/core/error.h"
+#include "pp3d/core/user_error.h"
 #include "pp3d/train/data.h"
 
 namespace pp3d {
@@ -47,8 +48,8 @@ void split_tail(std::vector<uint16_t> all, double val_fraction, TokenDataset& d)
 TokenDataset load_text_dataset(const std::string& path, double val_fraction) {
   PP3D_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "val_fraction must be in (0, 1), got {}", val_fraction);
   const fs::path p(path);
-  PP3D_CHECK(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
-             "llm.c shard or folder of shards, or omit --data for the embedded corpus)", path);
+  PP3D_REQUIRE(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
+               "llm.c shard or folder of shards, or omit --data for the embedded corpus)", path);
   std::vector<fs::path> files = fs::is_directory(p) ? sorted_files(p) : std::vector<fs::path>{p};
   PP3D_CHECK(!files.empty(), "data folder '{}' holds no regular files", path);
   std::vector<uint16_t> all;
@@ -115,7 +116,7 @@ void write_llmc_shard(const std::string& path, const std::vector<uint16_t>& toke
 
 TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
   const fs::path p(path);
-  PP3D_CHECK(fs::exists(p), "llm.c shard path '{}' does not exist", path);
+  PP3D_REQUIRE(fs::exists(p), "llm.c shard path '{}' does not exist", path);
   TokenDataset d;
   d.vocab_size = vocab_size;
   auto append = [&](std::vector<uint16_t>& dst, const fs::path& f) {
@@ -162,8 +163,8 @@ TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_
     return make_synthetic_dataset(opt);
   }
   const fs::path p(spec);
-  PP3D_CHECK(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
-             "llm.c shard or folder of shards, or omit --data for the embedded corpus)", spec);
+  PP3D_REQUIRE(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
+               "llm.c shard or folder of shards, or omit --data for the embedded corpus)", spec);
   bool shards = has_bin_ext(p);
   if (fs::is_directory(p)) {
     for (const auto& f : sorted_files(p)) shards = shards || has_bin_ext(f);

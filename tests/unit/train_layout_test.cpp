@@ -110,3 +110,24 @@ TEST_CASE("TrainConfig: impossible layouts are rejected naming the flags", "[tra
   c.schedule = "zigzag";
   CHECK_THAT(error_of(c, 1), Catch::Contains("--schedule 'zigzag' is not one of gpipe, 1f1b, interleaved"));
 }
+
+TEST_CASE("TrainConfig: interleaved derives pp micro-batches per step when the batch is not given",
+          "[trainer][layout]") {
+  TrainConfig c = base();
+  c.global_batch_size = 0;  // neither --global-batch-size nor --micro-batches given
+  c.num_layers = 8;
+  c.tp = 2;
+  c.pp = 4;
+  c.schedule = "interleaved";
+  c.virtual_stages = 2;
+  const ParallelLayout l = c.resolve_layout(8);
+  CHECK(l.micro_batches == 4);
+  CHECK(l.global_batch == 4 * c.micro_batch_size);
+  CHECK(error_of(c, 8) == "(no error)");
+  c.micro_batches = 2;  // given by the user: still rejected
+  CHECK_THAT(error_of(c, 8), Catch::Contains("micro-batches per step (2) to be a multiple of --pp 4"));
+  c.micro_batches = 0;
+  c.schedule = "1f1b";
+  c.virtual_stages = 1;
+  CHECK(c.resolve_layout(8).micro_batches == 1);  // other schedules: one micro-batch, as before
+}
