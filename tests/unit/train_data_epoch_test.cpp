@@ -33,7 +33,7 @@ std::vector<uint32_t> ramp(int64_t n, uint32_t first, uint32_t mod) {
 
 }  // namespace
 
-TEST_CASE("token shards: 32-bit ids round trip through a mapping; header checks name file and offset", "[data]") {
+TEST_CASE("token shards: 32-bit ids round trip through a mapping, header checks name file and offset", "[data]") {
   const fs::path dir = temp_dir("wide");
   const auto tok = ramp(5000, 60000, 70000);  // ids up to 129999: a Llama-3-sized vocabulary
   const std::string path = (dir / "w_train_000.bin").string();
@@ -86,7 +86,7 @@ TEST_CASE("token shards: 32-bit ids round trip through a mapping; header checks 
   fs::remove_all(dir);
 }
 
-TEST_CASE("permute_index is a bijection of [0, n) that depends on the key", "[data]") {
+TEST_CASE("permute_index is a bijection of 0 .. n-1 that depends on the key", "[data]") {
   for (uint64_t n : {1u, 2u, 3u, 5u, 16u, 17u, 1000u, 4097u}) {
     std::vector<int> seen(n, 0);
     for (uint64_t i = 0; i < n; ++i) ++seen[permute_index(i, n, 42)];
@@ -221,7 +221,7 @@ TEST_CASE("blends: the schedule honours the weights within 1% and sources are re
   fs::remove_all(dir);
 }
 
-TEST_CASE("Trainer: a run resumed mid-epoch continues bitwise; the embedded corpus keeps random windows",
+TEST_CASE("Trainer: a run resumed mid-epoch continues bitwise, the embedded corpus keeps random windows",
           "[data][trainer]") {
   const fs::path dir = temp_dir("resume");
   write_token_shard((dir / "r_train_000.bin").string(), ramp(161, 0, 97));  // 20 windows of 8: 5 steps of 4
