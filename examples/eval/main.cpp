@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   bool json = false;
   app.add_option("--checkpoint", checkpoint, "pp3d checkpoint directory (or a run's output dir holding 'latest')");
   app.add_option("--init-from", init_from, "llm.c GPT-2 checkpoint file (fp32)");
-  app.add_option("--data", data, "text file/folder or llm.c .bin shard(s); default: embedded synthetic corpus");
+  app.add_option("--data", data, "text file/folder, .bin token shard(s) or a blend 'W1 PATH1 W2 PATH2'; default: "
+                 "embedded synthetic corpus");
   app.add_option("--batches", o.batches, "validation batches (pp3d-train: --eval-batches)")->capture_default_str();
   app.add_option("--batch-size", o.batch_size, "rows per batch (pp3d-train: --batch-size)")->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "tokens per row; 0 = the model's context")->capture_default_str();

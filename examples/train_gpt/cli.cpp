@@ -85,7 +85,12 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--bucket-size-mb", c.bucket_size_mb, "gradient-reduction bucket size (MB of f32)");
   opt("--prefetch-layers", c.prefetch_layers, "ZeRO-3: layers gathered ahead of use");
   // ---- data, files, reporting
-  app.add_option("--data", c.data, "text file/folder or llm.c .bin shard(s); default: embedded synthetic corpus");
+  app.add_option("--data", c.data, "text file/folder, .bin token shard(s) or a folder of them (memory-mapped; "
+                 "tools/prepare_data writes them), or a weighted blend 'W1 PATH1 W2 PATH2 ...'; default: embedded "
+                 "synthetic corpus");
+  opt("--sampler", c.sampler, "epoch: shuffled epochs of non-overlapping windows (without replacement); random: "
+      "independent random windows; auto: random for the embedded corpus, epoch otherwise")
+      ->check(CLI::IsMember({"auto", "epoch", "random"}));
   app.add_option("--init-from", c.init_from, "llm.c GPT-2 checkpoint (fp32) to start from");
   opt("--output-dir", c.output_dir, "where train.log and metrics.jsonl go");
   opt("--log-interval", c.log_interval, "steps between log lines");
@@ -124,7 +129,7 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"min_loss_scale", c.loss_scaler.min_scale},
           {"tp", c.tp}, {"pp", c.pp}, {"sequence_parallel", c.sequence_parallel}, {"schedule", c.schedule},
           {"virtual_stages", c.virtual_stages}, {"pipeline_split", c.pipeline_split}, {"zero_stage", c.zero_stage},
-          {"bucket_size_mb", c.bucket_size_mb}, {"prefetch_layers", c.prefetch_layers}, {"data", c.data},
+          {"bucket_size_mb", c.bucket_size_mb}, {"prefetch_layers", c.prefetch_layers}, {"data", c.data}, {"sampler", c.sampler},
           {"init_from", c.init_from}, {"output_dir", c.output_dir}, {"log_interval", c.log_interval},
           {"eval_interval", c.eval_interval}, {"eval_batches", c.eval_batches},
           {"export_safetensors", c.export_safetensors}, {"save_interval", c.save_interval},

@@ -3,7 +3,19 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <cmath>
+#include <cstdlib>
 #include <iterator>
+#include <sstream>
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/user_error.h"
@@ -35,12 +47,11 @@ std::string read_file_bytes(const fs::path& p) {
 
 bool has_bin_ext(const fs::path& p) { return p.extension() == ".bin"; }
 
-// Splits `all` into train (first 1 - val_fraction) and val (the rest).
-void split_tail(std::vector<uint16_t> all, double val_fraction, TokenDataset& d) {
-  const auto n_val = static_cast<std::size_t>(static_cast<double>(all.size()) * val_fraction);
-  d.val.assign(all.end() - static_cast<std::ptrdiff_t>(n_val), all.end());
-  all.resize(all.size() - n_val);
-  d.train = std::move(all);
+// Splits `all` into train (first 1 - val_fraction) and val (the rest), sharing storage.
+void split_tail(const TokenSplit& all, double val_fraction, TokenDataset& d) {
+  const auto n_val = static_cast<int64_t>(static_cast<double>(all.size()) * val_fraction);
+  d.train = all.slice(0, all.size() - n_val);
+  d.val = all.slice(all.size() - n_val, all.size());
 }
 
 }  // namespace
@@ -60,69 +71,142 @@ TokenDataset load_text_dataset(const std::string& path, double val_fraction) {
   PP3D_CHECK(!all.empty(), "data path '{}' is empty ({} file(s), 0 bytes)", path, files.size());
   TokenDataset d;
   d.vocab_size = 256;
-  split_tail(std::move(all), val_fraction, d);
+  split_tail(TokenSplit(std::move(all), fmt::format("text '{}'", path)), val_fraction, d);
   d.description = fmt::format("byte-level text '{}' ({} file(s)): {} train bytes, {} val bytes", path,
                               files.size(), d.train.size(), d.val.size());
   return d;
 }
 
-std::vector<uint16_t> read_llmc_shard(const std::string& path, int64_t vocab_size) {
-  PP3D_CHECK(vocab_size >= 1 && vocab_size <= 65536, "vocab_size must be in [1, 65536], got {}", vocab_size);
-  std::ifstream in(path, std::ios::binary);
-  PP3D_CHECK(in.good(), "cannot open llm.c token shard '{}' for reading", path);
-  in.seekg(0, std::ios::end);
-  const auto file_bytes = static_cast<int64_t>(in.tellg());
-  in.seekg(0);
-  PP3D_CHECK(file_bytes >= kShardHeaderBytes,
-             "llm.c token shard '{}' is truncated: {} bytes, but the header alone is {} bytes (byte offset {} is "
-             "past the end); re-create the shard", path, file_bytes, kShardHeaderBytes, file_bytes);
-  std::array<int32_t, kShardHeaderInts> header{};
-  in.read(reinterpret_cast<char*>(header.data()), kShardHeaderBytes);
-  PP3D_CHECK(header[0] == kLlmcShardMagic,
-             "'{}' is not an llm.c token shard: magic at byte offset 0 is {}, expected {} (give a file written by "
-             "llm.c's data scripts, or a text file without the .bin extension)", path, header[0], kLlmcShardMagic);
-  PP3D_CHECK(header[1] == 1, "llm.c token shard '{}' has version {} at byte offset 4; only version 1 (uint16 "
-             "tokens) is supported", path, header[1]);
-  const int64_t ntok = header[2];
-  PP3D_CHECK(ntok >= 0, "llm.c token shard '{}' declares a negative token count {} at byte offset 8", path, ntok);
-  const int64_t expect = kShardHeaderBytes + 2 * ntok;
-  PP3D_CHECK(file_bytes >= expect,
-             "llm.c token shard '{}' is truncated: header (byte offset 8) declares {} tokens = {} bytes, but the "
-             "file ends at byte offset {}; re-download or re-create the shard", path, ntok, expect, file_bytes);
-  std::vector<uint16_t> tokens(static_cast<std::size_t>(ntok));
-  in.read(reinterpret_cast<char*>(tokens.data()), 2 * ntok);
-  PP3D_CHECK(in.good(), "read error in llm.c token shard '{}' after byte offset {}", path, kShardHeaderBytes);
-  for (int64_t i = 0; i < ntok; ++i) {
-    PP3D_CHECK(tokens[i] < vocab_size,
-               "llm.c token shard '{}': token {} (index {}, byte offset {}) is >= the vocabulary size {}; use a "
-               "model with a larger --vocab-size or the tokenizer the model expects", path, tokens[i], i,
-               kShardHeaderBytes + 2 * i, vocab_size);
+namespace {
+
+// A read-only mapping of a whole file, unmapped when the last piece using it goes.
+struct FileMapping {
+  void* addr = MAP_FAILED;
+  std::size_t bytes = 0;
+  ~FileMapping() {
+    if (addr != MAP_FAILED) ::munmap(addr, bytes);
   }
-  return tokens;
+};
+
+}  // namespace
+
+TokenSplit map_token_shard(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  PP3D_CHECK(fd >= 0, "cannot open token shard '{}' for reading: {}", path, std::strerror(errno));
+  struct stat st{};
+  const int stat_rc = ::fstat(fd, &st);
+  const auto file_bytes = static_cast<int64_t>(st.st_size);
+  auto map = std::make_shared<FileMapping>();
+  if (stat_rc == 0 && file_bytes > 0) {
+    map->bytes = static_cast<std::size_t>(file_bytes);
+    map->addr = ::mmap(nullptr, map->bytes, PROT_READ, MAP_SHARED, fd, 0);
+  }
+  const int map_errno = errno;
+  ::close(fd);
+  PP3D_CHECK(stat_rc == 0, "cannot stat token shard '{}'", path);
+  PP3D_CHECK(file_bytes >= kShardHeaderBytes,
+             "token shard '{}' is truncated: {} bytes, but the header alone is {} bytes (byte offset {} is "
+             "past the end); re-create the shard", path, file_bytes, kShardHeaderBytes, file_bytes);
+  PP3D_CHECK(map->addr != MAP_FAILED, "cannot memory-map token shard '{}': {}", path, std::strerror(map_errno));
+  // Windows are read at random places: no read-ahead beyond the pages asked for.
+  ::madvise(map->addr, map->bytes, MADV_RANDOM);
+  std::array<int32_t, 4> h{};
+  std::memcpy(h.data(), map->addr, sizeof(h));
+  PP3D_CHECK(h[0] == kLlmcShardMagic,
+             "'{}' is not a token shard: magic at byte offset 0 is {}, expected {} (give a file written by "
+             "tools/prepare_data or llm.c's data scripts, or a text file without the .bin extension)", path, h[0],
+             kLlmcShardMagic);
+  PP3D_CHECK(h[1] == 1 || h[1] == 2, "token shard '{}' has version {} at byte offset 4; supported: 1 (uint16 "
+             "ids, llm.c) and 2 (uint32 ids)", path, h[1]);
+  const int width = h[1] == 1 ? 2 : 4;
+  PP3D_CHECK(h[3] == 0 || h[3] == width, "token shard '{}' (version {}) declares {} bytes per token at byte "
+             "offset 12; version {} means {} (0 is accepted for llm.c files)", path, h[1], h[3], h[1], width);
+  const int64_t ntok = h[2];
+  PP3D_CHECK(ntok >= 0, "token shard '{}' declares a negative token count {} at byte offset 8", path, ntok);
+  const int64_t expect = kShardHeaderBytes + width * ntok;
+  PP3D_CHECK(file_bytes >= expect,
+             "token shard '{}' is truncated: header (byte offset 8) declares {} tokens of {} bytes = {} bytes "
+             "with the header, but the file ends at byte offset {}; re-download or re-create the shard", path,
+             ntok, width, expect, file_bytes);
+  TokenSplit::Piece p;
+  p.data = static_cast<const unsigned char*>(map->addr) + kShardHeaderBytes;
+  p.tokens = ntok;
+  p.bytes_per_token = width;
+  p.file_offset = kShardHeaderBytes;
+  p.file = path;
+  p.owner = map;
+  TokenSplit s;
+  s.append(std::move(p));
+  return s;
 }
 
-void write_llmc_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
-  PP3D_CHECK(tokens.size() <= 0x7fffffffu, "too many tokens ({}) for one llm.c shard", tokens.size());
+std::vector<uint32_t> read_token_shard(const std::string& path, int64_t vocab_size) {
+  PP3D_CHECK(vocab_size >= 1, "vocab_size must be >= 1, got {}", vocab_size);
+  const TokenSplit s = map_token_shard(path);
+  std::vector<int32_t> ids(static_cast<std::size_t>(s.size()));
+  s.read(0, s.size(), ids.data(), vocab_size);
+  return {ids.begin(), ids.end()};
+}
+
+std::vector<uint16_t> read_llmc_shard(const std::string& path, int64_t vocab_size) {
+  PP3D_CHECK(vocab_size >= 1 && vocab_size <= 65536, "vocab_size must be in [1, 65536], got {}", vocab_size);
+  const auto ids = read_token_shard(path, vocab_size);
+  return {ids.begin(), ids.end()};
+}
+
+void write_token_shard(const std::string& path, const std::vector<uint32_t>& tokens, bool force32) {
+  PP3D_CHECK(tokens.size() <= 0x7fffffffu, "too many tokens ({}) for one shard (at most 2^31 - 1)", tokens.size());
+  const bool wide = force32 || std::any_of(tokens.begin(), tokens.end(), [](uint32_t t) { return t > 0xffff; });
   std::array<int32_t, kShardHeaderInts> header{};
   header[0] = kLlmcShardMagic;
-  header[1] = 1;
+  header[1] = wide ? 2 : 1;
   header[2] = static_cast<int32_t>(tokens.size());
+  header[3] = wide ? 4 : 2;
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   PP3D_CHECK(out.good(), "cannot open '{}' for writing", path);
   out.write(reinterpret_cast<const char*>(header.data()), kShardHeaderBytes);
-  out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(2 * tokens.size()));
+  if (wide) {
+    out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(4 * tokens.size()));
+  } else {
+    const std::vector<uint16_t> narrow(tokens.begin(), tokens.end());
+    out.write(reinterpret_cast<const char*>(narrow.data()), static_cast<std::streamsize>(2 * narrow.size()));
+  }
   PP3D_CHECK(out.good(), "write error on '{}'", path);
 }
 
+void write_llmc_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
+  write_token_shard(path, std::vector<uint32_t>(tokens.begin(), tokens.end()));
+}
+
+namespace {
+
+// vocab_size from tools/prepare_data's meta.json next to the shards, if there is one.
+int64_t meta_vocab(const fs::path& dir, int64_t fallback) {
+  const fs::path meta = dir / "meta.json";
+  if (!fs::exists(meta)) return fallback;
+  try {
+    const auto j = nlohmann::json::parse(read_file_bytes(meta));
+    const int64_t v = j.at("vocab_size").get<int64_t>();
+    PP3D_CHECK(v >= 1, "'{}': vocab_size must be >= 1, got {}", meta.string(), v);
+    return v;
+  } catch (const nlohmann::json::exception& e) {
+    PP3D_FAIL("'{}' is not a valid dataset meta file ({}); re-create it with tools/prepare_data or delete it",
+              meta.string(), e.what());
+  }
+}
+
+void append_shard(TokenSplit& dst, const fs::path& f) {
+  const TokenSplit shard = map_token_shard(f.string());  // named: a temporary's pieces() would dangle
+  for (const auto& p : shard.pieces()) dst.append(p);
+}
+
+}  // namespace
+
 TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
   const fs::path p(path);
-  PP3D_REQUIRE(fs::exists(p), "llm.c shard path '{}' does not exist", path);
+  PP3D_REQUIRE(fs::exists(p), "token shard path '{}' does not exist", path);
   TokenDataset d;
-  d.vocab_size = vocab_size;
-  auto append = [&](std::vector<uint16_t>& dst, const fs::path& f) {
-    const auto t = read_llmc_shard(f.string(), vocab_size);
-    dst.insert(dst.end(), t.begin(), t.end());
-  };
+  d.vocab_size = meta_vocab(fs::is_directory(p) ? p : p.parent_path(), vocab_size);
   if (fs::is_directory(p)) {
     std::vector<fs::path> train, val;
     for (const auto& f : sorted_files(p)) {
@@ -131,12 +215,13 @@ TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
       if (name.find("train") != std::string::npos) train.push_back(f);
       else if (name.find("val") != std::string::npos) val.push_back(f);
     }
-    PP3D_CHECK(!train.empty(), "folder '{}' has no llm.c training shards (files named *train*.bin)", path);
-    PP3D_CHECK(!val.empty(), "folder '{}' has no llm.c validation shards (files named *val*.bin)", path);
-    for (const auto& f : train) append(d.train, f);
-    for (const auto& f : val) append(d.val, f);
-    d.description = fmt::format("llm.c shards in '{}': {} train file(s) {} tokens, {} val file(s) {} tokens",
-                                path, train.size(), d.train.size(), val.size(), d.val.size());
+    PP3D_CHECK(!train.empty(), "folder '{}' has no training shards (files named *train*.bin)", path);
+    PP3D_CHECK(!val.empty(), "folder '{}' has no validation shards (files named *val*.bin)", path);
+    for (const auto& f : train) append_shard(d.train, f);
+    for (const auto& f : val) append_shard(d.val, f);
+    d.description = fmt::format("token shards in '{}' (memory-mapped, vocab {}): {} train file(s) {} tokens, {} "
+                                "val file(s) {} tokens", path, d.vocab_size, train.size(), d.train.size(),
+                                val.size(), d.val.size());
     return d;
   }
   std::string name = p.filename().string();
@@ -144,19 +229,45 @@ TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
   fs::path val_path;
   if (pos != std::string::npos) val_path = p.parent_path() / name.replace(pos, 5, "val");
   if (!val_path.empty() && fs::exists(val_path)) {
-    append(d.train, p);
-    append(d.val, val_path);
-    d.description = fmt::format("llm.c shards '{}' ({} tokens) + '{}' ({} tokens)", path, d.train.size(),
-                                val_path.string(), d.val.size());
+    append_shard(d.train, p);
+    append_shard(d.val, val_path);
+    d.description = fmt::format("token shards '{}' ({} tokens) + '{}' ({} tokens), memory-mapped, vocab {}", path,
+                                d.train.size(), val_path.string(), d.val.size(), d.vocab_size);
   } else {
-    split_tail(read_llmc_shard(path, vocab_size), 0.1, d);
-    d.description = fmt::format("llm.c shard '{}': {} train tokens, last 10% = {} val tokens", path,
-                                d.train.size(), d.val.size());
+    split_tail(map_token_shard(path), 0.1, d);
+    d.description = fmt::format("token shard '{}' (memory-mapped, vocab {}): {} train tokens, last 10% = {} val "
+                                "tokens", path, d.vocab_size, d.train.size(), d.val.size());
   }
   return d;
 }
 
-TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
+namespace {
+
+// "0.7 a 0.3 b" -> {(0.7, a), (0.3, b)}; empty when `spec` is a single path.
+std::vector<std::pair<double, std::string>> parse_blend(const std::string& spec) {
+  std::istringstream in(spec);
+  std::vector<std::string> words{std::istream_iterator<std::string>(in), std::istream_iterator<std::string>()};
+  if (words.size() < 2) return {};
+  auto number = [](const std::string& w, double& v) {
+    char* end = nullptr;
+    v = std::strtod(w.c_str(), &end);
+    return end != w.c_str() && *end == '\0';
+  };
+  double first = 0.0;
+  if (!number(words[0], first)) return {};  // a path with spaces
+  PP3D_CHECK(words.size() % 2 == 0, "--data '{}': a blend is pairs 'WEIGHT PATH WEIGHT PATH ...' (Megatron's "
+             "form), but it has {} words", spec, words.size());
+  std::vector<std::pair<double, std::string>> parts;
+  for (std::size_t i = 0; i < words.size(); i += 2) {
+    double w = 0.0;
+    PP3D_CHECK(number(words[i], w) && std::isfinite(w) && w > 0.0, "--data '{}': '{}' (word {}) should be a "
+               "positive weight; write 'WEIGHT PATH WEIGHT PATH ...'", spec, words[i], i + 1);
+    parts.emplace_back(w, words[i + 1]);
+  }
+  return parts;
+}
+
+TokenDataset load_single(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
   if (spec.empty() || spec == "synthetic") {
     SyntheticCorpusOptions opt;
     opt.seed = seed;
@@ -164,12 +275,32 @@ TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_
   }
   const fs::path p(spec);
   PP3D_REQUIRE(fs::exists(p), "data path '{}' does not exist (give a text file, a folder of text files, a .bin "
-               "llm.c shard or folder of shards, or omit --data for the embedded corpus)", spec);
+               "token shard or folder of shards, 'W1 PATH1 W2 PATH2' for a blend, or omit --data for the embedded "
+               "corpus)", spec);
   bool shards = has_bin_ext(p);
   if (fs::is_directory(p)) {
     for (const auto& f : sorted_files(p)) shards = shards || has_bin_ext(f);
   }
   return shards ? load_llmc_dataset(spec, shard_vocab) : load_text_dataset(spec);
+}
+
+}  // namespace
+
+TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
+  const auto parts = parse_blend(spec);
+  if (parts.empty()) return load_single(spec, seed, shard_vocab);
+  double total = 0.0;
+  for (const auto& [w, path] : parts) total += w;
+  TokenDataset d;
+  d.vocab_size = 0;
+  d.description = "blend of " + std::to_string(parts.size()) + " datasets:";
+  for (const auto& [w, path] : parts) {
+    auto part = std::make_shared<TokenDataset>(load_single(path, seed, shard_vocab));
+    d.vocab_size = std::max(d.vocab_size, part->vocab_size);
+    d.description += fmt::format(" [{:.4f}] {};", w / total, part->description);
+    d.blend.push_back({w / total, path, std::move(part)});
+  }
+  return d;
 }
 
 }  // namespace pp3d

@@ -1,5 +1,6 @@
 // The embedded synthetic corpus: templated English sentences whose content
 // (sums, differences, products, recalled places) has to be learned.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <string>
@@ -128,31 +129,55 @@ std::string generate_synthetic_text(uint64_t seed, int64_t min_bytes) {
 
 TokenDataset make_synthetic_dataset(const SyntheticCorpusOptions& opt) {
   TokenDataset d;
-  d.train = to_tokens(generate_split(opt.seed, opt.train_bytes, "train"));
-  d.val = to_tokens(generate_split(opt.seed, opt.val_bytes, "val"));
+  d.train = TokenSplit(to_tokens(generate_split(opt.seed, opt.train_bytes, "train")), "synthetic corpus (train)");
+  d.val = TokenSplit(to_tokens(generate_split(opt.seed, opt.val_bytes, "val")), "synthetic corpus (val)");
   d.vocab_size = 256;
+  d.synthetic = true;
   d.description = fmt::format("embedded synthetic corpus (seed {}): {} train bytes, {} val bytes", opt.seed,
                               d.train.size(), d.val.size());
   return d;
 }
 
+namespace {
+
+double entropy_bits(const std::vector<double>& probs) {
+  double h = 0.0;
+  for (double p : probs) {
+    if (p > 0.0) h -= p * std::log2(p);
+  }
+  return h;
+}
+
+}  // namespace
+
 double unigram_entropy_bits(const std::vector<uint16_t>& tokens, int64_t vocab_size) {
   PP3D_CHECK(vocab_size >= 1 && vocab_size <= 65536, "vocab_size must be in [1, 65536], got {}", vocab_size);
   if (tokens.empty()) return 0.0;
-  std::vector<int64_t> counts(static_cast<std::size_t>(vocab_size), 0);
+  std::vector<double> probs(static_cast<std::size_t>(vocab_size), 0.0);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     PP3D_CHECK(tokens[i] < vocab_size, "token {} at index {} is >= vocab_size {}", tokens[i], i, vocab_size);
-    ++counts[tokens[i]];
+    probs[tokens[i]] += 1.0;
   }
-  const double n = static_cast<double>(tokens.size());
-  double h = 0.0;
-  for (int64_t c : counts) {
-    if (c > 0) {
-      const double p = static_cast<double>(c) / n;
-      h -= p * std::log2(p);
-    }
-  }
-  return h;
+  for (double& p : probs) p /= static_cast<double>(tokens.size());
+  return entropy_bits(probs);
+}
+
+double unigram_entropy_bits(const TokenDataset& data, int64_t max_tokens) {
+  PP3D_CHECK(data.vocab_size >= 1, "vocab_size must be >= 1, got {}", data.vocab_size);
+  std::vector<double> probs(static_cast<std::size_t>(data.vocab_size), 0.0);
+  auto add = [&](const TokenDataset& d, double weight) {
+    const int64_t n = std::min(max_tokens, d.train.size());
+    if (n == 0) return;
+    std::vector<int32_t> ids(static_cast<std::size_t>(n));
+    d.train.read(0, n, ids.data(), data.vocab_size);
+    std::vector<int64_t> counts(probs.size(), 0);
+    for (int32_t t : ids) ++counts[static_cast<std::size_t>(t)];
+    for (std::size_t v = 0; v < probs.size(); ++v)
+      probs[v] += weight * static_cast<double>(counts[v]) / static_cast<double>(n);
+  };
+  if (data.blend.empty()) add(data, 1.0);
+  for (const BlendPart& part : data.blend) add(*part.data, part.weight);
+  return entropy_bits(probs);
 }
 
 }  // namespace pp3d

@@ -68,9 +68,10 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   PP3D_CHECK(mc.padded_vocab() % cfg_.tp == 0, "the padded vocabulary {} (--padded-vocab-size) is not divisible by "
              "--tp {}", mc.padded_vocab(), cfg_.tp);
   mc.validate();
-  unigram_bits_ = pp3d::unigram_entropy_bits(data->train, data->vocab_size);
+  unigram_bits_ = pp3d::unigram_entropy_bits(*data);  // a bounded prefix: mapped shards stay unread
   dataset_ = std::move(data);
-  loader_ = std::make_unique<DataLoader>(dataset_, layout_.global_batch, cfg_.seq_len, cfg_.seed);
+  loader_ = std::make_unique<DataLoader>(dataset_, layout_.global_batch, cfg_.seq_len, cfg_.seed,
+                                         parse_sampler(cfg_.sampler));
 
   grid_ = std::make_unique<ProcessGrid>(world_, cfg_.tp, cfg_.pp);
   backend_ = make_backend(device);

@@ -142,6 +142,7 @@ void TrainConfig::validate(int world_size) const {
                device);
   PP3D_REQUIRE(log_interval >= 1, "--log-interval must be >= 1, got {}", log_interval);
   PP3D_REQUIRE(eval_interval >= 0, "--eval-interval must be >= 0, got {}", eval_interval);
+  (void)parse_sampler(sampler);  // throws with the valid names
   PP3D_REQUIRE(eval_batches >= 1, "--eval-batches must be >= 1, got {}", eval_batches);
   PP3D_REQUIRE(!output_dir.empty(), "--output-dir must not be empty");
   if (fp16) {

@@ -51,6 +51,8 @@ void Trainer::log_header() {
               cfg_.zero_stage == 3 ? fmt::format(", prefetch {} layer(s)", cfg_.prefetch_layers) : std::string());
   if (!cfg_.init_from.empty()) log->info("initialised from llm.c checkpoint '{}'", cfg_.init_from);
   log->info("data: {}", dataset_->description);
+  log->info("sampler: {}{}", sampler_name(loader_->sampler()), loader_->sampler() == Sampler::Epoch ?
+            fmt::format(" ({} windows per epoch)", fmt::join(loader_->epoch_windows(), " / ")) : std::string());
   log->info("unigram entropy of the training split: {:.4f} bits/token = {:.4f} nats (a model that learned "
             "nothing beyond token frequencies has this loss)", unigram_bits_, unigram_bits_ * std::log(2.0));
   log->info("batch: {} rows x {} tokens = {} x {} micro-batch(es) of {}; {} steps, lr {} -> {} ({} schedule, {} "
@@ -95,6 +97,7 @@ StepMetrics Trainer::run() {
   const auto t_run = std::chrono::steady_clock::now();
   while (step_ < cfg_.max_steps) {
     StepMetrics m = train_step();
+    if (talk) for (const auto& e : loader_->epoch_events(m.step)) log->info("data: {}", e);
     tokens_per_s_sum += m.tokens_per_s;
     const bool last_step = step_ == cfg_.max_steps;
     if (last_step || (cfg_.eval_interval > 0 && step_ % cfg_.eval_interval == 0)) m.val_loss = evaluate();

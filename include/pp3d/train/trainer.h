@@ -95,7 +95,8 @@ struct TrainConfig {
   int prefetch_layers = 1;         // ZeRO-3: layers gathered ahead
   // ---- data, device, files
   std::string device = "cpu";  // cpu | cuda | auto
-  std::string data;            // "" = embedded synthetic corpus; text file/folder; llm.c .bin shard(s)
+  std::string data;            // "" = embedded synthetic corpus; text file/folder; .bin shard(s); "W1 P1 W2 P2" blend
+  std::string sampler = "auto";  // epoch | random | auto (random for the embedded corpus, epoch otherwise)
   std::string init_from;       // llm.c GPT-2 checkpoint to start from
   std::string output_dir = "output";
   std::string export_safetensors;  // write the final weights here ("" = no export)
