@@ -12,6 +12,8 @@ rm -rf "$work"; mkdir -p "$work/examples/train_gpt"
 fake="$work/examples/train_gpt/pp3d-train"
 cat >"$fake" <<'SH'
 #!/usr/bin/env bash
+# ./train validates the flags with `pp3d-train --check-config N` before launching: accept.
+for a in "$@"; do [ "$a" = --check-config ] && exit 0; done
 echo "$PPID $$" >>"${FAKE_PIDS:?}"
 if [ "$RANK" = 1 ]; then sleep 0.3; exit 7; fi
 exec sleep 60
