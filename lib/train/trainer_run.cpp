@@ -127,6 +127,7 @@ StepMetrics Trainer::run() {
       j["bubble_ms"] = m.bubble_ms;
       j["grad_sync_ms"] = m.grad_sync_ms;
       j["optimizer_ms"] = m.optimizer_ms;
+      j["data_wait_ms"] = m.data_wait_ms;
       if (m.idle_fraction) j["bubble_idle_fraction"] = *m.idle_fraction;
       if (m.theoretical_bubble) j["theoretical_bubble"] = *m.theoretical_bubble;
       nlohmann::ordered_json mem, peak;

@@ -50,6 +50,13 @@ std::string Trainer::last_checkpoint_description() const {
   return "none (set --save-interval)";
 }
 
+std::vector<Batch> Trainer::step_batches(int64_t step) const {
+  const int64_t mb = layout_.micro_batch, row0 = grid_->dp_rank() * (layout_.global_batch / layout_.dp);
+  std::vector<Batch> out;
+  for (int64_t m = 0; m < layout_.micro_batches; ++m) out.push_back(loader_->get_rows(step, row0 + m * mb, row0 + (m + 1) * mb));
+  return out;
+}
+
 StepMetrics Trainer::train_step() {
   const auto t0 = std::chrono::steady_clock::now();
   Allocator::instance().reset_peak();
@@ -60,10 +67,20 @@ StepMetrics Trainer::train_step() {
   // are the (DP-summed) gradients — in every layout.
   float loss_weight = 1.0f / static_cast<float>(layout_.global_batch * cfg_.seq_len);
   if (test_nan_step() == step_ + 1) loss_weight = NAN;  // testing only (docs/USAGE_GUIDE.md)
-  const int64_t row0 = grid_->dp_rank() * (layout_.global_batch / layout_.dp);
+  // The batches of this step: prefetched during the previous step (a pure
+  // function of (seed, step), so prefetching changes no result), else read now.
+  const auto t_data = std::chrono::steady_clock::now();
+  std::vector<Batch> batches =
+      prefetch_step_ == step_ && prefetch_.valid() ? prefetch_.get() : step_batches(step_);
+  const double data_wait_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_data).count();
+  if (step_ + 1 < cfg_.max_steps) {
+    prefetch_step_ = step_ + 1;
+    prefetch_ = std::async(std::launch::async, [this, s = step_ + 1] { return step_batches(s); });
+  }
   std::vector<MicroBatch> mbs(static_cast<std::size_t>(layout_.micro_batches));
   for (int64_t m = 0; m < layout_.micro_batches; ++m) {
-    const Batch b = loader_->get_rows(step_, row0 + m * mb, row0 + (m + 1) * mb);
+    const Batch& b = batches[static_cast<std::size_t>(m)];
     if (stage_->has_embedding()) mbs[static_cast<std::size_t>(m)].ids = on_device(b.inputs, dev);
     if (stage_->has_head()) mbs[static_cast<std::size_t>(m)].targets = on_device(b.targets, dev);
   }
@@ -111,6 +128,7 @@ StepMetrics Trainer::train_step() {
   }
   r.grad_sync_ms = ms_between(t_sync, t_opt);
   r.optimizer_ms = ms_between(t_opt, t_end);
+  r.data_wait_ms = data_wait_ms;
   r.model_flops = detail::model_flops_per_token(model_config(), cfg_.seq_len) *
                   static_cast<double>(layout_.global_batch * cfg_.seq_len);
   r.tokens_per_s = static_cast<double>(layout_.global_batch * cfg_.seq_len) / r.step_seconds;

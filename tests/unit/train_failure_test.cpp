@@ -182,7 +182,7 @@ TEST_CASE("Trainer: metrics.jsonl carries model FLOPs, TFLOP/s, MFU (with a peak
     CHECK(j["tflops"].get<double>() == Approx(flops / (step_ms * 1e-3) * 1e-12).epsilon(1e-6));
     CHECK(j["mfu"].get<double>() == Approx(j["tflops"].get<double>() / 0.5).epsilon(1e-9));
     double parts = 0.0;
-    for (const char* k : {"compute_ms", "bubble_ms", "grad_sync_ms", "optimizer_ms"}) {
+    for (const char* k : {"compute_ms", "bubble_ms", "grad_sync_ms", "optimizer_ms", "data_wait_ms"}) {
       CHECK(j[k].get<double>() >= 0.0);
       parts += j[k].get<double>();
     }

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -148,6 +149,9 @@ struct StepMetrics {
   // bubble), finish_gradient_sync (DP gradient reduction left after backward), and the optimizer call
   // (global-norm all-reduce, clipping, AdamW, ZeRO parameter all-gathers).
   double compute_ms = 0.0, bubble_ms = 0.0, grad_sync_ms = 0.0, optimizer_ms = 0.0;
+  // Time the step waited for its data: the next step's batches are read on a
+  // background thread during this step, so this is ~0 unless the loader is slower than a step.
+  double data_wait_ms = 0.0;
   double model_flops = 0.0;  // model FLOPs of the step over all ranks (trainer_flops.h)
 };
 
@@ -208,6 +212,10 @@ class Trainer {
   std::unique_ptr<ProcessGrid> grid_;
   std::shared_ptr<const TokenDataset> dataset_;
   std::unique_ptr<DataLoader> loader_;
+  // This DP rank's micro-batches of step prefetch_step_, read on a thread (trainer_step.cpp).
+  std::future<std::vector<Batch>> prefetch_;
+  int64_t prefetch_step_ = -1;
+  std::vector<Batch> step_batches(int64_t step) const;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<GptPipelineStage> stage_;
   std::unique_ptr<ZeroOptimizer> zero_;
