@@ -9,6 +9,7 @@
 #include <string>
 
 #include "comm/comm_util.h"
+#include "comm/mpi_detail.h"
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/comm/mpi_communicator.h"
 #include "pp3d/comm/tcp_communicator.h"
@@ -195,6 +196,7 @@ void finalize_world() {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (!finalized && !failed) {
+      detail::mpi_progress_shutdown();  // no thread may be inside MPI while it finalizes
       MPI_Finalize();
     } else if (failed) {
       logger()->warn("finalize_world: skipping MPI_Finalize after a communication failure");

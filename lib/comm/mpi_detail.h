@@ -58,6 +58,8 @@ bool mpi_progress_acquire();
 void mpi_progress_release();
 // Benchmarks: operations started after set_enabled(false) get no progress thread.
 void mpi_progress_set_enabled(bool on);
+// Stops and joins the progress thread for good (before MPI_Finalize).
+void mpi_progress_shutdown();
 
 MPI_Datatype mpi_dtype(DType t);
 MPI_Op mpi_op(ReduceOp op);

@@ -37,7 +37,7 @@ class ProgressPump {
   bool acquire() {
     std::lock_guard<std::mutex> lk(mu_);
     if (!decided_) decide();
-    if (!enabled_ || !runtime_on_) return false;
+    if (!enabled_ || !runtime_on_ || stop_) return false;
     if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
     if (active_++ == 0) cv_.notify_one();
     return true;
@@ -53,7 +53,10 @@ class ProgressPump {
     if (active_ > 0) --active_;
   }
 
-  ~ProgressPump() {
+  // Stops and joins the thread (idempotent). MPI_Finalize must not run while
+  // it may be inside MPI_Iprobe: finalize unloads Open MPI's components, and
+  // a thread still executing their code then crashes the process at exit.
+  void shutdown() {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
@@ -61,6 +64,8 @@ class ProgressPump {
     cv_.notify_all();
     if (thread_.joinable()) thread_.join();
   }
+
+  ~ProgressPump() { shutdown(); }
 
  private:
   ProgressPump() = default;
@@ -110,5 +115,6 @@ class ProgressPump {
 bool mpi_progress_acquire() { return ProgressPump::instance().acquire(); }
 void mpi_progress_release() { ProgressPump::instance().release(); }
 void mpi_progress_set_enabled(bool on) { ProgressPump::instance().set_enabled(on); }
+void mpi_progress_shutdown() { ProgressPump::instance().shutdown(); }
 
 }  // namespace pp3d::detail
