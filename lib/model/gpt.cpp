@@ -125,10 +125,6 @@ Parameter* Gpt::find_parameter(const std::string& name) {
   return nullptr;
 }
 
-void Gpt::zero_grad() {
-  for (auto& p : params_) backend_->fill(p->grad, 0.0f);
-}
-
 int64_t Gpt::local_seq(int64_t T) const {
   if (!layout_.sequence_parallel || layout_.tp_size == 1) return T;
   PP3D_CHECK(T % layout_.tp_size == 0,

@@ -24,6 +24,10 @@ std::vector<Parameter*> Module::parameters() {
   return out;
 }
 
+void Module::zero_grad() {
+  for (Parameter* p : parameters()) backend().fill(p->grad, 0.0f);
+}
+
 Tensor ActivationCache::logits() const {
   PP3D_CHECK(ctx_.output.defined(), "no logits in this cache (head stage, Train mode, before backward only)");
   return ctx_.output;

@@ -131,8 +131,7 @@ std::vector<Parameter*> PipelineStage::parameters() {
 }
 
 void PipelineStage::zero_grad() {
-  for (auto& c : chunks_)
-    for (Parameter* p : c->parameters()) c->backend().fill(p->grad, 0.0f);
+  for (auto& c : chunks_) c->zero_grad();
 }
 
 SumSquaresReducer PipelineStage::sum_squares_reducer() const {

@@ -138,7 +138,6 @@ class Gpt : public Module {
 
   // nullptr when this layout does not hold `name`.
   Parameter* find_parameter(const std::string& name);
-  void zero_grad();
 
   const GptConfig& config() const { return cfg_; }
   const GptLayout& layout() const { return layout_; }

@@ -110,6 +110,9 @@ class Module {
   // Checks / adapts the module's input before the first layer (default: as is).
   virtual Tensor prepare_input(const Tensor& input, MicroBatchContext& ctx) { return input; }
 
+  // Zeroes every parameter's gradient (gradients accumulate across backward calls).
+  void zero_grad();
+
   // Installs hooks (nullptr removes them); they must outlive their use.
   void set_layer_hooks(LayerHooks* hooks) { hooks_ = hooks; }
   LayerHooks* layer_hooks() const { return hooks_; }
