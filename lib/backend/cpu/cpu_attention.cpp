@@ -23,6 +23,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_gemm_kernel.h"
+#include "backend/op_checks.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
@@ -171,19 +172,6 @@ View<P> heads_view(P* base, const Geometry& g, int64_t heads) {
   return view(base, g.T, heads * g.D, g.D);
 }
 
-// Separate q [B, T, Hq, D], k and v [B, T, Hkv, D].
-Geometry gqa_geometry(const Tensor& q, const Tensor& k, const Tensor& v, const char* what) {
-  PP3D_CHECK(q.dim() == 4, "{}: q must be [B, T, Hq, D], got {}", what, shape_str(q.shape()));
-  PP3D_CHECK(k.dim() == 4 && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
-             "{}: k must be [B, T, Hkv, D] = [{}, {}, Hkv, {}], got {}", what, q.size(0), q.size(1), q.size(3),
-             shape_str(k.shape()));
-  check_shape(v, k.shape(), "gqa attention: v");
-  const Geometry g{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
-  PP3D_CHECK(g.Hkv > 0 && g.Hq % g.Hkv == 0, "{}: the {} kv heads must divide the {} query heads", what, g.Hkv,
-             g.Hq);
-  return g;
-}
-
 }  // namespace
 
 void CpuBackend::attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) {
@@ -227,10 +215,8 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
 
 void CpuBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
                                        float scale) {
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &out, &lse}) detail::cpu_check(*t, DType::F32, "gqa_attention_forward");
-  const Geometry g = gqa_geometry(q, k, v, "gqa_attention_forward");
-  check_shape(out, q.shape(), "gqa_attention_forward: out");
-  check_shape(lse, {g.B, g.Hq, g.T}, "gqa_attention_forward: lse");
+  const detail::GqaDims d = detail::check_gqa(detail::cpu_check, q, k, v, out, lse, "gqa_attention_forward");
+  const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
   if (q.numel() == 0) return;
   attention_forward_views(g, heads_view(q.data<float>(), g, g.Hq), heads_view(k.data<float>(), g, g.Hkv),
                           heads_view(v.data<float>(), g, g.Hkv), heads_view(out.data<float>(), g, g.Hq),
@@ -240,15 +226,9 @@ void CpuBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const T
 void CpuBackend::gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                                         const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
                                         float scale) {
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&dout, &q, &k, &v, &out, &lse, &dq, &dk, &dv})
-    detail::cpu_check(*t, DType::F32, "gqa_attention_backward");
-  const Geometry g = gqa_geometry(q, k, v, "gqa_attention_backward");
-  check_shape(out, q.shape(), "gqa_attention_backward: out");
-  check_shape(dout, q.shape(), "gqa_attention_backward: dout");
-  check_shape(lse, {g.B, g.Hq, g.T}, "gqa_attention_backward: lse");
-  check_shape(dq, q.shape(), "gqa_attention_backward: dq");
-  check_shape(dk, k.shape(), "gqa_attention_backward: dk");
-  check_shape(dv, k.shape(), "gqa_attention_backward: dv");
+  const detail::GqaDims d =
+      detail::check_gqa_backward(detail::cpu_check, dout, q, k, v, out, lse, dq, dk, dv);
+  const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
   if (q.numel() == 0) return;
   const BackwardViews w{heads_view(q.data<float>(), g, g.Hq),    heads_view(k.data<float>(), g, g.Hkv),
                         heads_view(v.data<float>(), g, g.Hkv),    heads_view(out.data<float>(), g, g.Hq),

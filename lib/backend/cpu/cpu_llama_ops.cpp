@@ -26,18 +26,10 @@ using detail::cpu_check;
 
 namespace {
 
-int64_t rms_rows(const Tensor& x, const Tensor& weight, const char* what) {
-  return detail::ln_rows(x, weight, what);
-}
-
 void rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
                           Tensor& dweight) {
-  const int64_t rows = rms_rows(x, weight, "rmsnorm_backward");
+  const int64_t rows = detail::check_rmsnorm_backward(cpu_check, dy, x, weight, rstd, dx, dweight);
   const int64_t n = weight.numel();
-  check_shape(dy, x.shape(), "rmsnorm_backward: dy");
-  check_shape(dx, x.shape(), "rmsnorm_backward: dx");
-  detail::check_len(rstd, rows, "rmsnorm_backward: rstd");
-  detail::check_len(dweight, n, "rmsnorm_backward: dweight");
   const float* pdy = dy.data<float>();
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();
@@ -82,15 +74,8 @@ void rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weigh
 }  // namespace
 
 void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps) {
-  cpu_check(x, DType::F32, "rmsnorm_forward: x");
-  cpu_check(weight, DType::F32, "rmsnorm_forward: weight");
-  cpu_check(y, DType::F32, "rmsnorm_forward: y");
-  cpu_check(rstd, DType::F32, "rmsnorm_forward: rstd");
-  const int64_t rows = rms_rows(x, weight, "rmsnorm_forward");
+  const int64_t rows = detail::check_rmsnorm_forward(cpu_check, x, weight, y, rstd, eps);
   const int64_t n = weight.numel();
-  check_shape(y, x.shape(), "rmsnorm_forward: y");
-  detail::check_len(rstd, rows, "rmsnorm_forward: rstd");
-  PP3D_CHECK(eps >= 0.0f, "rmsnorm_forward: eps must be >= 0, got {}", eps);
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();
   float* py = y.data<float>();
@@ -112,11 +97,6 @@ void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& 
 
 void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                                   Tensor& dx, Tensor& dweight_out) {
-  cpu_check(dy, DType::F32, "rmsnorm_backward: dy");
-  cpu_check(x, DType::F32, "rmsnorm_backward: x");
-  cpu_check(weight, DType::F32, "rmsnorm_backward: weight");
-  cpu_check(rstd, DType::F32, "rmsnorm_backward: rstd");
-  cpu_check(dx, DType::F32, "rmsnorm_backward: dx");
   detail::with_f32_grad(*this, dweight_out, "rmsnorm_backward: dweight",
                         [&](Tensor& dweight) { rmsnorm_backward_f32(dy, x, weight, rstd, dx, dweight); });
 }
@@ -124,11 +104,7 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
 // ---- SwiGLU ---------------------------------------------------------------------------
 
 void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
-  cpu_check(gate, DType::F32, "swiglu_forward: gate");
-  cpu_check(up, DType::F32, "swiglu_forward: up");
-  cpu_check(out, DType::F32, "swiglu_forward: out");
-  check_same_numel(gate, up, "swiglu_forward: up");
-  check_same_numel(gate, out, "swiglu_forward: out");
+  detail::check_swiglu(cpu_check, "swiglu_forward", {&gate, &up, &out});
   const float* pg = gate.data<float>();
   const float* pu = up.data<float>();
   float* po = out.data<float>();
@@ -140,12 +116,7 @@ void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& ou
 
 void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
                                  Tensor& dup) {
-  cpu_check(gate, DType::F32, "swiglu_backward: gate");
-  cpu_check(up, DType::F32, "swiglu_backward: up");
-  cpu_check(dout, DType::F32, "swiglu_backward: dout");
-  cpu_check(dgate, DType::F32, "swiglu_backward: dgate");
-  cpu_check(dup, DType::F32, "swiglu_backward: dup");
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&up, &dout, &dgate, &dup}) check_same_numel(gate, *t, "swiglu_backward: operand");
+  detail::check_swiglu(cpu_check, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
   const float* pg = gate.data<float>();
   const float* pu = up.data<float>();
   const float* pd = dout.data<float>();
@@ -165,13 +136,7 @@ void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Ten
 
 void CpuBackend::rope_apply(const Tensor& x, Tensor& y, int64_t pos0, float theta, float sin_sign,
                             const char* what) {
-  cpu_check(x, DType::F32, what);
-  cpu_check(y, DType::F32, what);
-  PP3D_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "{}: x must be [B, T, H, D] with D even, got {}", what,
-             shape_str(x.shape()));
-  check_shape(y, x.shape(), what);
-  PP3D_CHECK(pos0 >= 0, "{}: pos0 must be >= 0, got {}", what, pos0);
-  PP3D_CHECK(theta > 0.0f, "{}: rope theta must be > 0, got {}", what, theta);
+  detail::check_rope(cpu_check, x, y, pos0, theta, what);
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   std::vector<float> cs(static_cast<std::size_t>(T * half)), sn(cs.size());
   for (int64_t t = 0; t < T; ++t)
