@@ -5,6 +5,7 @@
 
 #include "model/llama_layers.h"
 #include "pp3d/core/error.h"
+#include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/tensor_parallel.h"
 
 namespace pp3d {
@@ -43,6 +44,15 @@ void LlamaConfig::validate(int tp_size) const {
   PP3D_CHECK(c.padded_vocab_size % tp_size == 0,
              "tensor-parallel size {} must divide padded_vocab_size {} (set padded_vocab_size to a multiple of it)",
              tp_size, c.padded_vocab_size);
+}
+
+LlamaLayout LlamaLayout::tensor_parallel(const ProcessGrid& grid, bool sequence_parallel) {
+  LlamaLayout l;
+  l.tp_group = grid.tp() > 1 ? grid.tp_group().get() : nullptr;
+  l.tp_rank = grid.tp_rank();
+  l.tp_size = grid.tp();
+  l.sequence_parallel = sequence_parallel;
+  return l;
 }
 
 namespace {

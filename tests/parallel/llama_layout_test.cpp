@@ -115,11 +115,7 @@ Result train(std::shared_ptr<Communicator> world, const Args& a, int zero_stage)
   pc.virtual_stages = a.virtual_stages;
   pc.seq_len = a.seq;
   pc.micro_batch_size = a.global_batch / grid.dp() / a.micro_batches;
-  LlamaLayout base;
-  base.tp_group = grid.tp() > 1 ? grid.tp_group().get() : nullptr;
-  base.tp_rank = grid.tp_rank();
-  base.tp_size = grid.tp();
-  base.sequence_parallel = a.sequence_parallel;
+  const LlamaLayout base = LlamaLayout::tensor_parallel(grid, a.sequence_parallel);
   LlamaOptions opts;
   opts.recompute = a.recompute;
   const PipelineSplit split = PipelineSplit::balanced(cfg.num_layers, grid.pp(), a.virtual_stages);

@@ -49,6 +49,8 @@
 
 namespace pp3d {
 
+class ProcessGrid;
+
 struct LlamaConfig {
   int64_t vocab_size = 32000;
   int64_t padded_vocab_size = 0;  // 0: vocab_size rounded up to a multiple of 64
@@ -80,6 +82,10 @@ struct LlamaLayout {
   int64_t end_layer = -1;          // -1: num_layers
   bool has_embedding = true;
   bool has_head = true;
+
+  // The TP fields of this rank of `grid` (the whole model: set the pipeline
+  // fields with make_llama_chunks).
+  static LlamaLayout tensor_parallel(const ProcessGrid& grid, bool sequence_parallel = false);
 };
 
 struct LlamaOptions {
