@@ -10,6 +10,7 @@
 #include "pp3d/comm/collectives_util.h"
 #include "pp3d/core/log.h"
 #include "pp3d/core/user_error.h"
+#include "pp3d/model/llama_hf.h"
 #include "pp3d/optim/lr_schedule.h"
 #include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
@@ -37,13 +38,23 @@ void check_llama_supported(const TrainConfig& c) {
   no(c.fp16, "--fp16");
   no(c.save_interval > 0, "--save-interval");
   no(!c.resume_from.empty(), "--resume-from");
-  no(!c.init_from.empty(), "--init-from");
-  no(!c.export_safetensors.empty(), "--export-safetensors");
+  PP3D_REQUIRE(c.export_safetensors.empty() || (c.tp == 1 && c.pp == 1),
+               "--export-safetensors with --arch llama needs --tp 1 --pp 1 so far (got --tp {} --pp {})", c.tp, c.pp);
   no(!c.trace.empty(), "--trace");
   no(!resolve_device(c.device).is_cpu(), "a CUDA device (the CUDA ops exist, the loop is CPU-only so far)");
 }
 
 LlamaConfig llama_config(const TrainConfig& c, const ArchFlags& f, const CLI::App& app, int64_t vocab) {
+  if (!c.init_from.empty()) {  // the model is the checkpoint's (its config.json)
+    LlamaConfig m = load_llama_hf_config(c.init_from);
+    PP3D_REQUIRE(vocab <= m.vocab_size, "--init-from '{}': the data's vocabulary ({}) is larger than the model's ({})",
+                 c.init_from, vocab, m.vocab_size);
+    const int64_t mult = std::lcm<int64_t>(64, std::max(c.tp, 1));
+    m.padded_vocab_size = (m.vocab_size + mult - 1) / mult * mult;
+    m.max_seq_len = c.seq_len;
+    m.validate(c.tp);
+    return m;
+  }
   LlamaConfig m;
   m.vocab_size = vocab;
   // A multiple of 64 and of tp (the vocab-parallel head needs tp | Vp).
@@ -91,6 +102,10 @@ void run_llama(const TrainConfig& c, const ArchFlags& f, const CLI::App& app, st
   const PipelineSplit split = PipelineSplit::parse(c.pipeline_split, mc.num_layers, grid.pp(), c.virtual_stages);
   PipelineStage stage(make_llama_chunks(mc, *be, base, opts, split, grid.pp_rank()), grid.pp_group(),
                       grid.embedding_group(), pc, split);
+  if (!c.init_from.empty()) {  // before the optimizer takes its master copies
+    load_llama_hf(c.init_from, mc, stage.parameters());
+    if (world->rank() == 0 && !c.quiet) logger()->info("init from {} (Hugging Face Llama)", c.init_from);
+  }
   ZeroConfig zc;
   zc.stage = c.zero_stage;
   zc.bucket_mb = c.bucket_size_mb;
@@ -141,6 +156,12 @@ void run_llama(const TrainConfig& c, const ArchFlags& f, const CLI::App& app, st
     if (log && (step % std::max<int64_t>(c.log_interval, 1) == 0 || step + 1 == c.max_steps))
       logger()->info("step {:>5}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | {:.0f} ms", step + 1, c.max_steps,
                      loss, lr, norm, ms);
+  }
+  if (!c.export_safetensors.empty()) {
+    zero.gather_parameters();  // ZeRO-3: whole values on every rank
+    if (world->rank() == 0) save_llama_hf(c.export_safetensors, mc, stage.parameters());
+    zero.release_parameters();
+    if (log) logger()->info("exported {}/model.safetensors + config.json (Hugging Face Llama)", c.export_safetensors);
   }
   if (log) logger()->info("done: final train loss {:.4f}", loss);
 }

@@ -3,8 +3,9 @@
 // directly — DataLoader -> PipelineStage (any schedule) -> ZeroOptimizer
 // (stages 0-3) -> global-norm clipping -> AdamW with the LR schedule — not
 // pp3d::Trainer, which is GPT-specific so far: flags for checkpoints, resume,
-// --init-from, export, 16-bit precision and traces are rejected with --arch
-// llama. Internal to the program.
+// 16-bit precision and traces are rejected with --arch llama. --init-from and
+// --export-safetensors take a Hugging Face Llama directory (config.json +
+// model.safetensors; export with tp = pp = 1). Internal to the program.
 #pragma once
 
 #include <memory>

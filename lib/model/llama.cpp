@@ -71,8 +71,9 @@ Llama::Llama(const LlamaConfig& config, Backend& backend, const LlamaLayout& lay
              "LlamaLayout: layers [{}, {}) outside [0, {}]", layout_.first_layer, layout_.end_layer, cfg_.num_layers);
   PP3D_CHECK(layout_.tp_rank >= 0 && layout_.tp_rank < layout_.tp_size, "LlamaLayout: tp_rank {} outside [0, {})",
              layout_.tp_rank, layout_.tp_size);
-  PP3D_CHECK(layout_.tp_size == 1 || (layout_.tp_group != nullptr && layout_.tp_group->size() == layout_.tp_size &&
-                                      layout_.tp_group->rank() == layout_.tp_rank),
+  // tp_group may be null with tp_size > 1 only to build (and load) shards; forward needs it.
+  PP3D_CHECK(layout_.tp_group == nullptr || (layout_.tp_group->size() == layout_.tp_size &&
+                                             layout_.tp_group->rank() == layout_.tp_rank),
              "LlamaLayout: tp_size {} needs a tp_group of that size in which this rank is tp_rank {}",
              layout_.tp_size, layout_.tp_rank);
   const int r = layout_.tp_rank, tp = layout_.tp_size;
@@ -152,6 +153,9 @@ Shape Llama::output_shape(int64_t batch, int64_t seq) const {
 }
 
 Tensor Llama::prepare_input(const Tensor& input, MicroBatchContext& ctx) {
+  PP3D_CHECK(layout_.tp_size == 1 || layout_.tp_group != nullptr,
+             "Llama with tp_size {}: LlamaLayout.tp_group is null (set it, e.g. LlamaLayout::tensor_parallel(grid))",
+             layout_.tp_size);
   if (layout_.has_embedding) {
     PP3D_CHECK(input.dim() == 2 && input.dtype() == DType::I32,
                "Llama: the embedding stage expects token ids i32 [B, T], got {}", input.str());
