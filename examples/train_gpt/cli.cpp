@@ -7,6 +7,7 @@
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/user_error.h"
+#include "pp3d/train/data.h"
 
 namespace pp3d::cli {
 
@@ -155,8 +156,14 @@ std::vector<std::string> clamp_derived_defaults(const CLI::App& app, TrainConfig
 void check_paths(const TrainConfig& c) {
   namespace fs = std::filesystem;
   const auto exists = [](const std::string& p) { return p.empty() || fs::exists(p); };
-  PP3D_REQUIRE(exists(c.data), "--data '{}' does not exist (from {}: relative paths are taken from the directory "
-               "the command ran in)", c.data, fs::current_path().string());
+  const auto blend = parse_blend_spec(c.data);  // "W1 P1 W2 P2": each path must exist
+  if (blend.empty()) {
+    PP3D_REQUIRE(c.data == "synthetic" || exists(c.data), "--data '{}' does not exist (from {}: relative paths are "
+                 "taken from the directory the command ran in)", c.data, fs::current_path().string());
+  }
+  for (const auto& [weight, path] : blend)
+    PP3D_REQUIRE(exists(path), "--data: blend source '{}' does not exist (from {}: relative paths are taken from the "
+                 "directory the command ran in)", path, fs::current_path().string());
   PP3D_REQUIRE(exists(c.init_from), "--init-from '{}' does not exist (from {})", c.init_from,
                fs::current_path().string());
   PP3D_REQUIRE(c.resume_from == "latest" || exists(c.resume_from), "--resume-from '{}' does not exist (from {}; "
