@@ -49,7 +49,7 @@ TEST_CASE("fp8: linear GEMMs at the FP8 peak, casts as extra memory traffic, no 
   // The FP8 casts read 2 B and write 1 B per element, once in forward and once
   // in backward: 24 blocks x 2 x 3 B x (2 bsh + bsh + bsF) elements.
   const double bs = 4.0 * 2048, h = 4096, F = 4 * h;
-  const double casts = 24 * 2 * 3 * (2 * bs * h + bs * h + bs * F) / h100.gpu.hbm_bw;
+  const double casts = 24 * 2 * 3 * (2 * bs * h + bs * h + bs * F) / h100.gpu.hbm_stream_bw();
   CHECK(f8.elementwise - bf.elementwise == Approx(casts).epsilon(1e-9));
   // Same FLOPs counted whatever the precision.
   CHECK(f8.hardware_flops == Approx(bf.hardware_flops));
