@@ -124,9 +124,14 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
   r.elementwise = L * passes * (ew / c.gpu.hbm_stream_bw() + 14 * c.gpu.launch_overhead);
   // FP8 casts: each forward pass quantises the four linear inputs, the
-  // backward pass the four output gradients (read 2 B + write 1 B each).
-  if (prec.fp8_gemm)
-    r.elementwise += L * (passes - 1) * 3 * (2 * bs * h / repl + bs * h / t + bs * F / t) / c.gpu.hbm_stream_bw();
+  // backward pass the four output gradients. Hopper's FP8 tensor cores take
+  // only the TN layout, so each cast also writes the transpose the wgrad GEMM
+  // needs (Transformer Engine's cast-transpose): read 2 B, write 1 B + 1 B.
+  if (prec.fp8_gemm) {
+    const double cast_in = 2 * bs * h / repl + bs * h / t + bs * F / t;      // LN1, attn out, LN2, GELU out
+    const double cast_grad = 3 * bs * h / t + 2 * bs * h / repl + bs * F / t;  // d(qkv), d(proj), d(fc), d(fc2)
+    r.elementwise += L * (fwd_passes * cast_in + cast_grad) * 4 / c.gpu.hbm_stream_bw();
+  }
 
   // Tensor parallelism: per block and pass (forward, backward, recompute) two
   // all-reduces of bsh elements, or with sequence parallelism the same bytes
@@ -156,7 +161,12 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
     r.gemm += 3 * head.time;
     r.flops += 3 * head.flops;
     r.backward += 2 * head.time;
-    r.elementwise += (3 * bs * V / t * prec.logits_bytes + 3 * 2 * bs * h * ab) / c.gpu.hbm_stream_bw() +
+    // Cross-entropy over the logits (lb = prec.logits_bytes, fp32): forward
+    // upcast (read ab, write lb), max and sum-exp passes (2 reads), the
+    // normalised output (write); backward the dense gradient (write), the
+    // softmax backward (2 reads, 1 write) and the downcast (read lb, write ab).
+    const double lb = prec.logits_bytes, loss_bytes_per_logit = 2 * ab + 9 * lb;
+    r.elementwise += (bs * V / t * loss_bytes_per_logit + 3 * 2 * bs * h * ab) / c.gpu.hbm_stream_bw() +
                      8 * c.gpu.launch_overhead;
     r.tp += 3 * tpg.all_reduce(bs * 4);  // max, target logit, sum-exp
   }

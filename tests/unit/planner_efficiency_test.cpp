@@ -1,8 +1,9 @@
-// Device-efficiency terms of the planner's time model (docs/PLANNER.md,
-// "Hardware" and "Hopper terms"): GEMMs at the efficiency of the square GEMM
-// with the same arithmetic intensity, memory-bound work at the measured
-// streaming HBM bandwidth, Hopper GEMM efficiencies from measured benchmarks
-// times the A100's benchmark-to-training ratio. Each test pins one term.
+// Device-efficiency and memory-traffic terms of the planner's time model
+// (docs/PLANNER.md, "Hardware" and "Hopper terms"): GEMMs at the efficiency of
+// the square GEMM with the same arithmetic intensity, memory-bound work at the
+// measured streaming HBM bandwidth, Hopper GEMM efficiencies from measured
+// benchmarks times the A100's benchmark-to-training ratio, the loss's traffic
+// per logit. Each test pins one term.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -92,4 +93,21 @@ TEST_CASE("Hopper GEMM efficiencies: measured benchmarks times the A100's traini
   // The A100 preset is the anchor and keeps its curve.
   CHECK(gpu_preset("a100").gemm.max_eff == Approx(0.75));
   CHECK(gpu_preset("a100").gemm.half_size == Approx(256));
+}
+
+TEST_CASE("the cross-entropy moves 2 ab + 9 lb bytes per logit", "[planner][efficiency]") {
+  // Forward: upcast (read 2 B, write 4 B), max and sum-exp reads, normalised
+  // write; backward: dense gradient write, softmax backward (2 reads, 1 write),
+  // downcast (read 4 B, write 2 B): 2 x 2 + 9 x 4 = 40 B per logit in bf16.
+  GptConfig small = model(2, 1024, 8), large = small;
+  small.vocab_size = 32768;
+  large.vocab_size = 65536;
+  Layout l;
+  l.micro_batch = 2;
+  const Workload work{2, 0};
+  const Cluster h100 = cluster_preset("h100", 8);
+  const TimeBreakdown a = predict_time(small, l, Precision::bf16(), work, h100);
+  const TimeBreakdown b = predict_time(large, l, Precision::bf16(), work, h100);
+  const double logits = 2.0 * 2048 * (large.padded_vocab() - small.padded_vocab());
+  CHECK(b.elementwise - a.elementwise == Approx(logits * 40 / h100.gpu.hbm_stream_bw()).epsilon(1e-9));
 }
