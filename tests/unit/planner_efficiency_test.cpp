@@ -32,7 +32,7 @@ TEST_CASE("a GEMM runs at the efficiency of the square GEMM with its arithmetic 
   GemmEfficiency g;
   g.table = {{1024, 0.2}, {4096, 0.6}};
   // A skinny GEMM (k = 768) is as slow as a small square one, although its
-  // geometric-mean size (4890) is past the table's end.
+  // geometric-mean size (4910) is past the table's end.
   const double skinny = GemmEfficiency::equivalent_size(802816, 192, 768);
   CHECK(skinny < 500);
   CHECK(g(802816, 192, 768) == Approx(0.2));
