@@ -161,9 +161,9 @@ std::string published_table(const std::vector<PublishedComparison>& rows) {
     if (r.run.tp_overlap) extras += " ovl";
     out += fmt::format("| {} | {} | {} | {} | ({}, {}, {}){} | {} | {}{} | {} | {} | {} | {:.1f} | {:.1f} | {:+.1f}% |\n",
                        r.run.name + (r.run.holdout ? " †" : ""), r.run.source, r.run.gpu, r.run.gpus, l.tp, l.pp,
-                       l.dp, extras, r.run.global_batch, l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "", recompute_name(l.recompute),
-                       r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW", r.run.published,
-                       r.predicted_tflops, 100 * r.error);
+                       l.dp, extras, r.run.global_batch, l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "",
+                       recompute_name(l.recompute), r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW",
+                       r.run.published, r.predicted_tflops, 100 * r.error);
   }
   out += "\n";
   for (const bool holdout : {false, true}) {
