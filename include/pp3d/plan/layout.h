@@ -63,7 +63,8 @@ struct Workload {
 // fp8 (Precision::fp8(), mixed only): the transformer blocks' linear-layer GEMMs
 // run in FP8 on the GPU's FP8 tensor-core peak, as Transformer Engine does
 // (attention, LM head and everything else stay bf16). Costs: each GEMM input
-// and output gradient is cast to FP8 (read 2 B + write 1 B per element), and
+// and output gradient is cast to FP8 with its transpose (read 2 B, write
+// 1 B + 1 B per element: Hopper FP8 GEMMs take only the TN layout), and
 // every linear weight keeps an FP8 copy and its FP8 transpose between
 // micro-batches (2 B per linear parameter, counted as params). Saves: the
 // four linear-layer inputs are kept as their 1-byte FP8 casts for backward.
