@@ -101,9 +101,9 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
           act_out[k] = out;
         }
       } else if (a.kind == PipeAction::BackwardWeight) {
-        PP3D_CHECK(cache.weight_pending(), "pipeline executor bug: weight part of chunk {} micro-batch {} without "
-                   "its input part", a.chunk, a.mb);
-        module_backward_weight(g, cache);  // frees what the input part kept for it
+        PP3D_CHECK(!cache.active(), "pipeline executor bug: weight part of chunk {} micro-batch {} before its input "
+                   "part", a.chunk, a.mb);
+        module_backward_weight(g, cache);  // frees what the input part kept; a no-op when no layer splits
       } else {
         const Tensor dout = s == S - 1 ? Tensor() : take(grad_in, k, "received gradient");
         const BackwardPart part = a.kind == PipeAction::BackwardInput ? BackwardPart::Input : BackwardPart::Full;
