@@ -75,6 +75,8 @@ const std::vector<Case>& cases() {
       {"tp2 pp2 dp2 zero1", 8, [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1; }},
       {"tp2 sp pp2 dp2 zero2 bf16", 8,
        [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true, c.bf16 = true; }},
+      {"tp2 sp pp2 dp2 zero1 zb-h1", 8,
+       [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1, c.sequence_parallel = true, c.schedule = "zb-h1"; }},
   };
   return all;
 }
