@@ -1,17 +1,23 @@
 // pp3d-generate: sample text from a trained GPT with KV-cached decoding
 // (include/pp3d/model/generate.h). The model comes from a pp3d checkpoint
 // (--checkpoint DIR) or an llm.c checkpoint (--init-from FILE). stdout gets
-// the prompt followed by the generated text (byte-level models; token ids
-// otherwise), streamed token by token; the model summary goes to stderr.
+// the prompt followed by the generated text — decoded with the tokenizer the
+// run's data was made with (bytes, or the tokenizer.json copied into the
+// checkpoint), token ids otherwise — streamed token by token; the model
+// summary goes to stderr.
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 #include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "pp3d/core/error.h"
 #include "pp3d/model/generate.h"
 #include "pp3d/train/inference.h"
+#include "pp3d/train/tokenizer.h"
 #include "pp3d/train/trainer.h"
 
 namespace {
@@ -38,35 +44,62 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   return ids;
 }
 
-// Bytes as text; with escape, bytes other than printable ASCII, '\n' and '\t' as \xNN.
-std::string show(const std::vector<int32_t>& toks, int64_t vocab, bool escape) {
-  const std::string s = pp3d::decode_tokens(toks, vocab);
-  if (vocab != 256 || !escape) return s;
-  std::string out;
-  for (unsigned char c : s) {
-    if ((c >= 32 && c < 127) || c == '\n' || c == '\t') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
+// How ids become text: a tokenizer.json (the run's, copied into its checkpoint,
+// or --tokenizer), bytes (ids < 256; prepare_data's byte-level end-of-text 256
+// shown as <|endoftext|>), or the ids themselves.
+struct TextCodec {
+  std::optional<pp3d::BpeTokenizer> tokenizer;
+  bool bytes = false;
+  bool escape = true;
+
+  std::vector<int32_t> encode(const std::string& text) const {
+    if (tokenizer) return tokenizer->encode(text);
+    PP3D_CHECK(bytes, "this model's tokens are neither bytes nor from a known tokenizer: give the prompt as "
+               "--prompt-ids, or the tokenizer.json the data was made with as --tokenizer");
+    return pp3d::encode_bytes(text);
   }
-  return out;
+  // `first`: no separator before the first id of the ids-only form.
+  std::string show(const std::vector<int32_t>& toks, bool first) const {
+    if (tokenizer) return tokenizer->decode(toks);
+    std::string out;
+    for (int32_t t : toks) {
+      if (!bytes) {
+        out += (first ? "" : " ") + std::to_string(t);
+        first = false;
+      } else if (t >= 256) {
+        out += t == 256 ? "<|endoftext|>" : "<" + std::to_string(t) + ">";
+      } else if (const auto c = static_cast<unsigned char>(t); !escape || (c >= 32 && c < 127) || c == '\n' ||
+                                                                 c == '\t') {
+        out.push_back(static_cast<char>(c));
+      } else {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", c);
+        out += buf;
+      }
+    }
+    return out;
+  }
+};
+
+// The tokenizer a checkpoint recorded ("bytes", "tokenizer.json", "unknown"; older checkpoints: none).
+std::string recorded_tokenizer(const pp3d::InferenceModel& m) {
+  const auto j = nlohmann::json::parse(m.trainer_config_json, nullptr, false);
+  return j.is_object() ? j.value("tokenizer", "") : "";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"pp3d-generate: generate text from a trained GPT (KV-cached decoding; see docs/GENERATION.md)"};
-  std::string checkpoint, init_from, prompt, prompt_ids, device = "cpu";
+  std::string checkpoint, init_from, prompt, prompt_ids, tokenizer_path, device = "cpu";
   pp3d::GenerateOptions g;
   g.max_new_tokens = 64;
   g.sampling.temperature = 0.8f;
   bool raw = false;
   app.add_option("--checkpoint", checkpoint, "pp3d checkpoint directory (or a run's output dir holding 'latest')");
   app.add_option("--init-from", init_from, "llm.c GPT-2 checkpoint file (fp32)");
-  app.add_option("--prompt", prompt, "prompt text (byte-level models; default: a newline)");
+  app.add_option("--prompt", prompt, "prompt text, encoded with the run's tokenizer (bytes, or the tokenizer.json "
+                 "the checkpoint carries; default: a newline)");
   app.add_option("--prompt-ids", prompt_ids, "prompt as token ids, e.g. 50256,464 (any vocabulary)");
   app.add_option("--max-new-tokens", g.max_new_tokens, "tokens to generate")->capture_default_str();
   app.add_option("--temperature", g.sampling.temperature, "softmax temperature; 0 = greedy (argmax)")
@@ -77,6 +110,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--device", device, "cpu | cuda | auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
+  app.add_option("--tokenizer", tokenizer_path, "Hugging Face tokenizer.json (byte-level BPE) to encode the prompt "
+                 "and decode the output (default: the one the checkpoint carries, if any)");
   app.add_flag("--raw", raw, "write generated bytes unescaped (default: non-printable bytes as \\xNN)");
   try {
     app.parse(argc, argv);
@@ -90,18 +125,32 @@ int main(int argc, char** argv) {
     pp3d::InferenceModel m = pp3d::load_inference_model(checkpoint, init_from, pp3d::resolve_device(device));
     const int64_t V = m.config.vocab_size;
     std::fprintf(stderr, "model: %s\nfrom: %s\n", pp3d::describe_model(*m.model).c_str(), m.source.c_str());
+    TextCodec codec;
+    codec.escape = !raw;
+    const std::string recorded = recorded_tokenizer(m);
+    if (tokenizer_path.empty() && recorded == "tokenizer.json") {
+      tokenizer_path = (std::filesystem::path(m.checkpoint_dir) / "tokenizer.json").string();
+      PP3D_CHECK(std::filesystem::exists(tokenizer_path), "the checkpoint was trained on tokenizer.json data but "
+                 "'{}' is missing; give the tokenizer as --tokenizer", tokenizer_path);
+    }
+    if (!tokenizer_path.empty()) {
+      codec.tokenizer = pp3d::BpeTokenizer::from_file(tokenizer_path);
+      PP3D_CHECK(codec.tokenizer->vocab_size() <= V, "the tokenizer '{}' has {} tokens, more than the model's "
+                 "vocabulary {}", tokenizer_path, codec.tokenizer->vocab_size(), V);
+      std::fprintf(stderr, "tokenizer: %s\n", tokenizer_path.c_str());
+    }
+    codec.bytes = V == 256 || recorded == "bytes";
     std::vector<int32_t> ids;
     if (!prompt_ids.empty()) {
       ids = parse_ids(prompt_ids);
     } else {
-      PP3D_CHECK(V == 256, "this model's vocabulary has {} tokens (not bytes): give the prompt as --prompt-ids", V);
-      ids = pp3d::encode_bytes(prompt.empty() ? std::string("\n") : prompt);
+      ids = codec.encode(prompt.empty() ? std::string("\n") : prompt);
     }
     PP3D_CHECK(!ids.empty(), "the prompt is empty");
     for (int32_t id : ids) PP3D_CHECK(id < V, "prompt token {} is outside the model's vocabulary [0, {})", id, V);
-    std::fputs(show(ids, V, !raw).c_str(), stdout);
+    std::fputs(codec.show(ids, true).c_str(), stdout);
     g.on_token = [&](int32_t t) {
-      std::fputs(((V != 256 ? " " : "") + show({t}, V, !raw)).c_str(), stdout);
+      std::fputs(codec.show({t}, false).c_str(), stdout);
       std::fflush(stdout);
     };
     (void)pp3d::generate(*m.model, ids, g);

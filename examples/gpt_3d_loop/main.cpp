@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   app.add_option("--tp", tp, "tensor-parallel size");
   app.add_option("--pp", pp, "pipeline-parallel size");
   app.add_option("--zero-stage", zero_stage, "ZeRO stage 0-3");
-  app.add_option("--schedule", schedule, "gpipe | 1f1b | interleaved");
+  app.add_option("--schedule", schedule, "gpipe | 1f1b | interleaved | zb-h1");
   app.add_option("--virtual-stages", virtual_stages, "chunks per pipeline rank (interleaved)");
   app.add_option("--num-layers", layers);
   app.add_option("--hidden-size", hidden);

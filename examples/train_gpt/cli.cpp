@@ -7,6 +7,7 @@
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/user_error.h"
+#include "pp3d/train/data.h"
 
 namespace pp3d::cli {
 
@@ -76,8 +77,10 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
       ->transform(or_auto("0", 1, 1 << 20));
   opt("--pp", c.pp, "pipeline-parallel size; auto: chosen by the planner")->transform(or_auto("0", 1, 1 << 20));
   app.add_flag("--sequence-parallel", c.sequence_parallel, "Megatron sequence parallelism (needs --tp > 1)");
-  opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved"}));
+  opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved | zb-h1 (zero bubble: split "
+      "backward, bubble (pp-1)/(3m), more activation memory on later stages) | auto (1f1b or zb-h1, chosen by "
+      "the planner)")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1", "auto"}));
   opt("--virtual-stages", c.virtual_stages, "model chunks per pipeline rank (interleaved: >= 2)");
   opt("--pipeline-split", c.pipeline_split, "layers per virtual stage, e.g. 3,5 (default balanced)");
   opt("--zero-stage", c.zero_stage, "ZeRO stage over the data-parallel group: 0 (plain DP), 1, 2, 3; auto: chosen "
@@ -155,8 +158,14 @@ std::vector<std::string> clamp_derived_defaults(const CLI::App& app, TrainConfig
 void check_paths(const TrainConfig& c) {
   namespace fs = std::filesystem;
   const auto exists = [](const std::string& p) { return p.empty() || fs::exists(p); };
-  PP3D_REQUIRE(exists(c.data), "--data '{}' does not exist (from {}: relative paths are taken from the directory "
-               "the command ran in)", c.data, fs::current_path().string());
+  const auto blend = parse_blend_spec(c.data);  // "W1 P1 W2 P2": each path must exist
+  if (blend.empty()) {
+    PP3D_REQUIRE(c.data == "synthetic" || exists(c.data), "--data '{}' does not exist (from {}: relative paths are "
+                 "taken from the directory the command ran in)", c.data, fs::current_path().string());
+  }
+  for (const auto& [weight, path] : blend)
+    PP3D_REQUIRE(exists(path), "--data: blend source '{}' does not exist (from {}: relative paths are taken from the "
+                 "directory the command ran in)", path, fs::current_path().string());
   PP3D_REQUIRE(exists(c.init_from), "--init-from '{}' does not exist (from {})", c.init_from,
                fs::current_path().string());
   PP3D_REQUIRE(c.resume_from == "latest" || exists(c.resume_from), "--resume-from '{}' does not exist (from {}; "

@@ -16,6 +16,38 @@ std::string YamlConfig::to_config(const CLI::App*, bool, bool, std::string) cons
   return "# writing YAML configs is not supported; see --print-config\n";
 }
 
+namespace {
+
+// data: as a YAML list -> Megatron's "W1 PATH1 W2 PATH2" string. Entries are
+// {weight: W, path: P} maps, or the list is flat [W1, P1, W2, P2].
+std::string blend_list_to_spec(const YAML::Node& list) {
+  const std::string form = "--config: key 'data' as a list must hold {weight: W, path: P} entries or be the flat "
+                           "list [W1, P1, W2, P2, ...]";
+  std::vector<std::string> words;
+  for (const auto& e : list) {
+    if (e.IsMap()) {
+      if (!e["weight"] || !e["path"] || e.size() != 2 || !e["weight"].IsScalar() || !e["path"].IsScalar())
+        throw CLI::ConfigError(form);
+      words.push_back(e["weight"].Scalar());
+      words.push_back(e["path"].Scalar());
+    } else if (e.IsScalar()) {
+      words.push_back(e.Scalar());
+    } else {
+      throw CLI::ConfigError(form);
+    }
+  }
+  std::string spec;
+  for (const auto& w : words) {
+    if (w.find_first_of(" \t") != std::string::npos)
+      throw CLI::ConfigError("--config: data path '" + w + "' contains a space; blends need paths without spaces "
+                             "(or use a blend file: --data blend.yaml)");
+    spec += (spec.empty() ? "" : " ") + w;
+  }
+  return spec;
+}
+
+}  // namespace
+
 std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& in) const {
   YAML::Node root;
   try {
@@ -40,6 +72,8 @@ std::vector<CLI::ConfigItem> YamlConfig::from_config(std::istream& in) const {
     const YAML::Node& v = kv.second;
     if (v.IsScalar()) {
       item.inputs.push_back(v.Scalar());
+    } else if (v.IsSequence() && flag == "data") {
+      item.inputs.push_back(blend_list_to_spec(v));
     } else if (v.IsSequence()) {
       for (const auto& e : v) {
         if (!e.IsScalar()) throw CLI::ConfigError("--config: key '" + key + "' holds a nested list");

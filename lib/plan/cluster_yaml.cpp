@@ -81,7 +81,7 @@ Cluster load_cluster_yaml(const std::string& path) {
              {"name", "gpu", "peak_tflops", "memory_gb", "hbm_bw_tb_s", "nvlink_bw_gb_s", "ib_bw_gb_s",
               "gpus_per_node", "intra", "inter", "gemm_max_efficiency", "gemm_half_size", "gemm_efficiency",
               "gemm_efficiency_file", "launch_overhead_us", "fp32_peak_tflops", "fp8_peak_tflops",
-              "flash_attention_efficiency"},
+              "flash_attention_efficiency", "hbm_efficiency"},
              path);
   Cluster c;
   c.gpus_per_node = 8;
@@ -101,6 +101,7 @@ Cluster load_cluster_yaml(const std::string& path) {
   if (root["gpus_per_node"]) c.gpus_per_node = static_cast<int>(num(root["gpus_per_node"], path, "gpus_per_node"));
   if (root["fp32_peak_tflops"]) c.gpu.fp32_peak_flops = num(root["fp32_peak_tflops"], path, "fp32_peak_tflops") * 1e12;
   if (root["fp8_peak_tflops"]) c.gpu.fp8_peak_flops = num(root["fp8_peak_tflops"], path, "fp8_peak_tflops") * 1e12;
+  if (root["hbm_efficiency"]) c.gpu.hbm_efficiency = num(root["hbm_efficiency"], path, "hbm_efficiency");
   if (root["flash_attention_efficiency"])
     c.gpu.flash_attention_eff = num(root["flash_attention_efficiency"], path, "flash_attention_efficiency");
   if (root["launch_overhead_us"])

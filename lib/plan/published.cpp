@@ -25,7 +25,7 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
   static const std::set<std::string> known = {
       "name", "source", "gpu", "gpus_per_node", "layers", "hidden", "heads", "vocab", "seq_len", "gpus", "tp", "pp",
       "zero", "micro_batch", "schedule", "virtual_stages", "recompute", "sequence_parallel", "global_batch", "metric",
-      "published", "dp_overlap", "precision", "flash_attention", "dropout", "tp_overlap"};
+      "published", "dp_overlap", "precision", "flash_attention", "dropout", "tp_overlap", "holdout"};
   std::vector<PublishedRun> out;
   for (const YAML::Node& n : root["runs"]) {
     PublishedRun r;
@@ -64,7 +64,10 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     l.zero_stage = get("zero", 0);
     l.micro_batch = get("micro_batch", int64_t(0));
     const std::string sched = get("schedule", std::string("1f1b"));
-    l.schedule = sched == "interleaved" ? Schedule::Interleaved : sched == "gpipe" ? Schedule::GPipe : Schedule::OneFOneB;
+    l.schedule = sched == "interleaved" ? Schedule::Interleaved
+                 : sched == "gpipe"     ? Schedule::GPipe
+                 : sched == "zb-h1"     ? Schedule::ZeroBubbleH1
+                                        : Schedule::OneFOneB;
     l.virtual_stages = get("virtual_stages", l.schedule == Schedule::Interleaved ? 2 : 1);
     const std::string rc = get("recompute", std::string("none"));
     PP3D_CHECK(rc == "none" || rc == "full", "'{}', run '{}': recompute must be none or full, got '{}'", path, r.name,
@@ -78,6 +81,7 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     r.flash_attention = get("flash_attention", false);
     r.dropout = get("dropout", true);
     r.tp_overlap = get("tp_overlap", false);
+    r.holdout = get("holdout", false);
     r.global_batch = get("global_batch", int64_t(0));
     r.metric = get("metric", std::string());
     PP3D_CHECK(r.metric == "hardware_tflops" || r.metric == "model_tflops",
@@ -142,10 +146,10 @@ double max_abs_error(const std::vector<PublishedComparison>& rows) {
 }
 
 std::vector<PublishedComparison> rows_on(const std::vector<PublishedComparison>& rows,
-                                         const std::vector<std::string>& gpus) {
+                                         const std::vector<std::string>& gpus, bool holdout) {
   std::vector<PublishedComparison> out;
   for (const auto& r : rows)
-    if (std::find(gpus.begin(), gpus.end(), r.run.gpu) != gpus.end()) out.push_back(r);
+    if (r.run.holdout == holdout && std::find(gpus.begin(), gpus.end(), r.run.gpu) != gpus.end()) out.push_back(r);
   return out;
 }
 
@@ -159,21 +163,24 @@ std::string published_table(const std::vector<PublishedComparison>& rows) {
     if (l.zero_stage > 0) extras += fmt::format(" Z{}", l.zero_stage);
     if (r.run.tp_overlap) extras += " ovl";
     out += fmt::format("| {} | {} | {} | {} | ({}, {}, {}){} | {} | {}{} | {} | {} | {} | {:.1f} | {:.1f} | {:+.1f}% |\n",
-                       r.run.name, r.run.source, r.run.gpu, r.run.gpus, l.tp, l.pp, l.dp, extras, r.run.global_batch,
-                       l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "", recompute_name(l.recompute),
-                       r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW", r.run.published,
-                       r.predicted_tflops, 100 * r.error);
+                       r.run.name + (r.run.holdout ? " †" : ""), r.run.source, r.run.gpu, r.run.gpus, l.tp, l.pp,
+                       l.dp, extras, r.run.global_batch, l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "",
+                       recompute_name(l.recompute), r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW",
+                       r.run.published, r.predicted_tflops, 100 * r.error);
   }
   out += "\n";
-  for (const auto& [label, gpus] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-           {"A100", {"a100"}}, {"H100/H200", {"h100", "h200"}}}) {
-    const auto part = rows_on(rows, gpus);
-    if (part.empty()) continue;
-    out += fmt::format("{}: mean absolute error {:.1f}%, max {:.1f}% over {} runs\n", label,
-                       100 * mean_abs_error(part), 100 * max_abs_error(part), part.size());
+  for (const bool holdout : {false, true}) {
+    for (const auto& [label, gpus] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+             {"A100", {"a100"}}, {"H100/H200", {"h100", "h200"}}}) {
+      const auto part = rows_on(rows, gpus, holdout);
+      if (part.empty()) continue;
+      out += fmt::format("{}{}: mean absolute error {:.1f}%, max {:.1f}% over {} runs\n", label,
+                         holdout ? " held out" : "", 100 * mean_abs_error(part), 100 * max_abs_error(part),
+                         part.size());
+    }
   }
   out += fmt::format("all: mean absolute error {:.1f}% over {} runs (* micro-batch not stated: the planner's fastest; "
-                     "metric HW = hardware TFLOP/s with recompute, model = model TFLOP/s)\n",
+                     "metric HW = hardware TFLOP/s with recompute, model = model TFLOP/s; † held out)\n",
                      100 * mean_abs_error(rows), rows.size());
   return out;
 }

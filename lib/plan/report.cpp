@@ -39,11 +39,11 @@ std::string Planner::explain(const Layout& layout) const {
   line("layout     {}", l.str());
   line("model      {}  ({:.1f} M parameters), seq {} x global batch {} = {} tokens/step",
        cfg_.str(), cfg_.num_parameters() / 1e6, seq, req_.work.global_batch, req_.work.global_batch * seq);
-  line("cluster    {} x {} ({} per node), peak {:.0f} TFLOP/s, {:.0f} GB, HBM {:.2f} TB/s, intra {:.0f} GB/s, "
-       "inter {:.0f} GB/s",
+  line("cluster    {} x {} ({} per node), peak {:.0f} TFLOP/s, {:.0f} GB, HBM {:.2f} TB/s ({:.2f} streaming), "
+       "intra {:.0f} GB/s, inter {:.0f} GB/s",
        req_.gpus, cluster_.gpu.name, cluster_.gpus_per_node, cluster_.gpu.peak(req_.precision.mixed) / 1e12,
-       gb(cluster_.gpu.memory_bytes), cluster_.gpu.hbm_bw / 1e12, cluster_.intra.beta / 1e9,
-       cluster_.inter.beta / 1e9);
+       gb(cluster_.gpu.memory_bytes), cluster_.gpu.hbm_bw / 1e12, cluster_.gpu.hbm_stream_bw() / 1e12,
+       cluster_.intra.beta / 1e9, cluster_.inter.beta / 1e9);
   line("precision  {}{}; flash attention {}, dropout {}{}",
        req_.precision.mixed ? "mixed (bf16 + fp32 master, K=12)" : "fp32",
        req_.precision.fp8_gemm ? fmt::format(", FP8 linear layers at {:.0f} TFLOP/s", cluster_.gpu.fp8_peak_flops / 1e12)

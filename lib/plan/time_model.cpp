@@ -19,7 +19,7 @@ struct Gemm {
   double add(const Cluster& c, double count, double m, double n, double k, double elem_bytes) {
     const double f = 2 * m * n * k;
     const double compute = f / (peak * (*eff)(m, n, k));
-    const double memory = (m * k + k * n + m * n) * elem_bytes / c.gpu.hbm_bw;
+    const double memory = (m * k + k * n + m * n) * elem_bytes / c.gpu.hbm_stream_bw();
     const double dt = count * std::max(compute, memory);
     time += dt;
     flops += count * f;
@@ -122,11 +122,16 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   if (opt.dropout) ew += (2 * ab + 1) * ((opt.flash_attention ? 0.0 : b * (a / t) * s * s) + 2 * bs * h / repl);
   // ~14 kernels per block forward (6 GEMMs or attention calls, 2 LayerNorms,
   // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
-  r.elementwise = L * passes * (ew / c.gpu.hbm_bw + 14 * c.gpu.launch_overhead);
+  r.elementwise = L * passes * (ew / c.gpu.hbm_stream_bw() + 14 * c.gpu.launch_overhead);
   // FP8 casts: each forward pass quantises the four linear inputs, the
-  // backward pass the four output gradients (read 2 B + write 1 B each).
-  if (prec.fp8_gemm)
-    r.elementwise += L * (passes - 1) * 3 * (2 * bs * h / repl + bs * h / t + bs * F / t) / c.gpu.hbm_bw;
+  // backward pass the four output gradients. Hopper's FP8 tensor cores take
+  // only the TN layout, so each cast also writes the transpose the wgrad GEMM
+  // needs (Transformer Engine's cast-transpose): read 2 B, write 1 B + 1 B.
+  if (prec.fp8_gemm) {
+    const double cast_in = 2 * bs * h / repl + bs * h / t + bs * F / t;      // LN1, attn out, LN2, GELU out
+    const double cast_grad = 3 * bs * h / t + 2 * bs * h / repl + bs * F / t;  // d(qkv), d(proj), d(fc), d(fc2)
+    r.elementwise += L * (fwd_passes * cast_in + cast_grad) * 4 / c.gpu.hbm_stream_bw();
+  }
 
   // Tensor parallelism: per block and pass (forward, backward, recompute) two
   // all-reduces of bsh elements, or with sequence parallelism the same bytes
@@ -145,7 +150,7 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   }
 
   if (st == 0) {  // embedding: gather + add, vocab-parallel all-reduce in forward
-    r.elementwise += 3 * 2 * bs * h * ab / c.gpu.hbm_bw;
+    r.elementwise += 3 * 2 * bs * h * ab / c.gpu.hbm_stream_bw();
     r.tp += tpg.all_reduce(bs * h * ab);
   }
   if (st == l.pp - 1) {  // ln_f, LM head, cross-entropy
@@ -156,7 +161,12 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
     r.gemm += 3 * head.time;
     r.flops += 3 * head.flops;
     r.backward += 2 * head.time;
-    r.elementwise += (3 * bs * V / t * prec.logits_bytes + 3 * 2 * bs * h * ab) / c.gpu.hbm_bw +
+    // Cross-entropy over the logits (lb = prec.logits_bytes, fp32): forward
+    // upcast (read ab, write lb), max and sum-exp passes (2 reads), the
+    // normalised output (write); backward the dense gradient (write), the
+    // softmax backward (2 reads, 1 write) and the downcast (read lb, write ab).
+    const double lb = prec.logits_bytes, loss_bytes_per_logit = 2 * ab + 9 * lb;
+    r.elementwise += (bs * V / t * loss_bytes_per_logit + 3 * 2 * bs * h * ab) / c.gpu.hbm_stream_bw() +
                      8 * c.gpu.launch_overhead;
     r.tp += 3 * tpg.all_reduce(bs * 4);  // max, target logit, sum-exp
   }
@@ -196,9 +206,15 @@ TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precisio
   r.pp_p2p = worst.p2p;
   r.per_micro_batch = worst.total();
   const double v = l.virtual_stages, p = l.pp;
-  r.bubble = (p - 1) / v * r.per_micro_batch;
-  r.pipeline = double(m) * r.per_micro_batch + r.bubble;
+  // Idle time over ideal compute: (p - 1) / (v m); zb-h1 fills 2/3 of it with
+  // deferred weight-gradient parts: (p - 1) / (3m) under T_F = T_B = T_W
+  // (m >= p; with fewer micro-batches (2p - m - 1) / (3m), see
+  // pp3d::theoretical_bubble).
   r.bubble_fraction = (p - 1) / (v * double(m));
+  if (l.schedule == Schedule::ZeroBubbleH1)
+    r.bubble_fraction = (double(m) >= p ? p - 1 : 2 * p - double(m) - 1) / (3 * double(m));
+  r.bubble = r.bubble_fraction * double(m) * r.per_micro_batch;
+  r.pipeline = double(m) * r.per_micro_batch + r.bubble;
 
   // Data parallelism / ZeRO on the stage with the most parameters.
   const Group dpg = make_group(c, l.dp, l.tp);
@@ -228,7 +244,7 @@ TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precisio
     r.embedding_sync = emb.all_reduce(double(cfg.padded_vocab()) * cfg.hidden_size / l.tp * prec.grad_bytes());
   }
   const double psi_opt = l.zero_stage >= 1 ? psi_max / n : psi_max;
-  r.optimizer = 28.0 * psi_opt / c.gpu.hbm_bw;  // Adam: master, m, v read+write, grad read, param write
+  r.optimizer = 28.0 * psi_opt / c.gpu.hbm_stream_bw();  // Adam: master, m, v read+write, grad read, param write
 
   r.step = r.pipeline + r.dp_exposed + r.embedding_sync + r.optimizer;
   r.tokens_per_step = double(work.global_batch) * double(seq);

@@ -71,6 +71,7 @@ TokenDataset load_text_dataset(const std::string& path, double val_fraction) {
   PP3D_CHECK(!all.empty(), "data path '{}' is empty ({} file(s), 0 bytes)", path, files.size());
   TokenDataset d;
   d.vocab_size = 256;
+  d.tokenizer = "bytes";
   split_tail(TokenSplit(std::move(all), fmt::format("text '{}'", path)), val_fraction, d);
   d.description = fmt::format("byte-level text '{}' ({} file(s)): {} train bytes, {} val bytes", path,
                               files.size(), d.train.size(), d.val.size());
@@ -180,14 +181,17 @@ void write_llmc_shard(const std::string& path, const std::vector<uint16_t>& toke
 
 namespace {
 
-// vocab_size from tools/prepare_data's meta.json next to the shards, if there is one.
-int64_t meta_vocab(const fs::path& dir, int64_t fallback) {
+// vocab_size and tokenizer from tools/prepare_data's meta.json next to the shards, if there is one.
+int64_t read_meta(const fs::path& dir, int64_t fallback, std::string& tokenizer) {
   const fs::path meta = dir / "meta.json";
   if (!fs::exists(meta)) return fallback;
   try {
     const auto j = nlohmann::json::parse(read_file_bytes(meta));
     const int64_t v = j.at("vocab_size").get<int64_t>();
     PP3D_CHECK(v >= 1, "'{}': vocab_size must be >= 1, got {}", meta.string(), v);
+    const std::string kind = j.value("tokenizer", "");
+    if (kind == "bytes") tokenizer = "bytes";
+    if (kind == "tokenizer.json" && fs::exists(dir / "tokenizer.json")) tokenizer = (dir / "tokenizer.json").string();
     return v;
   } catch (const nlohmann::json::exception& e) {
     PP3D_FAIL("'{}' is not a valid dataset meta file ({}); re-create it with tools/prepare_data or delete it",
@@ -206,7 +210,7 @@ TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
   const fs::path p(path);
   PP3D_REQUIRE(fs::exists(p), "token shard path '{}' does not exist", path);
   TokenDataset d;
-  d.vocab_size = meta_vocab(fs::is_directory(p) ? p : p.parent_path(), vocab_size);
+  d.vocab_size = read_meta(fs::is_directory(p) ? p : p.parent_path(), vocab_size, d.tokenizer);
   if (fs::is_directory(p)) {
     std::vector<fs::path> train, val;
     for (const auto& f : sorted_files(p)) {
@@ -241,33 +245,7 @@ TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size) {
   return d;
 }
 
-namespace {
-
-// "0.7 a 0.3 b" -> {(0.7, a), (0.3, b)}; empty when `spec` is a single path.
-std::vector<std::pair<double, std::string>> parse_blend(const std::string& spec) {
-  std::istringstream in(spec);
-  std::vector<std::string> words{std::istream_iterator<std::string>(in), std::istream_iterator<std::string>()};
-  if (words.size() < 2) return {};
-  auto number = [](const std::string& w, double& v) {
-    char* end = nullptr;
-    v = std::strtod(w.c_str(), &end);
-    return end != w.c_str() && *end == '\0';
-  };
-  double first = 0.0;
-  if (!number(words[0], first)) return {};  // a path with spaces
-  PP3D_CHECK(words.size() % 2 == 0, "--data '{}': a blend is pairs 'WEIGHT PATH WEIGHT PATH ...' (Megatron's "
-             "form), but it has {} words", spec, words.size());
-  std::vector<std::pair<double, std::string>> parts;
-  for (std::size_t i = 0; i < words.size(); i += 2) {
-    double w = 0.0;
-    PP3D_CHECK(number(words[i], w) && std::isfinite(w) && w > 0.0, "--data '{}': '{}' (word {}) should be a "
-               "positive weight; write 'WEIGHT PATH WEIGHT PATH ...'", spec, words[i], i + 1);
-    parts.emplace_back(w, words[i + 1]);
-  }
-  return parts;
-}
-
-TokenDataset load_single(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
+TokenDataset load_single_dataset(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
   if (spec.empty() || spec == "synthetic") {
     SyntheticCorpusOptions opt;
     opt.seed = seed;
@@ -282,25 +260,6 @@ TokenDataset load_single(const std::string& spec, uint64_t seed, int64_t shard_v
     for (const auto& f : sorted_files(p)) shards = shards || has_bin_ext(f);
   }
   return shards ? load_llmc_dataset(spec, shard_vocab) : load_text_dataset(spec);
-}
-
-}  // namespace
-
-TokenDataset load_dataset(const std::string& spec, uint64_t seed, int64_t shard_vocab) {
-  const auto parts = parse_blend(spec);
-  if (parts.empty()) return load_single(spec, seed, shard_vocab);
-  double total = 0.0;
-  for (const auto& [w, path] : parts) total += w;
-  TokenDataset d;
-  d.vocab_size = 0;
-  d.description = "blend of " + std::to_string(parts.size()) + " datasets:";
-  for (const auto& [w, path] : parts) {
-    auto part = std::make_shared<TokenDataset>(load_single(path, seed, shard_vocab));
-    d.vocab_size = std::max(d.vocab_size, part->vocab_size);
-    d.description += fmt::format(" [{:.4f}] {};", w / total, part->description);
-    d.blend.push_back({w / total, path, std::move(part)});
-  }
-  return d;
 }
 
 }  // namespace pp3d

@@ -61,7 +61,9 @@ int64_t DataLoader::epoch_window_start(int p, int64_t index, bool val) const {
   const SplitIndex& ix = (val ? val_index_ : train_index_)[p];
   const int64_t n = ix.windows.back();
   const int64_t epoch = val ? 0 : index / n;  // validation: always the same permutation
-  const uint64_t base = rng_key(val ? val_key_ : train_key_, fmt::format("part{}", p));
+  // Validation windows do not depend on the part's position in a blend, so a
+  // source's own validation loss equals that of a run on the source alone.
+  const uint64_t base = rng_key(val ? val_key_ : train_key_, fmt::format("part{}", val ? 0 : p));
   const uint64_t key = rng_key(base, fmt::format("epoch{}", epoch));
   const auto w = static_cast<int64_t>(permute_index(static_cast<uint64_t>(index % n), static_cast<uint64_t>(n), key));
   const auto k = static_cast<std::size_t>(std::upper_bound(ix.windows.begin(), ix.windows.end(), w) -
@@ -69,22 +71,28 @@ int64_t DataLoader::epoch_window_start(int p, int64_t index, bool val) const {
   return ix.tokens[k] + (w - ix.windows[k]) * seq_len_;
 }
 
-int64_t DataLoader::window_start(int64_t step, int64_t row, bool val) const {
-  const auto g = static_cast<uint64_t>(step * global_batch_ + row);
-  BlendSlot slot;
-  if (!blend_fractions_.empty()) slot = blend_slot(blend_fractions_, g);
-  if (sampler_ == Sampler::Epoch) {
-    return epoch_window_start(slot.part, blend_fractions_.empty() ? static_cast<int64_t>(g) : slot.index, val);
-  }
-  const TokenDataset& d = part(slot.part);
+int64_t DataLoader::part_window_start(int p, int64_t index, bool val) const {
+  if (sampler_ == Sampler::Epoch) return epoch_window_start(p, index, val);
+  const TokenDataset& d = part(p);
   const int64_t positions = (val ? d.val : d.train).size() - seq_len_;  // starts 0 .. n - seq_len - 1
-  const uint64_t key = val ? val_key_ : train_key_;
-  if (blend_fractions_.empty()) return random_start(key, static_cast<uint64_t>(row), static_cast<uint64_t>(step),
-                                                    positions);
-  return random_start(key, static_cast<uint64_t>(slot.index), ~static_cast<uint64_t>(slot.part), positions);
+  return random_start(val ? val_key_ : train_key_, static_cast<uint64_t>(index), ~static_cast<uint64_t>(p),
+                      positions);
 }
 
-Batch DataLoader::make_rows(int64_t step, int64_t row0, int64_t row1, bool val) const {
+int64_t DataLoader::window_start(int64_t step, int64_t row, bool val) const {
+  const auto g = static_cast<uint64_t>(step * global_batch_ + row);
+  if (!blend_fractions_.empty()) {
+    const BlendSlot slot = blend_slot(blend_fractions_, g);
+    return part_window_start(slot.part, slot.index, val);
+  }
+  if (sampler_ == Sampler::Epoch) return epoch_window_start(0, static_cast<int64_t>(g), val);
+  // The original random sampler's stream (kept so embedded-corpus runs are unchanged).
+  const int64_t positions = (val ? data_->val : data_->train).size() - seq_len_;
+  return random_start(val ? val_key_ : train_key_, static_cast<uint64_t>(row), static_cast<uint64_t>(step), positions);
+}
+
+Batch DataLoader::make_rows(int64_t step, int64_t row0, int64_t row1, bool val, int source) const {
+  PP3D_CHECK(source < num_sources(), "data source {} does not exist (the data has {})", source, num_sources());
   PP3D_CHECK(step >= 0, "{} index must be >= 0, got {}", val ? "validation batch" : "step", step);
   PP3D_CHECK(0 <= row0 && row0 < row1 && row1 <= global_batch_,
              "batch rows [{}, {}) are not inside the global batch [0, {})", row0, row1, global_batch_);
@@ -98,8 +106,11 @@ Batch DataLoader::make_rows(int64_t step, int64_t row0, int64_t row1, bool val) 
   int32_t* tg = b.targets.data<int32_t>();
   std::vector<int32_t> window(static_cast<std::size_t>(seq_len_ + 1));
   for (int64_t r = 0; r < rows; ++r) {
-    const TokenDataset& d = part(blend_part(step, row0 + r, val));
-    (val ? d.val : d.train).read(window_start(step, row0 + r, val), seq_len_ + 1, window.data(), data_->vocab_size);
+    const int p = source >= 0 ? source : blend_part(step, row0 + r, val);
+    const int64_t start = source >= 0 ? part_window_start(source, step * global_batch_ + row0 + r, val)
+                                      : window_start(step, row0 + r, val);
+    const TokenDataset& d = part(p);
+    (val ? d.val : d.train).read(start, seq_len_ + 1, window.data(), data_->vocab_size);
     std::copy(window.begin(), window.end() - 1, in + r * seq_len_);
     std::copy(window.begin() + 1, window.end(), tg + r * seq_len_);
   }
@@ -112,6 +123,17 @@ Batch DataLoader::get_rows(int64_t step, int64_t row0, int64_t row1) const {
 
 Batch DataLoader::get_val_rows(int64_t index, int64_t row0, int64_t row1) const {
   return make_rows(index, row0, row1, true);
+}
+
+Batch DataLoader::get_source_val_rows(int source, int64_t index, int64_t row0, int64_t row1) const {
+  PP3D_CHECK(source >= 0, "data source must be >= 0, got {}", source);
+  return make_rows(index, row0, row1, true, source);
+}
+
+std::string DataLoader::source_name(int source) const {
+  PP3D_CHECK(source >= 0 && source < num_sources(), "data source {} does not exist (the data has {})", source,
+             num_sources());
+  return data_->blend.empty() ? std::string("data") : data_->blend[static_cast<std::size_t>(source)].spec;
 }
 
 std::vector<int64_t> DataLoader::epoch_windows() const {

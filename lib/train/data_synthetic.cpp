@@ -133,6 +133,7 @@ TokenDataset make_synthetic_dataset(const SyntheticCorpusOptions& opt) {
   d.val = TokenSplit(to_tokens(generate_split(opt.seed, opt.val_bytes, "val")), "synthetic corpus (val)");
   d.vocab_size = 256;
   d.synthetic = true;
+  d.tokenizer = "bytes";
   d.description = fmt::format("embedded synthetic corpus (seed {}): {} train bytes, {} val bytes", opt.seed,
                               d.train.size(), d.val.size());
   return d;

@@ -30,6 +30,7 @@ InferenceModel load_inference_model(const std::string& checkpoint, const std::st
     m.seed = info.seed;
     m.trainer_config_json = info.trainer_config_json;
     m.source = fmt::format("pp3d checkpoint {} (step {})", dir, info.step);
+    m.checkpoint_dir = dir;
   } else {
     m.config = read_llmc_config(init_from);
     m.source = fmt::format("llm.c checkpoint {}", init_from);

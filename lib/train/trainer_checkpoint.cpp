@@ -2,6 +2,8 @@
 // of pp3d/train/checkpoint.h (docs/CHECKPOINTS.md): parameters + ZeRO-owned
 // AdamW state, loadable into any layout; the data of step s is a function of
 // (seed, s), so restoring the step restores the data position.
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "pp3d/core/error.h"
@@ -25,11 +27,25 @@ void Trainer::save() {
   info.trainer_config_json = nlohmann::json{{"lr", cfg_.lr}, {"min_lr", cfg_.min_lr}, {"max_steps", cfg_.max_steps},
                                             {"warmup_steps", cfg_.warmup_steps}, {"lr_schedule", cfg_.lr_schedule},
                                             {"global_batch", layout_.global_batch}, {"seq_len", cfg_.seq_len},
-                                            {"data", cfg_.data}, {"bf16", cfg_.bf16}, {"fp16", cfg_.fp16}}.dump();
+                                            {"data", cfg_.data}, {"bf16", cfg_.bf16}, {"fp16", cfg_.fp16},
+                                            {"tokenizer", tokenizer_kind()}}.dump();
   CheckpointSaveOptions so;
   so.keep_last = cfg_.keep_last;
   const std::string dir = save_checkpoint(cfg_.output_dir, info, checkpoint_tensors(*zero_), *world_, so);
+  // The tokenizer travels with the checkpoint, so pp3d-generate encodes and decodes text like the data was made.
+  if (world_->rank() == 0 && tokenizer_kind() == "tokenizer.json") {
+    std::error_code ec;
+    std::filesystem::copy_file(dataset_->tokenizer, std::filesystem::path(dir) / "tokenizer.json",
+                               std::filesystem::copy_options::overwrite_existing, ec);
+    if (ec) logger()->warn("could not copy '{}' into '{}': {}", dataset_->tokenizer, dir, ec.message());
+  }
   if (!cfg_.quiet && world_->rank() == 0) logger()->info("saved checkpoint '{}'", dir);
+}
+
+// "bytes", "tokenizer.json" (copied into each checkpoint) or "unknown": how the data's ids were made.
+std::string Trainer::tokenizer_kind() const {
+  if (dataset_->tokenizer.empty()) return "unknown";
+  return dataset_->tokenizer == "bytes" ? "bytes" : "tokenizer.json";
 }
 
 void Trainer::resume() {

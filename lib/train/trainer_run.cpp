@@ -100,7 +100,11 @@ StepMetrics Trainer::run() {
     if (talk) for (const auto& e : loader_->epoch_events(m.step)) log->info("data: {}", e);
     tokens_per_s_sum += m.tokens_per_s;
     const bool last_step = step_ == cfg_.max_steps;
-    if (last_step || (cfg_.eval_interval > 0 && step_ % cfg_.eval_interval == 0)) m.val_loss = evaluate();
+    if (last_step || (cfg_.eval_interval > 0 && step_ % cfg_.eval_interval == 0)) {
+      m.val_loss = evaluate();
+      if (loader_->num_sources() > 1)
+        for (int src = 0; src < loader_->num_sources(); ++src) m.val_loss_by_source.push_back(evaluate(src));
+    }
     // Non-finite losses stop in train_step before the update; an fp16 overflow skip is the loss scaler's business.
     PP3D_CHECK(m.skipped || std::isfinite(m.loss),
                "training diverged: loss {} at step {} (lower --lr or raise --warmup-steps)", m.loss, m.step + 1);
@@ -113,6 +117,12 @@ StepMetrics Trainer::run() {
                                   {"tokens_per_s", m.tokens_per_s},
                                   {"step_ms", m.step_seconds * 1e3}};
       if (m.val_loss) j["val_loss"] = *m.val_loss;
+      if (!m.val_loss_by_source.empty()) {
+        nlohmann::ordered_json by_source = nlohmann::ordered_json::object();
+        for (std::size_t src = 0; src < m.val_loss_by_source.size(); ++src)
+          by_source[loader_->source_name(static_cast<int>(src))] = m.val_loss_by_source[src];
+        j["val_loss_by_source"] = by_source;
+      }
       if (cfg_.fp16 || cfg_.bf16) {
         j["loss_scale"] = m.loss_scale;
         j["skipped"] = m.skipped;
@@ -157,6 +167,9 @@ StepMetrics Trainer::run() {
                                               m.theoretical_bubble.value_or(0.0))
                                 : std::string(),
                 m.val_loss ? fmt::format(" | val loss {:.4f}", *m.val_loss) : std::string());
+      for (std::size_t src = 0; src < m.val_loss_by_source.size(); ++src)
+        log->info("             val loss {:.4f} on '{}' alone", m.val_loss_by_source[src],
+                  loader_->source_name(static_cast<int>(src)));
     }
     last = m;
     const bool saved_this_step = cfg_.save_interval > 0 && (step_ % cfg_.save_interval == 0 || last_step);

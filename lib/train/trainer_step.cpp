@@ -61,7 +61,6 @@ StepMetrics Trainer::train_step() {
   const auto t0 = std::chrono::steady_clock::now();
   Allocator::instance().reset_peak();
   const Device dev = backend_->device();
-  const int64_t mb = layout_.micro_batch;
   // Each micro-batch adds loss_weight * (sum of its token losses): summed over
   // micro-batches and DP ranks this is the mean over the global batch, and so
   // are the (DP-summed) gradients — in every layout.
@@ -148,11 +147,12 @@ StepMetrics Trainer::train_step() {
 // Forward of validation batch `index` through the virtual stages in order
 // (blocking p2p between consecutive stages); the loss is that of the head stage,
 // 0 elsewhere. Collective over the pp group (and each stage's TP group).
-double Trainer::eval_batch(int64_t index) {
+double Trainer::eval_batch(int64_t index, int source) {
   const Device dev = backend_->device();
   // --batch-size rows whatever the layout (also with --micro-batches), so val_loss is layout independent.
   const int64_t rows = cfg_.micro_batch_size, T = cfg_.seq_len;
-  const Batch b = loader_->get_val_rows(index, 0, rows);
+  const Batch b = source < 0 ? loader_->get_val_rows(index, 0, rows)
+                             : loader_->get_source_val_rows(source, index, 0, rows);
   const int pp = layout_.pp, S = pp * cfg_.virtual_stages, rank = grid_->pp_rank();
   Communicator& pg = *grid_->pp_group();
   Tensor hidden;
@@ -183,7 +183,7 @@ double Trainer::eval_batch(int64_t index) {
   return loss;
 }
 
-double Trainer::evaluate() {
+double Trainer::evaluate(int source) {
   const int dp = layout_.dp, dp_rank = grid_->dp_rank();
   const int64_t n = cfg_.eval_batches;
   std::vector<double> losses(static_cast<std::size_t>(n), 0.0);
@@ -192,9 +192,9 @@ double Trainer::evaluate() {
   for (int64_t round = 0; round * dp < n; ++round) {
     const int64_t i = round * dp + dp_rank;
     if (i < n) {
-      losses[static_cast<std::size_t>(i)] = eval_batch(i);
+      losses[static_cast<std::size_t>(i)] = eval_batch(i, source);
     } else if (cfg_.zero_stage == 3) {
-      (void)eval_batch(0);
+      (void)eval_batch(0, source);
     }
   }
   // Only the head stage holds a loss (0 elsewhere): exact sums over pp and dp,

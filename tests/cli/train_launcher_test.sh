@@ -6,7 +6,8 @@
 #   - relative --data / --output-dir resolve against the caller's directory, with and
 #     without the build step;
 #   - the auto-layout decision is in train.log; --quiet writes no train.log and no info log;
-#   - the default --warmup-steps 40 is lowered for a 2-step run instead of rejecting it.
+#   - the default --warmup-steps 40 is lowered for a 2-step run instead of rejecting it;
+#   - --config: `data` as a YAML list becomes the blend "W1 PATH1 W2 PATH2".
 # Usage: train_launcher_test.sh REPO BUILD_DIR WORKDIR
 set -euo pipefail
 repo="$(cd "$1" && pwd)" build="$(cd "$2" && pwd)" work="$3"
@@ -75,4 +76,18 @@ grep -q "\[info\]" quiet.out && fail "--quiet printed info lines"
 run_timed clamp 60 0 "$exe" "${tiny[@]}" --max-steps 2 --output-dir clamp_out
 grep -q "the default 40 is more than --max-steps 2; using 2" clamp_out/train.log || fail "no clamp note"
 run_timed warmup_given 10 2 "$exe" "${tiny[@]}" --max-steps 2 --warmup-steps 40
+
+# 6. --config: data as a YAML list is the Megatron blend string (each path is checked).
+mkdir -p web code a b
+printf 'data:\n  - {weight: 0.7, path: web}\n  - {weight: 0.3, path: code}\n' >blend_cfg.yaml
+run_timed blend_config 10 0 "$exe" --config blend_cfg.yaml --print-config
+grep -q '"data": "0.7 web 0.3 code"' blend_config.out || fail "--config data list not turned into a blend"
+printf 'data: [0.5, a, 0.5, b]\n' >flat_cfg.yaml
+run_timed flat_config 10 0 "$exe" --config flat_cfg.yaml --print-config
+grep -q '"data": "0.5 a 0.5 b"' flat_config.out || fail "--config flat data list"
+printf 'data:\n  - {weight: 1, file: a}\n' >bad_cfg.yaml
+run_timed bad_blend_config 10 nonzero "$exe" --config bad_cfg.yaml --print-config
+grep -q "weight: W, path: P" bad_blend_config.out || fail "--config bad data list: no explanation"
+run_timed missing_source 10 2 "$exe" --data "0.5 web 0.5 nothere" --print-config
+grep -q "blend source 'nothere' does not exist" missing_source.out || fail "missing blend source not named"
 echo "PASS"

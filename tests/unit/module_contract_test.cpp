@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "pp3d/backend/backend.h"
+#include "pp3d/comm/local_communicator.h"
 #include "pp3d/parallel/module.h"
+#include "pp3d/parallel/pipeline.h"
 
 using namespace pp3d;
 
@@ -146,4 +149,64 @@ TEST_CASE("a parameter listed by two layers is owned by the first; Eval keeps no
   CHECK(!c.active());
   CHECK(c.states().empty());
   CHECK(c.loss() == Approx(9.0));
+}
+
+// Loss layer: loss += loss_weight * sum(x); d(x) = loss_weight everywhere.
+class SumLoss final : public Layer {
+ public:
+  struct Saved : LayerState {
+    Shape shape;
+    float w = 0;
+  };
+  std::vector<Parameter*> parameters() override { return {}; }
+  Tensor forward(const Tensor& x, MicroBatchContext& ctx, std::unique_ptr<LayerState>& saved) override {
+    double sum = 0;
+    for (float v : x.to_vector()) sum += v;
+    ctx.loss += ctx.loss_weight * sum;
+    auto s = std::make_unique<Saved>();
+    s->shape = x.shape();
+    s->w = ctx.loss_weight;
+    saved = std::move(s);
+    return Tensor();
+  }
+  Tensor backward(const Tensor&, MicroBatchContext&, LayerState& st) override {
+    const auto& s = static_cast<Saved&>(st);
+    return Tensor::from_vector(s.shape, std::vector<float>(static_cast<std::size_t>(shape_numel(s.shape)), s.w));
+  }
+};
+
+TEST_CASE("zb-h1 on one rank equals 1f1b, with and without layers that split their backward") {
+  // A layer that does not split runs its whole backward in zb-h1's input
+  // part; the weight part then has nothing to do (and must not fail).
+  auto be = make_cpu_backend();
+  for (bool split : {false, true}) {
+    INFO("layers split their backward: " << split);
+    std::vector<float> grads[2];
+    double losses[2] = {0, 0};
+    for (int s = 0; s < 2; ++s) {
+      Parameter a = scalar("a", 2.0f), b = scalar("b", -3.0f);
+      Scale la(a, split), lb(b, split);
+      SumLoss loss;
+      std::vector<std::unique_ptr<Module>> chunks;
+      chunks.push_back(std::make_unique<Chain>(be.get(), std::vector<Layer*>{&la, &lb, &loss}));
+      PipelineConfig pc;
+      pc.schedule = s == 0 ? ScheduleKind::OneFOneB : ScheduleKind::ZeroBubbleH1;
+      pc.micro_batch_size = 1;
+      pc.seq_len = 1;
+      PipelineStage stage(std::move(chunks), std::make_shared<LocalCommunicator>("pp"), nullptr, pc);
+      std::vector<MicroBatch> mbs;
+      for (int i = 0; i < 3; ++i)
+        mbs.push_back({Tensor::from_vector({1, 3}, {1.0f + i, -2.0f, 0.5f * i}), Tensor::zeros({1})});
+      const StepResult r = stage.run_step(mbs, 0.25f);
+      losses[s] = r.loss;
+      grads[s] = {a.grad.to_vector()[0], b.grad.to_vector()[0]};
+      CHECK(la.weight_calls == 3);  // every micro-batch's weight gradient, fused or split
+      int weight_events = 0;
+      for (const auto& e : r.events) weight_events += e.kind == PipelineEvent::Weight;
+      CHECK(weight_events == (s == 1 ? 3 : 0));
+    }
+    CHECK(losses[0] == losses[1]);
+    CHECK(grads[0] == grads[1]);
+    CHECK(grads[0][0] != 0.0f);
+  }
 }

@@ -25,11 +25,7 @@ namespace {
 
 fs::path temp_dir(const std::string& name) { return pp3d::test::fresh_temp_dir("epoch_test_" + name); }
 
-std::vector<uint32_t> ramp(int64_t n, uint32_t first, uint32_t mod) {
-  std::vector<uint32_t> v;
-  for (int64_t i = 0; i < n; ++i) v.push_back(first + static_cast<uint32_t>((i * 7919) % mod));
-  return v;
-}
+using pp3d::test::ramp;
 
 }  // namespace
 
@@ -226,17 +222,7 @@ TEST_CASE("Trainer: a run resumed mid-epoch continues bitwise, the embedded corp
   const fs::path dir = temp_dir("resume");
   write_token_shard((dir / "r_train_000.bin").string(), ramp(161, 0, 97));  // 20 windows of 8: 5 steps of 4
   write_token_shard((dir / "r_val_000.bin").string(), ramp(80, 0, 97));
-  TrainConfig c;
-  c.num_layers = 1;
-  c.hidden_size = 16;
-  c.num_heads = 2;
-  c.seq_len = 8;
-  c.micro_batch_size = 4;
-  c.max_steps = 8;
-  c.warmup_steps = 0;
-  c.eval_batches = 1;
-  c.vocab_size = 97;
-  c.quiet = true;
+  TrainConfig c = pp3d::test::tiny_train_config(97, 8);
   c.data = dir.string();
   c.save_interval = 3;
   c.output_dir = (dir / "out").string();

@@ -15,7 +15,8 @@ namespace pp3d {
 
 // Fraction of peak FLOP/s reached by a GEMM of shape (m, n, k). Either the
 // analytic default  eff(d) = max_eff * d / (d + half_size)  with d the
-// geometric mean of (m, n, k), normalised so that eff -> max_eff for large d;
+// equivalent square size (the harmonic mean of m, n, k: the square GEMM of
+// the same arithmetic intensity), normalised so that eff -> max_eff for large d;
 // or, when `table` is non-empty, a piecewise log-linear interpolation over
 // (size d, efficiency) points (clamped at both ends), as produced by the GPU
 // GEMM benchmark.
@@ -26,6 +27,7 @@ struct GemmEfficiency {
 
   double at_size(double d) const;
   double operator()(double m, double n, double k) const;
+  static double equivalent_size(double m, double n, double k);  // 3 / (1/m + 1/n + 1/k)
 };
 
 // One accelerator. `peak_flops` is the dense peak of the mixed-precision
@@ -38,7 +40,9 @@ struct GpuSpec {
   double fp8_peak_flops = 0;   // FLOP/s, dense FP8 tensor cores (0: the GPU has none)
   double peak(bool mixed) const { return mixed ? peak_flops : (fp32_peak_flops > 0 ? fp32_peak_flops : peak_flops / 2); }
   double memory_bytes = 0;   // device memory
-  double hbm_bw = 0;         // bytes/s
+  double hbm_bw = 0;          // bytes/s, datasheet
+  double hbm_efficiency = 1;  // fraction of hbm_bw a streaming kernel reaches (STREAM triad)
+  double hbm_stream_bw() const { return hbm_bw * hbm_efficiency; }  // what memory-bound ops run at
   double nvlink_bw = 0;      // bytes/s per direction per GPU (intra-node)
   double ib_bw = 0;          // bytes/s per GPU (inter-node)
   double launch_overhead = 0;  // seconds of fixed cost per kernel / op (launch, dispatch)

@@ -9,10 +9,10 @@
 
 namespace pp3d {
 
-enum class Schedule { GPipe, OneFOneB, Interleaved };
+enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1 };
 enum class Recompute { None, Full };
 
-const char* schedule_name(Schedule s);   // "gpipe", "1f1b", "interleaved"
+const char* schedule_name(Schedule s);   // "gpipe", "1f1b", "interleaved", "zb-h1"
 const char* recompute_name(Recompute r);  // "none", "full"
 
 // One point of the search space. dp is derived from the GPU count when 0.
@@ -63,7 +63,8 @@ struct Workload {
 // fp8 (Precision::fp8(), mixed only): the transformer blocks' linear-layer GEMMs
 // run in FP8 on the GPU's FP8 tensor-core peak, as Transformer Engine does
 // (attention, LM head and everything else stay bf16). Costs: each GEMM input
-// and output gradient is cast to FP8 (read 2 B + write 1 B per element), and
+// and output gradient is cast to FP8 with its transpose (read 2 B, write
+// 1 B + 1 B per element: Hopper FP8 GEMMs take only the TN layout), and
 // every linear weight keeps an FP8 copy and its FP8 transpose between
 // micro-batches (2 B per linear parameter, counted as params). Saves: the
 // four linear-layer inputs are kept as their 1-byte FP8 casts for backward.

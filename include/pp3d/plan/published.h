@@ -28,6 +28,7 @@ struct PublishedRun {
   bool flash_attention = false;    // fused attention that never stores the s x s scores
   bool dropout = true;             // attention and hidden dropout (Megatron's 0.1 defaults)
   bool tp_overlap = false;         // TP collectives pipelined with the adjacent GEMMs (userbuffers)
+  bool holdout = false;            // evaluated only after the model's terms were fixed (out-of-sample check)
 };
 
 // Reads the `runs:` list (keys in the file's header comment). Throws
@@ -45,9 +46,10 @@ struct PublishedComparison {
 std::vector<PublishedComparison> compare_published(const std::vector<PublishedRun>& runs);
 double mean_abs_error(const std::vector<PublishedComparison>& rows);
 double max_abs_error(const std::vector<PublishedComparison>& rows);
-// The rows whose run.gpu is one of `gpus` (e.g. {"h100", "h200"}).
+// The rows whose run.gpu is one of `gpus` (e.g. {"h100", "h200"}) and whose
+// run.holdout equals `holdout` (default: the rows the model was checked on).
 std::vector<PublishedComparison> rows_on(const std::vector<PublishedComparison>& rows,
-                                         const std::vector<std::string>& gpus);
+                                         const std::vector<std::string>& gpus, bool holdout = false);
 // The table printed by pp3d-plan --validate-published (Markdown).
 std::string published_table(const std::vector<PublishedComparison>& rows);
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pp3d/core/tensor.h"
@@ -67,6 +68,10 @@ struct TokenDataset {
   int64_t vocab_size = 256;  // every token is < vocab_size
   std::string description;   // one line for the log ("synthetic corpus, 2.0 MB", ...)
   bool synthetic = false;    // the embedded corpus (its default sampler is "random")
+  // How the ids were made: "bytes" (embedded corpus, text files, prepare_data's
+  // byte-level shards), the path of the tokenizer.json next to tools/prepare_data's
+  // shards, or "" (unknown, e.g. plain llm.c shards; blends whose parts differ).
+  std::string tokenizer;
   // A weighted blend (--data "0.7 a 0.3 b"): batches draw from these parts and
   // train/val above are empty. Parts are never blends themselves.
   std::vector<BlendPart> blend;
@@ -122,7 +127,14 @@ TokenDataset load_llmc_dataset(const std::string& path, int64_t vocab_size = 502
 // `shard_vocab` unless a meta.json says otherwise); any other file or folder ->
 // byte-level text; "W1 PATH1 W2 PATH2 ..." (Megatron's form, weights > 0,
 // normalised) -> a weighted blend of those datasets.
+// A path ending in .yaml / .yml -> a blend file: a YAML list of {weight: W, path: P}
+// entries (or a flat [W1, P1, W2, P2] list), paths relative to the file's folder.
 TokenDataset load_dataset(const std::string& spec, uint64_t seed = 20240601, int64_t shard_vocab = 50257);
+// Megatron's "W1 PATH1 W2 PATH2 ..." -> {(W1, PATH1), ...} (weights as given); empty
+// when `spec` is a single path. A malformed blend is a pp3d::UserError.
+std::vector<std::pair<double, std::string>> parse_blend_spec(const std::string& spec);
+// One source, never a blend (what load_dataset does for each part).
+TokenDataset load_single_dataset(const std::string& spec, uint64_t seed, int64_t shard_vocab);
 
 // Entropy of the unigram (single-token) distribution of `tokens`, in bits;
 // multiply by ln 2 for nats (the unit of the training loss).
@@ -188,6 +200,12 @@ class DataLoader {
   // Validation batch `index` (the same windows every time it is asked for).
   Batch get_val_batch(int64_t index) const { return get_val_rows(index, 0, global_batch_); }
   Batch get_val_rows(int64_t index, int64_t row0, int64_t row1) const;
+  // The same for one source of a blend: every row comes from source `source`'s
+  // validation split (its own fixed windows), for per-source validation loss.
+  Batch get_source_val_rows(int source, int64_t index, int64_t row0, int64_t row1) const;
+  // Blend parts (1 for a plain dataset) and their names (the paths as given).
+  int num_sources() const { return data_->blend.empty() ? 1 : static_cast<int>(data_->blend.size()); }
+  std::string source_name(int source) const;
 
   // Start offset of row `row` of step `step` in the train (or val) split
   // (a blend: in the part blend_part(step, row, val) picks).
@@ -206,7 +224,10 @@ class DataLoader {
   const TokenDataset& dataset() const { return *data_; }
 
  private:
-  Batch make_rows(int64_t step, int64_t row0, int64_t row1, bool val) const;
+  // source < 0: the blend picks each row's part; otherwise every row from part `source`.
+  Batch make_rows(int64_t step, int64_t row0, int64_t row1, bool val, int source = -1) const;
+  // Start of sample `index` of part p's (train or val) stream.
+  int64_t part_window_start(int p, int64_t index, bool val) const;
   const TokenDataset& part(int p) const { return data_->blend.empty() ? *data_ : *data_->blend[p].data; }
   // Epoch sampler: start of the sample `index` of part p's split.
   int64_t epoch_window_start(int p, int64_t index, bool val) const;

@@ -30,6 +30,7 @@ struct InferenceModel {
   std::optional<int64_t> step;      // optimizer steps of a pp3d checkpoint
   uint64_t seed = 1337;             // the training run's seed (pp3d checkpoints), else the Trainer's default
   std::string trainer_config_json;  // the saving run's settings ("{}" when unknown)
+  std::string checkpoint_dir;       // the resolved pp3d checkpoint directory ("" for llm.c files)
 };
 
 // Loads a model for inference on `device`. Exactly one of `checkpoint` (a

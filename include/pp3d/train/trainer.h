@@ -88,7 +88,7 @@ struct TrainConfig {
   int tp = 1;                      // tensor-parallel size (divides num_heads)
   int pp = 1;                      // pipeline-parallel size
   bool sequence_parallel = false;  // Megatron sequence parallelism (tp > 1; seq_len % tp == 0)
-  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb-h1
   int virtual_stages = 1;          // model chunks per pipeline rank (interleaved: >= 2)
   std::string pipeline_split;      // "" = balanced, else layers per virtual stage "3,5"
   int zero_stage = 0;              // 0 (plain data parallel), 1, 2, 3
@@ -135,6 +135,9 @@ struct StepMetrics {
   double step_seconds = 0.0;
   double tokens_per_s = 0.0;
   std::optional<double> val_loss; // set on evaluation steps
+  // Evaluation steps of a blended --data: the validation loss of each source
+  // alone (its own validation split), in the blend's order.
+  std::vector<double> val_loss_by_source;
   // Pipeline bubble of the step on this rank (pp > 1): idle / step time, and (p-1)/m (or /(v m)).
   std::optional<double> idle_fraction;
   std::optional<double> theoretical_bubble;
@@ -169,7 +172,8 @@ class Trainer {
   StepMetrics train_step();
   // Mean validation loss over eval_batches fixed validation batches of
   // micro-batch rows (batch i on DP rank i % dp; forward only through the pipeline).
-  double evaluate();
+  // source >= 0: the same over that blend source's own validation split.
+  double evaluate(int source = -1);
   // The whole run: max_steps steps with logging, eval, <output_dir>/train.log and
   // metrics.jsonl (global rank 0 writes them), the trace and the export.
   // SIGINT / SIGTERM (on any rank) during the loop: every rank stops after the
@@ -200,10 +204,11 @@ class Trainer {
   double unigram_entropy_bits() const { return unigram_bits_; }
 
  private:
-  double eval_batch(int64_t index);  // collective over the pp (and TP) group
+  double eval_batch(int64_t index, int source);  // collective over the pp (and TP) group
   void save();                       // checkpoint of step_ (collective)
   std::string last_checkpoint_description() const;  // for error messages: "'<dir>'" or "none (...)"
   void resume();                     // loads resume_from (every rank)
+  std::string tokenizer_kind() const;  // recorded in checkpoints (trainer_checkpoint.cpp)
   void log_header();
 
   TrainConfig cfg_;
