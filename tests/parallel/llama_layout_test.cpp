@@ -1,6 +1,7 @@
 // Llama layouts = the serial run (DESIGN.md §1): trains a tiny Llama for 20
 // AdamW steps in the requested layout — tensor parallel (± sequence
-// parallelism), pipeline (1F1B / interleaved), data parallel with ZeRO 0–3,
+// parallelism), pipeline (any --schedule: gpipe, 1f1b, interleaved, zb-h1),
+// data parallel with ZeRO 0–3,
 // tied or untied head — driving PipelineStage and ZeroOptimizer directly, as
 // a third-party trainer would; every rank also trains the same model alone
 // (tp = pp = dp = 1). Every step's loss and every final weight (the full
