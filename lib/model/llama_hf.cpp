@@ -109,34 +109,10 @@ void save_llama_hf(const std::string& dir, const LlamaConfig& config, const std:
 }
 
 void load_llama_hf(const std::string& dir, const LlamaConfig& config, const std::vector<Parameter*>& params) {
-  const LlamaConfig c = config.resolved();
-  const std::string path = (fs::path(dir) / "model.safetensors").string();
-  const std::map<std::string, SafeTensor> file = read_safetensors(path);
-  for (Parameter* p : params) {
-    const auto it = file.find(p->name);
-    PP3D_CHECK(it != file.end(), "'{}' has no tensor '{}'", path, p->name);
-    const Shape want = hf_shape(*p, c);
-    PP3D_CHECK(it->second.shape == want, "'{}': tensor '{}' is {}, the model needs {}", path, p->name,
-               shape_str(it->second.shape), shape_str(want));
-    std::vector<float> full = it->second.data;
-    full.resize(static_cast<std::size_t>(shape_numel(p->global_shape)), 0.0f);  // zero padding rows
-    // This rank's slice (rows for dim 0, columns for dim 1; one segment).
-    std::vector<float> local;
-    const int64_t rows = p->global_shape[0], cols = p->global_shape.size() > 1 ? p->global_shape[1] : 1;
-    const ShardSpec& s = p->shard;
-    PP3D_CHECK(s.segments == 1, "load_llama_hf: '{}' has {} shard segments (expected 1)", p->name, s.segments);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < cols; ++k) {
-        const int64_t idx = s.dim == 0 ? r : s.dim == 1 ? k : s.offset;
-        if (!s.sharded() || (idx >= s.offset && idx < s.offset + s.length))
-          local.push_back(full[static_cast<std::size_t>(r * cols + k)]);
-      }
-    PP3D_CHECK(static_cast<int64_t>(local.size()) == p->value.numel(), "load_llama_hf: '{}' slice has {} values, "
-               "the shard {}", p->name, local.size(), p->value.numel());
-    Tensor host = Tensor::empty(p->value.shape(), p->value.dtype());
-    host.fill_from(local);
-    p->value.copy_from(host);
-  }
+  SafetensorsLoadOptions o;
+  o.vocab_padded = {"model.embed_tokens.weight", "lm_head.weight"};  // HF holds vocab_size rows, pp3d pads
+  o.vocab_rows = config.resolved().vocab_size;
+  load_safetensors_parameters(dir, params, o);
 }
 
 }  // namespace pp3d

@@ -148,7 +148,7 @@ TEST_CASE("llama HF errors name the tensor or key", "[model][llama][interop]") {
   wide.mlp_hidden_size = 64;
   Llama w(wide, *be);
   CHECK_THROWS_WITH(load_llama_hf(d.string(), wide, w.parameters()),
-                    Catch::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' is [48, 32], the model needs [64, 32]"));
+                    Catch::Contains("tensor 'model.layers.0.mlp.gate_proj.weight' has shape [48, 32], the model expects [64, 32]"));
   LlamaConfig tied = cfg;
   tied.tied_embeddings = false;
   std::ofstream(d / "config.json") << R"({"hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
