@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "cli_errors.h"
+#include "llama_train.h"
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
@@ -33,13 +34,15 @@ std::string resolve_and_validate(pp3d::TrainConfig& c, int world_size, const std
 
 int main(int argc, char** argv) {
   pp3d::TrainConfig c;
-  CLI::App app{"pp3d-train: train a GPT-2-style model with tensor x pipeline x data parallelism and ZeRO "
+  CLI::App app{"pp3d-train: train a GPT-2-style or (--arch llama) Llama-style model with tensor x pipeline x data parallelism and ZeRO "
                "(see docs/USAGE_GUIDE.md). Launch N ranks with mpirun -n N, or torchrun-style environment "
                "variables; dp = N / (tp x pp). A flag given twice takes its last value. SIGINT/SIGTERM: checkpoint "
                "at the next step, exit 0; bad input: one error sentence, exit 2; a NaN/Inf loss stops before the "
                "update (exit 2)."};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   pp3d::cli::add_train_options(app, c);
+  pp3d::cli::ArchFlags arch;
+  pp3d::cli::add_arch_options(app, arch);
   app.config_formatter(std::make_shared<pp3d::cli::YamlConfig>(&app));
   app.set_config("--config", "", "YAML file of flag values (keys = flag names without dashes; also "
                  "configs/models/*.yaml); command-line flags override it");
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   try {
     if (!deepspeed.empty()) pp3d::cli::apply_deepspeed_config(deepspeed, app, c);
     const std::vector<std::string> notes = pp3d::cli::clamp_derived_defaults(app, c);
+    if (arch.arch == "llama") pp3d::cli::check_llama_supported(c);
     if (print_config || check_ranks > 0) {
       const int ranks = check_ranks > 0 ? check_ranks : std::max(c.tp, 1) * std::max(c.pp, 1);
       const std::string summary = resolve_and_validate(c, ranks, plan_gpu);
@@ -94,8 +98,12 @@ int main(int argc, char** argv) {
       pp3d::finalize_world();
       return 2;
     }
-    pp3d::Trainer trainer(c, world);
-    trainer.run();
+    if (arch.arch == "llama") {
+      pp3d::cli::run_llama(c, arch, app, world);
+    } else {
+      pp3d::Trainer trainer(c, world);
+      trainer.run();
+    }
   } catch (const pp3d::Error& e) {
     pp3d::cli::report_error(e, world && world->size() > 1 ? world->rank() : -1);
     return 2;

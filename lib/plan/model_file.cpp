@@ -19,8 +19,12 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
   static const std::set<std::string> required = {"num_layers", "hidden_size", "num_heads", "vocab_size", "seq_len"};
   static const std::set<std::string> optional = {"padded_vocab_size", "mlp_hidden_size", "tied_embeddings", "ln_eps",
                                                  "init_std"};
+  PP3D_CHECK(!root["arch"] || root["arch"].as<std::string>() == "gpt2",
+             "model file '{}' describes arch '{}': the planner models GPT-2-style models only so far (docs/LLAMA.md)",
+             path, root["arch"] ? root["arch"].as<std::string>() : "");
   for (const auto& kv : root) {
     const auto key = kv.first.as<std::string>();
+    if (key == "arch") continue;
     PP3D_CHECK(required.count(key) || optional.count(key),
                "model file '{}': unknown key '{}' (known: num_layers, hidden_size, num_heads, vocab_size, seq_len, "
                "padded_vocab_size, mlp_hidden_size, tied_embeddings, ln_eps, init_std)",
