@@ -1,4 +1,5 @@
-// Planner: an analytic memory and step-time model of a GPT training layout on
+// Planner: an analytic memory and step-time model of a GPT or Llama
+// (GptConfig::arch) training layout on
 // a cluster, and a search over layouts (tp, pp, dp, ZeRO stage, micro-batch,
 // schedule, recompute) ranked by predicted throughput.
 //
@@ -109,11 +110,20 @@ struct TimeBreakdown {
   // Throughput:
   double tokens_per_step = 0;
   double tokens_per_s = 0;
-  double model_flops = 0;     // per step, whole job: 6 N tokens + attention
+  double model_flops = 0;     // per step, whole job: tokens * model_flops_per_token()
   double hardware_flops = 0;  // per step, whole job, recompute included
   double tflops_per_gpu = 0;  // hardware FLOP/s per GPU / 1e12
   double mfu = 0;             // model FLOP/s / (gpus * peak)
 };
+// Model FLOPs per trained token (forward + backward, recompute excluded),
+// the MFU numerator. Attention counts Q K^T and P V over the full s x s
+// (12 L s C; no causal halving, as Narayanan et al. and Megatron report).
+// GPT: 6 N + 12 L s C with N = num_parameters() (the tied wte is the head's
+// matmul). Llama: 6 (L (2C^2 + 2C Ckv + 3CF) + Vp C) + 12 L s C: matmul
+// weights only (q, o; the smaller k, v of grouped-query attention; the three
+// SwiGLU matrices; the LM head), not the embedding lookup or the norms.
+double model_flops_per_token(const GptConfig& cfg, int64_t seq_len);
+
 TimeBreakdown predict_time(const GptConfig& cfg, const Layout& layout, const Precision& prec,
                            const Workload& work, const Cluster& cluster, const ModelOptions& options = {});
 
