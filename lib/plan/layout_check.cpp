@@ -39,7 +39,7 @@ std::string model_fit_reason(const GptConfig& cfg, const Layout& l, const Worklo
   // parts (lib/model/llama_layers.cpp): zb-h1 would run as 1F1B with a larger
   // bubble, and its memory is 1F1B's (measured), so it is not offered.
   if (cfg.is_llama() && l.schedule == Schedule::ZeroBubbleH1)
-    return "zb-h1 needs layers that split backward; pp3d's Llama does not (use 1f1b or interleaved)";
+    return "the zero-bubble schedule needs layers that split backward, which the Llama model does not (use 1f1b or interleaved)";
   if (l.schedule == Schedule::Interleaved) {
     if (l.pp < 2) return "the interleaved schedule needs pp >= 2";
     if (l.virtual_stages < 2) return fmt::format("interleaved needs v >= 2, got {}", l.virtual_stages);
