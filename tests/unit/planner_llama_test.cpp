@@ -194,3 +194,25 @@ TEST_CASE("planner: Llama search skips tp that does not divide num_kv_heads", "[
   gpt.num_kv_heads = 0;
   CHECK(Planner(gpt, cluster_preset("h100", 8), req).evaluate(bad).layout.tp == 4);
 }
+
+TEST_CASE("planner: Llama activation bytes per layer (16-bit, flash)", "[planner][llama]") {
+  const GptConfig c = load_gpt_config_yaml(models_dir() + "llama-8b.yaml");  // 32 heads / 8 kv, F 14336
+  const double s = 8192, h = 4096, a = 32, F = 14336, sbh = s * h;
+  const ModelOptions opt;  // flash attention, no dropout
+  const Precision bf16 = Precision::bf16();
+  // t = 2 with SP: sbh (8/2 + (4 + 4 * 8/32 + 6F/h) / 2) + 4 a s / 2 = 570.9 MB (docs/PLANNER.md).
+  const double sp2 = activation_bytes_per_layer(c, 8192, 1, 2, true, Recompute::None, bf16, opt);
+  CHECK(sp2 == Approx(sbh * (4 + (4 + 1 + 6 * F / h) / 2) + 4 * a * s / 2).epsilon(1e-12));
+  CHECK(sp2 / 1e6 == Approx(570.9).margin(0.05));
+  // GQA's k and v: full multi-head attention adds 2 sbh (1 - 8/32) x 2 B per layer at t = 1.
+  GptConfig mha = c;
+  mha.num_kv_heads = 32;
+  const double t1 = activation_bytes_per_layer(c, 8192, 1, 1, false, Recompute::None, bf16, opt);
+  CHECK(activation_bytes_per_layer(mha, 8192, 1, 1, false, Recompute::None, bf16, opt) - t1 ==
+        Approx(2 * 2 * sbh * (1 - 8.0 / 32)).epsilon(1e-12));
+  // No dropout masks for a Llama even when asked (it has no dropout); recompute keeps the input.
+  ModelOptions drop = opt;
+  drop.dropout = true;
+  CHECK(activation_bytes_per_layer(c, 8192, 1, 1, false, Recompute::None, bf16, drop) == t1);
+  CHECK(activation_bytes_per_layer(c, 8192, 1, 2, true, Recompute::Full, bf16, opt) == Approx(2 * sbh / 2));
+}

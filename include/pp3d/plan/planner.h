@@ -30,6 +30,8 @@ std::vector<int64_t> stage_layer_counts(const GptConfig& cfg, const Layout& layo
 // row-parallel output biases replicated), the vocab-parallel wte and the
 // replicated wpe on stage 0, the final LayerNorm and the head on the last stage
 // (with tied embeddings and pp > 1 the last stage holds its own copy of wte).
+// Llama (cfg.arch): blocks 2C replicated norm weights + (2C^2 + 2C*Ckv + 3CF)/tp,
+// no wpe, a final RMSNorm weight of C; the same head rule.
 double stage_parameters(const GptConfig& cfg, const Layout& layout, int stage);
 
 // ---- model states (ZeRO) -------------------------------------------------------
@@ -51,6 +53,9 @@ ModelStateBytes model_state_bytes(double psi, int nd, int zero_stage, const Prec
 // (/t with sp) with full recompute. options.flash_attention drops the a*s*s
 // terms (keeping the fp32 log-sum-exp, 4asb/t); options.dropout=false drops the
 // masks. Elements scale with Precision::activation_bytes (masks stay 1 byte).
+// Llama (cfg.arch; no dropout): 4 sbh replicated (norm inputs and outputs) and
+// (2 + 2 Hkv/Hq) sbh + 3 sbF split by t (q, attention output, k, v; SwiGLU's
+// gate, up and product), elements of Precision::activation_bytes.
 double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t micro_batch, int tp,
                                   bool sequence_parallel, Recompute recompute, const Precision& prec,
                                   const ModelOptions& options);
