@@ -1,4 +1,4 @@
-// Run under mpirun -n 2: the planner's memory model for a Llama (arch llama,
+// Run under mpirun -n 2 (1- and 2-rank layouts) or -n 8 (3D layouts): the planner's memory model for a Llama (arch llama,
 // pp3d accounting) against pp3d's allocator. For each layout a tiny pp3d::Llama
 // (GQA: 4 heads / 2 kv heads, SwiGLU, untied head; one tied case) trains two
 // steps the way pp3d-train --arch llama does (PipelineStage + ZeroOptimizer,
@@ -51,6 +51,9 @@ const std::vector<Case>& cases() {
       {"dp2 zero1", "tp=1,pp=1,dp=2,mb=2,zero=1", 2},
       {"dp2 zero2", "tp=1,pp=1,dp=2,mb=2,zero=2", 2},
       {"dp2 zero3", "tp=1,pp=1,dp=2,mb=2,zero=3", 2},
+      {"tp2 sp pp2 dp2 zero2", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=2", 8},
+      {"tp2 pp2 dp2 zero3 tied", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=3", 8, true},
+      {"tp2 sp pp2 v2 dp2 zero1", "tp=2,pp=2,dp=2,mb=1,sp=1,zero=1,sched=interleaved,v=2", 8},
   };
   return all;
 }
@@ -143,6 +146,7 @@ int main() {
     PP3D_CHECK(W >= 2, "planner_llama_alloc_test needs 2 ranks (mpirun -n 2), got {}", W);
     print_header(*world, "llama layout");
     for (const Case& k : cases()) {
+      if (k.ranks > W || (W == 8) != (k.ranks == 8)) continue;  // np8 runs the 8-rank layouts only
       Layout l = parse_layout(k.layout);
       l.dp = k.ranks / (l.tp * l.pp);
       auto sub = world->split(rank < k.ranks ? 0 : -1, rank, "layout");
