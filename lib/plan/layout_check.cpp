@@ -58,6 +58,10 @@ void check_model_fit(const GptConfig& cfg, const Layout& layout, const Workload&
   PP3D_CHECK(r.empty(), "layout {} does not fit: {}", layout.str(), r);
 }
 
+bool all_forwards_first(const Layout& l, int64_t m) {
+  return l.schedule == Schedule::GPipe || (l.schedule == Schedule::Interleaved && m == l.pp);
+}
+
 int64_t plan_micro_batches(const Layout& l, const Workload& work) {
   return work.global_batch / (int64_t(l.dp) * l.micro_batch);
 }

@@ -125,7 +125,8 @@ double in_flight_micro_batches(const Layout& l, int64_t m, int stage) {
     case Schedule::ZeroBubbleH1: return double(std::min<int64_t>(l.pp, m));
     case Schedule::Interleaved: {
       const int64_t p = l.pp, v = l.virtual_stages;
-      const int64_t chunks = std::min<int64_t>(2 * (p - stage - 1) + (v - 1) * p + 1, m * v);
+      // m = p: every chunk's forward runs first (detail::all_forwards_first).
+      const int64_t chunks = m == p ? m * v : std::min<int64_t>(2 * (p - stage - 1) + (v - 1) * p + 1, m * v);
       return double(chunks) / double(v);
     }
   }
@@ -173,9 +174,9 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
     r.recompute_working =
         activation_bytes_per_layer(cfg, s, b, l.tp, l.sequence_parallel, Recompute::None, prec, opt);
   if (stage == l.pp - 1) {
-    // GPipe: every micro-batch's logits; zb-h1: the logits gradients of the
+    // GPipe (and interleaved with m = pp): every micro-batch's logits; zb-h1: the logits gradients of the
     // head's pending weight parts (min(pp, m) - 1) next to the current logits.
-    const double live = l.schedule == Schedule::GPipe        ? double(m)
+    const double live = detail::all_forwards_first(l, m)     ? double(m)
                         : l.schedule == Schedule::ZeroBubbleH1 ? double(std::min<int64_t>(l.pp, m))
                                                                : 1.0;
     r.logits = live * double(s) * double(b) * V / l.tp * prec.logits_bytes;

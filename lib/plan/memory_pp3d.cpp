@@ -65,10 +65,11 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   // 1F1B / interleaved on a stage that receives activations: the next
   // micro-batch's input is received before this backward runs.
   const int64_t m = plan_micro_batches(l, work);
-  const double pending = stage > 0 && l.schedule != Schedule::GPipe && m > 1 ? Nl * C * ab : 0.0;
+  const bool forwards_first = all_forwards_first(l, m);  // GPipe; interleaved with m = pp
+  const double pending = stage > 0 && !forwards_first && m > 1 ? Nl * C * ab : 0.0;
   // Blocks of every in-flight micro-batch (chunk); a head's tensors live from
   // its forward to its backward, which follow each other on the last stage
-  // except under GPipe (all m forwards first).
+  // except when all m forwards run first (GPipe, interleaved with m = pp).
   const bool zb = l.schedule == Schedule::ZeroBubbleH1;
   const double full_sets = zb ? double(std::min<int64_t>(l.pp - stage, m)) : k, weight_sets = k - full_sets;
   const double x_bytes = ab == 4 ? 4.0 : 0.0;  // the GEMM inputs a weight part keeps, when they are Activations
@@ -79,7 +80,7 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   const double head_weight = N * Vl * 4 + N * C * x_bytes;
   const double blocks = full_sets * L * block_kept * ab + weight_sets * L * block_weight;
   const double other_heads = !last ? 0.0
-                             : l.schedule == Schedule::GPipe ? (k - 1) * head
+                             : forwards_first ? (k - 1) * head
                                                              : weight_sets * head_weight;
   double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
   if (zb && L > 0) {

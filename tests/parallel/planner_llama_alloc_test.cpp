@@ -48,6 +48,7 @@ const std::vector<Case>& cases() {
       {"pp2 1f1b tied", "tp=1,pp=2,dp=1,mb=2,sched=1f1b", 2, true},
       {"pp2 gpipe", "tp=1,pp=2,dp=1,mb=2,sched=gpipe", 2},
       {"pp2 interleaved v2", "tp=1,pp=2,dp=1,mb=2,sched=interleaved,v=2", 2},
+      {"pp2 interleaved v2 m=pp", "tp=1,pp=2,dp=1,mb=4,sched=interleaved,v=2", 2},
       {"dp2 zero1", "tp=1,pp=1,dp=2,mb=2,zero=1", 2},
       {"dp2 zero2", "tp=1,pp=1,dp=2,mb=2,zero=2", 2},
       {"dp2 zero3", "tp=1,pp=1,dp=2,mb=2,zero=3", 2},

@@ -61,7 +61,8 @@ double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t
                                   const ModelOptions& options);
 // Micro-batches whose activations are live at the peak on pipeline stage
 // `stage` (m = micro-batches per step): GPipe m; 1F1B min(pp - stage, m);
-// interleaved (Megatron) min(2(pp - stage - 1) + (v - 1)pp + 1, m v) chunks,
+// interleaved (Megatron) min(2(pp - stage - 1) + (v - 1)pp + 1, m v) chunks (m v when m = pp:
+// every forward runs first),
 // returned in units of whole-stage micro-batches (chunks / v); zb-h1 min(pp, m):
 // 1F1B's min(pp - stage, m) full sets plus the pending weight parts of the
 // rest, each counted as a full set (its GEMM inputs and output gradients are
