@@ -33,7 +33,11 @@ nlohmann::json plan_json(const Planner& planner, const PlanResult& res, int top)
   const auto& req = planner.request();
   return {
       {"model", planner.config().str()},
+      {"arch", planner.config().is_llama() ? "llama" : "gpt2"},
       {"parameters", planner.config().num_parameters()},
+      {"model_flops_per_token", model_flops_per_token(planner.config(), req.work.seq_len > 0
+                                                                             ? req.work.seq_len
+                                                                             : planner.config().max_seq_len)},
       {"gpus", req.gpus},
       {"gpu", planner.cluster().gpu.name},
       {"gpus_per_node", planner.cluster().gpus_per_node},

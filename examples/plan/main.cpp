@@ -38,7 +38,7 @@ void print_table(const pp3d::PlanResult& res, int top) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"pp3d-plan: predict memory per GPU and throughput of GPT training layouts, rank them"};
+  CLI::App app{"pp3d-plan: predict memory per GPU and throughput of GPT and Llama training layouts, rank them"};
   std::string model_path, gpu = "h100", cluster_path, calib_path, explain;
   int gpus = 8, gpus_per_node = 8, top = 10;
   int64_t global_batch = 512, seq_len = 0, max_mb = 64;
@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
                  "compare the planner with the published runs of FILE (docs/data/published_runs.yaml) and exit")
       ->check(CLI::ExistingFile);
   auto* model_opt =
-      app.add_option("--model", model_path, "model YAML (configs/models/*.yaml)")->check(CLI::ExistingFile);
+      app.add_option("--model", model_path, "model YAML (configs/models/*.yaml; arch gpt2 or llama)")->check(CLI::ExistingFile);
   app.add_option("--gpus", gpus, "total number of GPUs")->check(CLI::PositiveNumber);
   app.add_option("--gpu", gpu, "GPU preset: h100, h200, a100, cpu");
   auto* gpn_opt = app.add_option("--gpus-per-node", gpus_per_node, "GPUs per node")->check(CLI::PositiveNumber);

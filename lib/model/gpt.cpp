@@ -14,6 +14,7 @@ using detail::new_activation;
 Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, const GptOptions& options)
     : cfg_(config.resolved()), layout_(layout), opts_(options), backend_(&backend) {
   cfg_.validate();
+  PP3D_CHECK(!cfg_.is_llama(), "pp3d::Gpt builds GPT-2-style models only; a Llama is pp3d::Llama (LlamaConfig)");
   PP3D_CHECK(is_floating(opts_.param_dtype), "GptOptions::param_dtype must be f32, bf16 or f16, got {}",
              dtype_name(opts_.param_dtype));
   PP3D_CHECK(opts_.grad_dtype == DType::F32 || opts_.grad_dtype == opts_.param_dtype,

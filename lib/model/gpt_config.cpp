@@ -33,6 +33,10 @@ void GptConfig::validate() const {
              hidden_size, num_heads);
   PP3D_CHECK(mlp_hidden_size >= 0, "GptConfig.mlp_hidden_size must be >= 0 (0 = 4*hidden), got {}",
              mlp_hidden_size);
+  PP3D_CHECK(num_kv_heads >= 0 && (num_kv_heads == 0 || is_llama()),
+             "GptConfig.num_kv_heads {} is for arch llama only (must be 0 for gpt2)", num_kv_heads);
+  PP3D_CHECK(num_heads % kv_heads() == 0, "GptConfig.num_kv_heads {} must divide num_heads {}", num_kv_heads,
+             num_heads);
   PP3D_CHECK(ln_eps > 0.0f, "GptConfig.ln_eps must be positive, got {}", ln_eps);
   PP3D_CHECK(init_std >= 0.0f && wpe_init_std >= 0.0f, "GptConfig init stds must be >= 0 (got {}, {})", init_std,
              wpe_init_std);
@@ -40,6 +44,13 @@ void GptConfig::validate() const {
 
 int64_t GptConfig::num_parameters() const {
   const int64_t C = hidden_size, F = mlp_hidden(), V = padded_vocab();
+  if (is_llama()) {
+    const int64_t Ckv = kv_heads() * head_dim();
+    const int64_t per_layer = 2 * C                      // input_layernorm, post_attention_layernorm
+                              + 2 * C * C + 2 * C * Ckv  // q, o; k, v
+                              + 3 * C * F;               // gate, up, down
+    return V * C + num_layers * per_layer + C + (tied_embeddings ? 0 : V * C);  // embed, layers, norm, lm_head
+  }
   const int64_t per_layer = 2 * C                 // ln_1
                             + 3 * C * C + 3 * C   // c_attn
                             + C * C + C           // attn.c_proj
@@ -59,6 +70,9 @@ GptConfig GptConfig::resolved() const {
 }
 
 std::string GptConfig::str() const {
+  if (is_llama())
+    return fmt::format("llama L{} H{}/{} C{} F{} V{}({}) T{}", num_layers, num_heads, kv_heads(), hidden_size,
+                       mlp_hidden(), vocab_size, padded_vocab(), max_seq_len);
   return fmt::format("L{} H{} C{} V{}({}) T{}", num_layers, num_heads, hidden_size, vocab_size, padded_vocab(),
                      max_seq_len);
 }

@@ -16,6 +16,8 @@ std::string model_fit_reason(const GptConfig& cfg, const Layout& l, const Worklo
   if (l.zero_stage < 0 || l.zero_stage > 3) return fmt::format("zero stage must be 0..3, got {}", l.zero_stage);
   if (l.micro_batch < 1) return fmt::format("micro-batch must be >= 1, got {}", l.micro_batch);
   if (cfg.num_heads % l.tp != 0) return fmt::format("tp={} does not divide num_heads={}", l.tp, cfg.num_heads);
+  if (cfg.is_llama() && cfg.kv_heads() % l.tp != 0)
+    return fmt::format("tp={} does not divide num_kv_heads={} (k and v are split by kv head)", l.tp, cfg.kv_heads());
   if (cfg.mlp_hidden() % l.tp != 0)
     return fmt::format("tp={} does not divide mlp_hidden={}", l.tp, cfg.mlp_hidden());
   if (cfg.padded_vocab() % l.tp != 0)
@@ -33,6 +35,11 @@ std::string model_fit_reason(const GptConfig& cfg, const Layout& l, const Worklo
   if (per_dp % l.micro_batch != 0)
     return fmt::format("micro-batch {} does not divide the per-DP-rank batch {}", l.micro_batch, per_dp);
   const int64_t m = per_dp / l.micro_batch;
+  // pp3d's Llama layers do not split backward into input- and weight-gradient
+  // parts (lib/model/llama_layers.cpp): zb-h1 would run as 1F1B with a larger
+  // bubble, and its memory is 1F1B's (measured), so it is not offered.
+  if (cfg.is_llama() && l.schedule == Schedule::ZeroBubbleH1)
+    return "the zero-bubble schedule needs layers that split backward, which the Llama model does not (use 1f1b or interleaved)";
   if (l.schedule == Schedule::Interleaved) {
     if (l.pp < 2) return "the interleaved schedule needs pp >= 2";
     if (l.virtual_stages < 2) return fmt::format("interleaved needs v >= 2, got {}", l.virtual_stages);
@@ -49,6 +56,10 @@ void check_model_fit(const GptConfig& cfg, const Layout& layout, const Workload&
   cfg.validate();
   const std::string r = model_fit_reason(cfg, layout, work);
   PP3D_CHECK(r.empty(), "layout {} does not fit: {}", layout.str(), r);
+}
+
+bool all_forwards_first(const Layout& l, int64_t m) {
+  return l.schedule == Schedule::GPipe || (l.schedule == Schedule::Interleaved && m == l.pp);
 }
 
 int64_t plan_micro_batches(const Layout& l, const Workload& work) {

@@ -10,12 +10,25 @@ namespace pp3d {
 
 double detail::block_parameters(const GptConfig& cfg, int tp) {
   const double C = double(cfg.hidden_size), F = double(cfg.mlp_hidden()), t = tp;
+  if (cfg.is_llama()) {
+    const double Ckv = double(cfg.kv_heads() * cfg.head_dim());
+    return 2 * C                          // input_layernorm, post_attention_layernorm (replicated)
+           + (C * C + 2 * Ckv * C) / t    // q, k, v: column-parallel (k, v by kv head)
+           + C * C / t                    // o: row-parallel
+           + 3 * C * F / t;               // gate, up (column), down (row); no biases
+  }
   return 2 * C                        // ln_1 (replicated)
          + (3 * C * C + 3 * C) / t    // c_attn: column-parallel weight + bias
          + C * C / t + C              // attn.c_proj: row-parallel weight, replicated bias
          + 2 * C                      // ln_2
          + (F * C + F) / t            // c_fc
          + C * F / t + C;             // mlp.c_proj
+}
+
+double detail::linear_weights_per_block(const GptConfig& cfg) {
+  const double C = double(cfg.hidden_size), F = double(cfg.mlp_hidden());
+  if (cfg.is_llama()) return 2 * C * C + 2 * C * double(cfg.kv_heads() * cfg.head_dim()) + 3 * C * F;
+  return 4 * C * C + 2 * C * F;
 }
 
 std::vector<int64_t> stage_layer_counts(const GptConfig& cfg, const Layout& l) {
@@ -32,9 +45,9 @@ double stage_parameters(const GptConfig& cfg, const Layout& l, int stage) {
   const auto layers = stage_layer_counts(cfg, l);
   const double C = double(cfg.hidden_size), V = double(cfg.padded_vocab()), t = l.tp;
   double n = double(layers[stage]) * detail::block_parameters(cfg, l.tp);
-  if (stage == 0) n += V * C / t + double(cfg.max_seq_len) * C;  // vocab-parallel wte, replicated wpe
+  if (stage == 0) n += V * C / t + (cfg.is_llama() ? 0.0 : double(cfg.max_seq_len) * C);  // wte; wpe (not Llama)
   if (stage == l.pp - 1) {
-    n += 2 * C;  // ln_f
+    n += cfg.is_llama() ? C : 2 * C;  // final RMSNorm weight / ln_f weight + bias
     const bool own_head = !cfg.tied_embeddings || l.pp > 1;  // tied + pp>1: a copy of wte
     if (own_head) n += V * C / t;
   }
@@ -51,6 +64,31 @@ ModelStateBytes model_state_bytes(double psi, int nd, int zero_stage, const Prec
   return s;
 }
 
+namespace {
+
+// Llama block (Korthikanti-style accounting, no dropout: Llama has none).
+// Replicated (split by tp only with SP): the two RMSNorm inputs x, x2 and
+// outputs h1 (input of q/k/v), h2 (input of gate/up): 4 sbh. Split by heads
+// / MLP columns: RoPE'd q (sbh) and k, v (sbh * Hkv/Hq each), the attention
+// output (input of o, sbh), SwiGLU's gate and up outputs and their product
+// silu(gate) * up (input of down): 3 sbF. The RMSNorm statistics (one per
+// token) are negligible here, as LayerNorm's are in Korthikanti et al.
+double llama_activation_bytes(const GptConfig& cfg, double s, double b, double t, double repl_div,
+                              const Precision& prec, const ModelOptions& opt) {
+  const double h = double(cfg.hidden_size), a = double(cfg.num_heads), F = double(cfg.mlp_hidden());
+  const double kv = double(cfg.kv_heads()) / a, ab = prec.activation_bytes(), sbh = s * b * h;
+  double replicated = 4 * ab * sbh;
+  double sharded = (2 + 2 * kv) * ab * sbh + 3 * ab * s * b * F;  // q, att (sbh each), k, v; gate, up, product
+  if (prec.fp8_gemm) {  // FP8 linear layers keep their inputs as 1-byte casts: h1, h2; att, product
+    replicated -= 2 * (ab - 1) * sbh;
+    sharded -= (ab - 1) * (sbh + s * b * F);
+  }
+  const double scores = opt.flash_attention ? 4 * a * s * b : ab * a * s * s * b;
+  return replicated / repl_div + (sharded + scores) / t;
+}
+
+}  // namespace
+
 double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t micro_batch, int tp,
                                   bool sequence_parallel, Recompute recompute, const Precision& prec,
                                   const ModelOptions& opt) {
@@ -59,6 +97,7 @@ double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t
   const double sbh = s * b * h;
   const double repl_div = (sequence_parallel && tp > 1) ? t : 1.0;
   if (recompute == Recompute::Full) return ab * sbh / repl_div;  // only the block input is kept
+  if (cfg.is_llama()) return llama_activation_bytes(cfg, s, b, t, repl_div, prec, opt);
   // Not split by tensor parallelism: inputs of the two LayerNorms, of QKV and
   // of fc (4 tensors of sbh) and the two dropout masks (1 byte each).
   double replicated = 4 * ab * sbh + (opt.dropout ? 2 * sbh : 0.0);
@@ -86,7 +125,8 @@ double in_flight_micro_batches(const Layout& l, int64_t m, int stage) {
     case Schedule::ZeroBubbleH1: return double(std::min<int64_t>(l.pp, m));
     case Schedule::Interleaved: {
       const int64_t p = l.pp, v = l.virtual_stages;
-      const int64_t chunks = std::min<int64_t>(2 * (p - stage - 1) + (v - 1) * p + 1, m * v);
+      // m = p: every chunk's forward runs first (detail::all_forwards_first).
+      const int64_t chunks = m == p ? m * v : std::min<int64_t>(2 * (p - stage - 1) + (v - 1) * p + 1, m * v);
       return double(chunks) / double(v);
     }
   }
@@ -123,8 +163,7 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
   // copy and its FP8 transpose between micro-batches, 2 B per parameter. With
   // ZeRO-3 only the gathered layers are cast (covered by the comm buffers).
   if (prec.fp8_gemm && l.zero_stage < 3) {
-    const double C = double(cfg.hidden_size), F = double(cfg.mlp_hidden());
-    r.params += 2.0 * double(stage_layer_counts(cfg, l)[stage]) * (4 * C * C + 2 * C * F) / l.tp;
+    r.params += 2.0 * double(stage_layer_counts(cfg, l)[stage]) * detail::linear_weights_per_block(cfg) / l.tp;
   }
 
   r.layers = stage_layer_counts(cfg, l)[stage];
@@ -135,9 +174,9 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
     r.recompute_working =
         activation_bytes_per_layer(cfg, s, b, l.tp, l.sequence_parallel, Recompute::None, prec, opt);
   if (stage == l.pp - 1) {
-    // GPipe: every micro-batch's logits; zb-h1: the logits gradients of the
+    // GPipe (and interleaved with m = pp): every micro-batch's logits; zb-h1: the logits gradients of the
     // head's pending weight parts (min(pp, m) - 1) next to the current logits.
-    const double live = l.schedule == Schedule::GPipe        ? double(m)
+    const double live = detail::all_forwards_first(l, m)     ? double(m)
                         : l.schedule == Schedule::ZeroBubbleH1 ? double(std::min<int64_t>(l.pp, m))
                                                                : 1.0;
     r.logits = live * double(s) * double(b) * V / l.tp * prec.logits_bytes;

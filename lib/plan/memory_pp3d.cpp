@@ -29,6 +29,13 @@ namespace pp3d::detail {
 //    N*F/t; Activations only when f32, else their f32 copies are Workspace)
 //    and output gradients (f32: d(out), d(x2) N*C; d(qkv) 3NC/t, d(fc) N*F/t);
 //    on the head stage the logits gradient N*V/t and ln_f's output N*C.
+//  Llama (lib/model/llama_layers.cpp BlockLayer keeps): x, h1, x2, h2 (Nl*C
+//    each), rstd1, rstd2 (Nl each), RoPE'd q NC/t, k and v N*Ckv/t each
+//    (Ckv = kv_heads * head_dim), att NC/t, lse N*a/t, gate, up and the
+//    SwiGLU product N*F/t each; the head keeps x, h (Nl*C), rstd (Nl), logits
+//    and the two cross-entropy statistics. Block backward peak: the incoming
+//    gradient (Nl*C) and max(down's input gradient + gate/up gradients 2N*F/t
+//    with the product freed, N*F/t + the SP-gathered output gradient N*C).
 void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
                       const ModelOptions&, int stage, MemoryBreakdown& r) {
   const double s = double(plan_seq_len(cfg, work)), b = double(l.micro_batch), t = l.tp;
@@ -36,36 +43,51 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   const double Vl = double(cfg.padded_vocab()) / t, ab = prec.activation_bytes(), lb = prec.logits_bytes;
   const bool sp = l.sequence_parallel && l.tp > 1, last = stage == l.pp - 1;
   const double N = b * s, Nl = sp ? N / t : N;
-  const double block_full = 4 * Nl * C + 4 * Nl + N * (4 * C + a + 2 * F) / t;
+  const bool llama = cfg.is_llama();
+  const double Ckv = double(cfg.kv_heads() * cfg.head_dim());
+  // Per block: Nl*C tensors and per-token statistics in the norm/residual
+  // regions; per-token widths of the tensor-parallel tensors (/t).
+  const double norm_tensors = 4 * Nl * C + (llama ? 2 : 4) * Nl;
+  const double tp_width = llama ? 2 * C + 2 * Ckv + a + 3 * F : 4 * C + a + 2 * F;
+  const double block_full = norm_tensors + N * tp_width / t;
   const bool rc = l.recompute == Recompute::Full;
   const double block_kept = rc ? Nl * C : block_full;
   const double L = double(r.layers);
-  const double head = last ? (2 * Nl * C + 2 * Nl + 2 * N) * ab + N * Vl * lb : 0.0;
+  const double head_stats = llama ? Nl : 2 * Nl;  // RMSNorm rstd / LayerNorm mean and rstd
+  const double head = last ? (2 * Nl * C + head_stats + 2 * N) * ab + N * Vl * lb : 0.0;
   const double k = r.in_flight;  // micro-batch equivalents (interleaved: chunks / v)
   const double rc_extra = rc && L > 0 ? (block_full - Nl * C) * ab : 0.0;
-  const double transient = (Nl * C + (sp ? N * C : 0.0) + N * F / t) * ab;
+  // Llama: the down projection's input gradient (N*F/t) next to the SwiGLU
+  // gate and up gradients (2 N*F/t, the product freed), or while down's
+  // backward runs, its output gradient gathered over the sequence (SP).
+  const double mlp_grads = llama ? std::max(2 * N * F / t, (sp ? N * C : 0.0) + N * F / t) : (sp ? N * C : 0.0) + N * F / t;
+  const double transient = (Nl * C + mlp_grads) * ab;
   // 1F1B / interleaved on a stage that receives activations: the next
   // micro-batch's input is received before this backward runs.
   const int64_t m = plan_micro_batches(l, work);
-  const double pending = stage > 0 && l.schedule != Schedule::GPipe && m > 1 ? Nl * C * ab : 0.0;
+  const bool forwards_first = all_forwards_first(l, m);  // GPipe; interleaved with m = pp
+  const double pending = stage > 0 && !forwards_first && m > 1 ? Nl * C * ab : 0.0;
   // Blocks of every in-flight micro-batch (chunk); a head's tensors live from
   // its forward to its backward, which follow each other on the last stage
-  // except under GPipe (all m forwards first).
+  // except when all m forwards run first (GPipe, interleaved with m = pp).
   const bool zb = l.schedule == Schedule::ZeroBubbleH1;
   const double full_sets = zb ? double(std::min<int64_t>(l.pp - stage, m)) : k, weight_sets = k - full_sets;
   const double x_bytes = ab == 4 ? 4.0 : 0.0;  // the GEMM inputs a weight part keeps, when they are Activations
-  const double block_weight = (2 * N * C + N * (3 * C + F) / t) * 4 + (2 * N * C + N * (C + F) / t) * x_bytes;
+  // Per block: output gradients of q/k/v (c_attn), o, gate/up (c_fc), down;
+  // the inputs h1 (ln1), att, h2 (ln2), product (gelu).
+  const double col_out = llama ? C + 2 * Ckv + 2 * F : 3 * C + F;
+  const double block_weight = (2 * N * C + N * col_out / t) * 4 + (2 * N * C + N * (C + F) / t) * x_bytes;
   const double head_weight = N * Vl * 4 + N * C * x_bytes;
   const double blocks = full_sets * L * block_kept * ab + weight_sets * L * block_weight;
   const double other_heads = !last ? 0.0
-                             : l.schedule == Schedule::GPipe ? (k - 1) * head
+                             : forwards_first ? (k - 1) * head
                                                              : weight_sets * head_weight;
   double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
   if (zb && L > 0) {
     // The input part of a micro-batch's backward: its upper blocks already
     // hold weight-part tensors, the current block is whole (re-materialised
     // with recompute) next to its output gradients and d(input).
-    const double d_out = (2 * N * C + N * (3 * C + F) / t) * 4 + Nl * C * 4;
+    const double d_out = (2 * N * C + N * col_out / t) * 4 + Nl * C * 4;
     const double in_input_part = (full_sets - 1) * L * block_kept * ab + weight_sets * L * block_weight +
                                  (L - 1) * std::max(block_kept * ab, block_weight) + block_full * ab + d_out +
                                  other_heads;
@@ -90,7 +112,7 @@ namespace {
 // a whole tied model's head also uses the embedding bucket.
 std::vector<double> layer_buckets(const GptConfig& cfg, const Layout& l, int stage, bool& head_uses_emb, double& emb) {
   const double C = double(cfg.hidden_size), Vt = double(cfg.padded_vocab()) / l.tp;
-  emb = Vt * C + double(cfg.max_seq_len) * C;
+  emb = Vt * C + (cfg.is_llama() ? 0.0 : double(cfg.max_seq_len) * C);  // wte (+ wpe)
   std::vector<double> order;
   if (stage == 0) order.push_back(emb);
   const int64_t layers = stage_layer_counts(cfg, l)[stage];
@@ -99,7 +121,7 @@ std::vector<double> layer_buckets(const GptConfig& cfg, const Layout& l, int sta
   if (stage == l.pp - 1) {
     const bool own_head = !cfg.tied_embeddings || l.pp > 1;
     head_uses_emb = !own_head;
-    order.push_back(2 * C + (own_head ? Vt * C : 0.0));
+    order.push_back((cfg.is_llama() ? C : 2 * C) + (own_head ? Vt * C : 0.0));
   }
   return order;
 }

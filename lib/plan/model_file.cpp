@@ -5,8 +5,27 @@
 #include <set>
 
 #include "pp3d/core/error.h"
+#include "pp3d/model/llama.h"
 
 namespace pp3d {
+
+namespace {
+
+const std::set<std::string> kRequired = {"num_layers", "hidden_size", "num_heads", "vocab_size", "seq_len"};
+const std::set<std::string> kOptionalGpt = {"padded_vocab_size", "mlp_hidden_size", "tied_embeddings", "ln_eps",
+                                            "init_std"};
+const std::set<std::string> kOptionalLlama = {"padded_vocab_size", "mlp_hidden_size", "tied_embeddings",
+                                              "num_kv_heads",      "rope_theta",      "norm_eps",
+                                              "init_std"};
+
+std::string joined(const std::set<std::string>& a, const std::set<std::string>& b) {
+  std::string out;
+  for (const auto* s : {&a, &b})
+    for (const auto& k : *s) out += (out.empty() ? "" : ", ") + k;
+  return out;
+}
+
+}  // namespace
 
 GptConfig load_gpt_config_yaml(const std::string& path) {
   YAML::Node root;
@@ -16,21 +35,19 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
     PP3D_FAIL("cannot read model file '{}': {}", path, e.what());
   }
   PP3D_CHECK(root.IsMap(), "model file '{}' must be a YAML map of key: value", path);
-  static const std::set<std::string> required = {"num_layers", "hidden_size", "num_heads", "vocab_size", "seq_len"};
-  static const std::set<std::string> optional = {"padded_vocab_size", "mlp_hidden_size", "tied_embeddings", "ln_eps",
-                                                 "init_std"};
-  PP3D_CHECK(!root["arch"] || root["arch"].as<std::string>() == "gpt2",
-             "model file '{}' describes arch '{}': the planner models GPT-2-style models only so far (docs/LLAMA.md)",
-             path, root["arch"] ? root["arch"].as<std::string>() : "");
+  const std::string arch = root["arch"] ? root["arch"].as<std::string>() : "gpt2";
+  PP3D_CHECK(arch == "gpt2" || arch == "llama", "model file '{}': arch '{}' is not one of gpt2, llama", path, arch);
+  const bool llama = arch == "llama";
+  const std::set<std::string>& optional = llama ? kOptionalLlama : kOptionalGpt;
   for (const auto& kv : root) {
     const auto key = kv.first.as<std::string>();
     if (key == "arch") continue;
-    PP3D_CHECK(required.count(key) || optional.count(key),
-               "model file '{}': unknown key '{}' (known: num_layers, hidden_size, num_heads, vocab_size, seq_len, "
-               "padded_vocab_size, mlp_hidden_size, tied_embeddings, ln_eps, init_std)",
-               path, key);
+    PP3D_CHECK(kRequired.count(key) || optional.count(key), "model file '{}': unknown key '{}' for arch {} (known: {})",
+               path, key, arch, joined(kRequired, optional));
   }
-  for (const auto& key : required) PP3D_CHECK(root[key], "model file '{}': missing key '{}'", path, key);
+  for (const auto& key : kRequired) PP3D_CHECK(root[key], "model file '{}': missing key '{}'", path, key);
+  PP3D_CHECK(!llama || root["mlp_hidden_size"], "model file '{}': arch llama needs mlp_hidden_size (SwiGLU width)",
+             path);
   auto get_int = [&](const char* key) -> int64_t {
     try {
       return root[key].as<int64_t>();
@@ -39,6 +56,8 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
     }
   };
   GptConfig cfg;
+  cfg.arch = llama ? ModelArch::Llama : ModelArch::Gpt2;
+  cfg.tied_embeddings = !llama;  // Llama: untied unless the file says otherwise
   cfg.num_layers = get_int("num_layers");
   cfg.hidden_size = get_int("hidden_size");
   cfg.num_heads = get_int("num_heads");
@@ -46,10 +65,13 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
   cfg.max_seq_len = get_int("seq_len");
   if (root["padded_vocab_size"]) cfg.padded_vocab_size = get_int("padded_vocab_size");
   if (root["mlp_hidden_size"]) cfg.mlp_hidden_size = get_int("mlp_hidden_size");
+  if (root["num_kv_heads"]) cfg.num_kv_heads = get_int("num_kv_heads");
   try {
     if (root["tied_embeddings"]) cfg.tied_embeddings = root["tied_embeddings"].as<bool>();
     if (root["ln_eps"]) cfg.ln_eps = root["ln_eps"].as<float>();
+    if (root["norm_eps"]) cfg.ln_eps = root["norm_eps"].as<float>();
     if (root["init_std"]) cfg.init_std = root["init_std"].as<float>();
+    if (root["rope_theta"]) PP3D_CHECK(root["rope_theta"].as<float>() > 0, "rope_theta must be > 0");
   } catch (const YAML::Exception& e) {
     PP3D_FAIL("model file '{}': bad value: {}", path, e.what());
   }
@@ -59,6 +81,25 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
     PP3D_FAIL("model file '{}': {}", path, e.what());
   }
   return cfg;
+}
+
+GptConfig llama_plan_config(const LlamaConfig& llama) {
+  const LlamaConfig l = llama.resolved();
+  GptConfig c;
+  c.arch = ModelArch::Llama;
+  c.vocab_size = l.vocab_size;
+  c.padded_vocab_size = l.padded_vocab_size;
+  c.max_seq_len = l.max_seq_len;
+  c.num_layers = l.num_layers;
+  c.num_heads = l.num_heads;
+  c.num_kv_heads = l.num_kv_heads;
+  c.hidden_size = l.hidden_size;
+  c.mlp_hidden_size = l.mlp_hidden_size;
+  c.ln_eps = l.norm_eps > 0 ? l.norm_eps : 1e-5f;
+  c.init_std = l.init_std;
+  c.tied_embeddings = l.tied_embeddings;
+  c.validate();
+  return c;
 }
 
 }  // namespace pp3d

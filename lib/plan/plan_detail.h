@@ -16,10 +16,17 @@ int64_t plan_seq_len(const GptConfig& cfg, const Workload& work);
 std::string model_fit_reason(const GptConfig& cfg, const Layout& layout, const Workload& work);
 // Throws pp3d::Error with model_fit_reason() when non-empty.
 void check_model_fit(const GptConfig& cfg, const Layout& layout, const Workload& work);
+// Whether every forward of the step runs before the first backward: GPipe,
+// and interleaved 1F1B with exactly m = pp micro-batches (pp3d's schedule, as
+// Megatron's, then warms up with all m*v chunk forwards).
+bool all_forwards_first(const Layout& layout, int64_t num_micro_batches);
 // m = global_batch / (dp * micro_batch); requires check_model_fit().
 int64_t plan_micro_batches(const Layout& layout, const Workload& work);
-// Parameters of one block per tensor-parallel rank.
+// Parameters of one block per tensor-parallel rank (GPT-2 or Llama block).
 double block_parameters(const GptConfig& cfg, int tp);
+// Elements of one whole block's linear (matmul) weights: GPT 4C^2 + 2CF;
+// Llama 2C^2 + 2C*Ckv + 3CF (Ckv = kv_heads * head_dim).
+double linear_weights_per_block(const GptConfig& cfg);
 
 }  // namespace pp3d::detail
 

@@ -92,11 +92,15 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
     linear.eff = &c.gpu.fp8_gemm;
     lin_bytes = 1;
   }
-  const double g_qkv = linear.add(c, 1, bs, 3 * h / t, h, lin_bytes);   // c_attn
+  // Llama: q, k, v (h + 2 h_kv outputs; h_kv = kv_heads * d) and gate, up (2F)
+  // are column-parallel GEMMs of the same input, o and down row-parallel.
+  const bool llama = cfg.is_llama();
+  const double qkv_out = llama ? h + 2 * double(cfg.kv_heads()) * d : 3 * h, fc_out = llama ? 2 * F : F;
+  const double g_qkv = linear.add(c, 1, bs, qkv_out / t, h, lin_bytes);  // c_attn / q, k, v
   attention.add(c, b * a / t, s, s, d, ab);                             // Q K^T
   attention.add(c, b * a / t, s, d, s, ab);                             // P V
   const double g_proj = linear.add(c, 1, bs, h, h / t, lin_bytes);     // attn.c_proj
-  const double g_fc = linear.add(c, 1, bs, F / t, h, lin_bytes);       // c_fc
+  const double g_fc = linear.add(c, 1, bs, fc_out / t, h, lin_bytes);  // c_fc / gate, up
   const double g_fc2 = linear.add(c, 1, bs, h, F / t, lin_bytes);      // mlp.c_proj
   // A fused flash-attention kernel runs at its own measured rate
   // (GpuSpec::flash_attention_eff of peak, 0: as two GEMMs) and its backward
@@ -114,12 +118,15 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   // Memory-bound bytes of one block's forward: 2 LayerNorms (read + write),
   // 2 residual adds (2 reads + 1 write), bias+GELU, softmax when not fused.
   const double repl = (l.sequence_parallel && l.tp > 1) ? t : 1.0;
-  double ew = (2 * 2 + 2 * 3) * bs * h * ab / repl + 2 * bs * F / t * ab;
+  // Llama: RMSNorms and residuals alike; RoPE on q and k (read + write);
+  // SwiGLU reads gate and up and writes their product (3 bsF).
+  double ew = (2 * 2 + 2 * 3) * bs * h * ab / repl + (llama ? 3 : 2) * bs * F / t * ab;
+  if (llama) ew += 2 * bs * (h + double(cfg.kv_heads()) * d) / t * ab;
   if (!opt.flash_attention) ew += 2 * b * (a / t) * s * s * ab;
   // Dropout (ModelOptions::dropout): read + write + a 1-byte mask, on the
   // attention probabilities (unless a flash kernel fuses it) and after both
   // residual branches.
-  if (opt.dropout) ew += (2 * ab + 1) * ((opt.flash_attention ? 0.0 : b * (a / t) * s * s) + 2 * bs * h / repl);
+  if (opt.dropout && !llama) ew += (2 * ab + 1) * ((opt.flash_attention ? 0.0 : b * (a / t) * s * s) + 2 * bs * h / repl);
   // ~14 kernels per block forward (6 GEMMs or attention calls, 2 LayerNorms,
   // 2 residual adds, bias+GELU, softmax/reshape work), each with a fixed cost.
   r.elementwise = L * passes * (ew / c.gpu.hbm_stream_bw() + 14 * c.gpu.launch_overhead);
@@ -178,6 +185,18 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
 }
 
 }  // namespace
+
+double model_flops_per_token(const GptConfig& cfg, int64_t seq) {
+  const double L = double(cfg.num_layers), C = double(cfg.hidden_size), s = double(seq);
+  const double attention = 12.0 * L * s * C;  // Q K^T and P V over the full s x s, forward + backward
+  if (cfg.is_llama()) {
+    // Matmul weights only: the blocks' q, k, v, o, gate, up, down and the LM
+    // head (the embedding lookup, the norms and RoPE are not matmuls).
+    const double matmul = L * detail::linear_weights_per_block(cfg) + double(cfg.padded_vocab()) * C;
+    return 6 * matmul + attention;
+  }
+  return 6 * double(cfg.num_parameters()) + attention;
+}
 
 TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
                            const Cluster& c, const ModelOptions& opt) {
@@ -249,8 +268,7 @@ TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precisio
   r.step = r.pipeline + r.dp_exposed + r.embedding_sync + r.optimizer;
   r.tokens_per_step = double(work.global_batch) * double(seq);
   r.tokens_per_s = r.tokens_per_step / r.step;
-  const double N = double(cfg.num_parameters());
-  r.model_flops = r.tokens_per_step * (6 * N + 12.0 * cfg.num_layers * double(seq) * cfg.hidden_size);
+  r.model_flops = r.tokens_per_step * model_flops_per_token(cfg, seq);
   r.hardware_flops = hw_flops_per_replica * l.dp;
   r.tflops_per_gpu = r.hardware_flops / (r.step * gpus) / 1e12;
   r.mfu = r.model_flops / (r.step * gpus * c.gpu.peak(prec.mixed));

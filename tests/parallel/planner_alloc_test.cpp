@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "parallel/planner_alloc_util.h"
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/core/error.h"
 #include "pp3d/parallel/process_grid.h"
@@ -24,13 +25,9 @@
 #include "pp3d/train/trainer.h"
 
 using namespace pp3d;
+using namespace pp3d::alloctest;
 
 namespace {
-
-constexpr int kCats = 6;  // Params .. Workspace
-const char* const kNames[kCats] = {"params", "grads", "optimizer", "activations", "comm", "workspace"};
-constexpr int kChecked = 4;  // the first four must agree within 5%
-constexpr double kTolerance = 0.05;
 
 struct Case {
   std::string name;
@@ -69,6 +66,8 @@ const std::vector<Case>& cases() {
       {"pp2 gpipe", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "gpipe"; }},
       {"pp2 1f1b", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "1f1b"; }},
       {"pp2 interleaved v2", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2; }},
+      {"pp2 interleaved v2 m=pp", 2,
+       [](TrainConfig& c) { c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2, c.micro_batch_size = 4; }},
       {"pp2 zb-h1", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1"; }},
       {"pp2 zb-h1 recompute", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1", c.recompute = true; }},
       {"dp2 zero3 one micro-batch", 2, [](TrainConfig& c) { c.zero_stage = 3, c.global_batch_size = 4; }, true},
@@ -90,16 +89,10 @@ std::vector<double> measure(const TrainConfig& c, std::shared_ptr<Communicator> 
   const TrainerPlan p = trainer_plan(c, n);
   const int stage = trainer.grid().pp_rank();
   const MemoryBreakdown pred = predict_stage_memory(p.model, p.layout, p.precision, p.work, p.options, stage);
-  std::vector<double> out(2 * kCats + 1, 0.0);
-  for (int k = 0; k < kCats; ++k) {
-    out[2 * k] = pred.get(static_cast<MemCategory>(k));
-    out[2 * k + 1] = static_cast<double>(m.mem_peak[static_cast<std::size_t>(k)].second);
-  }
-  out[2 * kCats] = stage;
-  return out;
+  std::vector<std::size_t> peak;
+  for (const auto& [name, bytes] : m.mem_peak) peak.push_back(bytes);
+  return row(pred, peak, stage);
 }
-
-double rel_err(double pred, double meas) { return meas == 0 ? (pred == 0 ? 0.0 : 1.0) : (pred - meas) / meas; }
 
 }  // namespace
 
@@ -108,9 +101,7 @@ int main() {
   try {
     auto world = init_world();
     const int W = world->size(), rank = world->rank();
-    if (rank == 0)
-      fmt::print("{:<28} {:>4} {:>5} | {:>22} {:>22} {:>22} {:>22} | {:>9} {:>9}\n", "layout", "rank", "stage",
-                 "params pred/meas err", "grads", "optimizer", "activations", "comm meas", "ws meas");
+    print_header(*world, "layout");
     for (const Case& k : cases()) {
       if (k.ranks > W || (W == 8) != (k.ranks == 8)) continue;  // np8 runs the 8-rank layouts only
       TrainConfig c = tiny();
@@ -118,29 +109,7 @@ int main() {
       auto sub = world->split(rank < k.ranks ? 0 : -1, rank, "layout");
       std::vector<double> mine(2 * kCats + 1, 0.0);
       if (sub) mine = measure(c, k.ranks == 1 ? nullptr : sub);
-      // Rows of every rank of the layout, to rank 0.
-      Tensor local = Tensor::from_vector({int64_t(mine.size())}, std::vector<float>(mine.begin(), mine.end()));
-      Tensor all = Tensor::zeros({int64_t(mine.size()) * W}, DType::F32, Device::cpu());
-      world->all_gather(local, all);
-      const std::vector<float> rows = all.to_vector();
-      for (int r = 0; r < k.ranks; ++r) {
-        const float* v = rows.data() + r * int64_t(mine.size());
-        std::string line = fmt::format("{:<28} {:>4} {:>5} |", k.name, r, int(v[2 * kCats]));
-        for (int cat = 0; cat < kChecked; ++cat) {
-          const double e = rel_err(v[2 * cat], v[2 * cat + 1]);
-          line += fmt::format(" {:>8.0f}/{:>8.0f} {:>+4.1f}%", v[2 * cat], v[2 * cat + 1], 100 * e);
-          const bool bound = cat == 1 && k.grads_bound;  // must not under-predict; may over-predict
-          if (bound ? e < -kTolerance : std::fabs(e) > kTolerance) {
-            ++failed;
-            if (rank == 0)
-              std::fprintf(stderr, "FAIL %s rank %d: %s predicted %.0f B, allocator %.0f B (%+.1f%%)\n",
-                           k.name.c_str(), r, kNames[cat], v[2 * cat], v[2 * cat + 1], 100 * e);
-          }
-        }
-        line += fmt::format(" | {:>9.0f} {:>9.0f}", v[2 * 4 + 1], v[2 * 5 + 1]);
-        if (rank == 0) fmt::print("{}\n", line);
-      }
-      world->barrier();
+      failed += compare_rows(*world, k.name, k.ranks, mine, k.grads_bound);
     }
     if (rank == 0)
       fmt::print("{}\n", failed == 0 ? "all checked categories within 5% (ZeRO-3 with one micro-batch: grads bounded)"

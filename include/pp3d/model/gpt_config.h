@@ -13,6 +13,12 @@ namespace pp3d {
 
 class Communicator;
 
+// Architecture family a GptConfig describes. pp3d::Gpt builds Gpt2 only; the
+// planner (pp3d/plan) also describes Llama-family shapes with it (RoPE, no
+// position table, RMSNorm without bias, SwiGLU with three C x F matrices,
+// grouped-query attention with num_kv_heads, no biases; pp3d::Llama builds them).
+enum class ModelArch : uint8_t { Gpt2, Llama };
+
 // GPT-2/GPT-3 shape: learned positions, pre-LN blocks, GELU(tanh) MLP, final
 // LayerNorm, (tied) LM head. Fields set to 0 take their documented default.
 struct GptConfig {
@@ -27,23 +33,29 @@ struct GptConfig {
   float init_std = 0.02f;      // std of wte and every Linear weight (residual projections: / sqrt(2L))
   float wpe_init_std = 0.01f;  // std of wpe (GPT-2's convention)
   bool tied_embeddings = true;  // LM head = wte; false: a separate "lm_head.weight" [Vp, C]
+  ModelArch arch = ModelArch::Gpt2;  // Llama: a planner description only (see ModelArch)
+  int64_t num_kv_heads = 0;          // Llama: key/value heads (0: num_heads); Gpt2 must leave it 0
 
   // Effective values (defaults resolved).
   int64_t padded_vocab() const;
   int64_t mlp_hidden() const;
   int64_t head_dim() const { return hidden_size / num_heads; }
+  bool is_llama() const { return arch == ModelArch::Llama; }
+  // Key/value heads: num_kv_heads, or num_heads when 0 (always num_heads for Gpt2).
+  int64_t kv_heads() const { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
 
   // Throws pp3d::Error on an inconsistent config (non-positive sizes, hidden
   // not divisible by heads, padded vocab smaller than vocab, ...).
   void validate() const;
 
-  // Number of parameters of the whole (unsharded) model, padded vocab included.
+  // Number of parameters of the whole (unsharded) model, padded vocab included
+  // (Llama: the count of pp3d::Llama / Hugging Face LlamaForCausalLM).
   int64_t num_parameters() const;
 
   // A copy with the defaults filled in (padded_vocab_size, mlp_hidden_size).
   GptConfig resolved() const;
 
-  // "L12 H12 C768 V50257(50304) T1024".
+  // "L12 H12 C768 V50257(50304) T1024"; Llama: "llama L16 H32/8 C2048 F8192 V... T...".
   std::string str() const;
 };
 

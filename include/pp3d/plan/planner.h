@@ -1,4 +1,5 @@
-// Planner: an analytic memory and step-time model of a GPT training layout on
+// Planner: an analytic memory and step-time model of a GPT or Llama
+// (GptConfig::arch) training layout on
 // a cluster, and a search over layouts (tp, pp, dp, ZeRO stage, micro-batch,
 // schedule, recompute) ranked by predicted throughput.
 //
@@ -29,6 +30,8 @@ std::vector<int64_t> stage_layer_counts(const GptConfig& cfg, const Layout& layo
 // row-parallel output biases replicated), the vocab-parallel wte and the
 // replicated wpe on stage 0, the final LayerNorm and the head on the last stage
 // (with tied embeddings and pp > 1 the last stage holds its own copy of wte).
+// Llama (cfg.arch): blocks 2C replicated norm weights + (2C^2 + 2C*Ckv + 3CF)/tp,
+// no wpe, a final RMSNorm weight of C; the same head rule.
 double stage_parameters(const GptConfig& cfg, const Layout& layout, int stage);
 
 // ---- model states (ZeRO) -------------------------------------------------------
@@ -50,12 +53,16 @@ ModelStateBytes model_state_bytes(double psi, int nd, int zero_stage, const Prec
 // (/t with sp) with full recompute. options.flash_attention drops the a*s*s
 // terms (keeping the fp32 log-sum-exp, 4asb/t); options.dropout=false drops the
 // masks. Elements scale with Precision::activation_bytes (masks stay 1 byte).
+// Llama (cfg.arch; no dropout): 4 sbh replicated (norm inputs and outputs) and
+// (2 + 2 Hkv/Hq) sbh + 3 sbF split by t (q, attention output, k, v; SwiGLU's
+// gate, up and product), elements of Precision::activation_bytes.
 double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t micro_batch, int tp,
                                   bool sequence_parallel, Recompute recompute, const Precision& prec,
                                   const ModelOptions& options);
 // Micro-batches whose activations are live at the peak on pipeline stage
 // `stage` (m = micro-batches per step): GPipe m; 1F1B min(pp - stage, m);
-// interleaved (Megatron) min(2(pp - stage - 1) + (v - 1)pp + 1, m v) chunks,
+// interleaved (Megatron) min(2(pp - stage - 1) + (v - 1)pp + 1, m v) chunks (m v when m = pp:
+// every forward runs first),
 // returned in units of whole-stage micro-batches (chunks / v); zb-h1 min(pp, m):
 // 1F1B's min(pp - stage, m) full sets plus the pending weight parts of the
 // rest, each counted as a full set (its GEMM inputs and output gradients are
@@ -109,11 +116,20 @@ struct TimeBreakdown {
   // Throughput:
   double tokens_per_step = 0;
   double tokens_per_s = 0;
-  double model_flops = 0;     // per step, whole job: 6 N tokens + attention
+  double model_flops = 0;     // per step, whole job: tokens * model_flops_per_token()
   double hardware_flops = 0;  // per step, whole job, recompute included
   double tflops_per_gpu = 0;  // hardware FLOP/s per GPU / 1e12
   double mfu = 0;             // model FLOP/s / (gpus * peak)
 };
+// Model FLOPs per trained token (forward + backward, recompute excluded),
+// the MFU numerator. Attention counts Q K^T and P V over the full s x s
+// (12 L s C; no causal halving, as Narayanan et al. and Megatron report).
+// GPT: 6 N + 12 L s C with N = num_parameters() (the tied wte is the head's
+// matmul). Llama: 6 (L (2C^2 + 2C Ckv + 3CF) + Vp C) + 12 L s C: matmul
+// weights only (q, o; the smaller k, v of grouped-query attention; the three
+// SwiGLU matrices; the LM head), not the embedding lookup or the norms.
+double model_flops_per_token(const GptConfig& cfg, int64_t seq_len);
+
 TimeBreakdown predict_time(const GptConfig& cfg, const Layout& layout, const Precision& prec,
                            const Workload& work, const Cluster& cluster, const ModelOptions& options = {});
 
