@@ -77,8 +77,10 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
       ->transform(or_auto("0", 1, 1 << 20));
   opt("--pp", c.pp, "pipeline-parallel size; auto: chosen by the planner")->transform(or_auto("0", 1, 1 << 20));
   app.add_flag("--sequence-parallel", c.sequence_parallel, "Megatron sequence parallelism (needs --tp > 1)");
-  opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved")
-      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved"}));
+  opt("--schedule", c.schedule, "pipeline schedule: gpipe | 1f1b | interleaved | zb-h1 (zero bubble: split "
+      "backward, bubble (pp-1)/(3m), more activation memory on later stages) | auto (1f1b or zb-h1, chosen by "
+      "the planner)")
+      ->check(CLI::IsMember({"gpipe", "1f1b", "interleaved", "zb-h1", "auto"}));
   opt("--virtual-stages", c.virtual_stages, "model chunks per pipeline rank (interleaved: >= 2)");
   opt("--pipeline-split", c.pipeline_split, "layers per virtual stage, e.g. 3,5 (default balanced)");
   opt("--zero-stage", c.zero_stage, "ZeRO stage over the data-parallel group: 0 (plain DP), 1, 2, 3; auto: chosen "

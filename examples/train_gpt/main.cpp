@@ -15,7 +15,7 @@
 
 namespace {
 
-// Resolves --tp/--pp/--zero-stage auto (the same on every rank: a pure function) and validates c for
+// Resolves --tp/--pp/--zero-stage/--schedule auto (the same on every rank: a pure function) and validates c for
 // world_size ranks before anything is allocated. Returns the planner's "auto layout: ..." line or "".
 std::string resolve_and_validate(pp3d::TrainConfig& c, int world_size, const std::string& plan_gpu) {
   std::string summary;

@@ -102,7 +102,8 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   return detail::store_activation(be, out, act_dtype);
 }
 
-Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout) {
+Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout,
+                            std::vector<LinearWeightGrad>* defer_weight) {
   const int64_t Tl = sp_rows(T, tp, sequence_parallel), Nl = B * Tl, N = B * T;
   const int64_t C = ln1_w->value.numel(), H = local_heads, D = head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
@@ -117,13 +118,14 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   auto f32 = [&be](const Tensor& t) { return detail::activation_f32(be, t); };
 
   // MLP branch: out = x2 + mlp_proj(gelu(fc(ln2(x2))))
-  Tensor dgelu = mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), f32(a.gelu).reshape({B, T, -1}));
+  Tensor dgelu =
+      mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), f32(a.gelu).reshape({B, T, -1}), true, defer_weight);
   a.gelu = Tensor();
   Tensor dfc = new_activation(be, a.fc.shape());
   be.gelu_backward(f32(a.fc), dgelu.reshape(a.fc.shape()), dfc);
   a.fc = Tensor();
   dgelu = Tensor();
-  Tensor dln2 = c_fc.backward(be, tp, dfc, f32(a.ln2).reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dln2 = c_fc.backward(be, tp, dfc, f32(a.ln2).reshape({B, Tl, C}), true, defer_weight).reshape({Nl, C});
   dfc = Tensor();
   a.ln2 = Tensor();
   Tensor dx2 = new_activation(be, {Nl, C});
@@ -133,15 +135,17 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   be.add(dx2, dout.reshape({Nl, C}), dx2);  // residual gradient
   a.x2 = a.ln2_mean = a.ln2_rstd = Tensor();
   // Attention branch: x2 = x + attn_proj(attention(c_attn(ln1(x))))
-  Tensor datt = attn_proj.backward(be, tp, dx2.reshape({B, Tl, C}), f32(a.att).reshape({B, T, H * D}));
+  Tensor datt =
+      attn_proj.backward(be, tp, dx2.reshape({B, Tl, C}), f32(a.att).reshape({B, T, H * D}), true, defer_weight);
   Tensor dqkv = new_activation(be, {N, 3 * H * D});
   Tensor dqkv5 = dqkv.reshape({B, T, 3, H, D});
   be.attention_backward(datt.reshape({B, T, H, D}), f32(a.qkv).reshape({B, T, 3, H, D}), f32(a.att), a.lse, dqkv5,
                         scale);
   datt = Tensor();
   a.att = a.lse = a.qkv = Tensor();
-  Tensor dln1 =
-      c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), f32(a.ln1).reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dln1 = c_attn.backward(be, tp, dqkv.reshape({B, T, 3 * H * D}), f32(a.ln1).reshape({B, Tl, C}), true,
+                               defer_weight)
+                    .reshape({Nl, C});
   dqkv = Tensor();
   Tensor dx = new_activation(be, {Nl, C});
   be.layernorm_backward(dln1, f32(a.x), value_as_f32(be, ln1_w->value), a.ln1_mean, a.ln1_rstd, dx, ln.grad(0),

@@ -97,8 +97,9 @@ Tensor Gpt::head_backward(detail::GptCacheState& s) {
   s.logits = Tensor();
   // Head GEMM backward; d(ln_f out) summed over TP (all-reduce / reduce-scatter).
   const ColumnParallelLinear head(*head_, nullptr, {false, sp});
-  Tensor dlnf =
-      head.backward(be, tp_group(), dlogits, detail::activation_f32(be, s.lnf).reshape({B, Tl, C})).reshape({Nl, C});
+  Tensor dlnf = head.backward(be, tp_group(), dlogits, detail::activation_f32(be, s.lnf).reshape({B, Tl, C}), true,
+                              s.split_backward ? &s.weight_grads : nullptr)
+                    .reshape({Nl, C});
   dlogits = Tensor();
   detail::PartialGrads ln(be, tp_group(), sp, {lnf_w_, lnf_b_});
   Tensor dx = new_activation(be, {Nl, C});

@@ -8,6 +8,7 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
 #include "pp3d/model/gpt.h"
+#include "pp3d/parallel/tensor_parallel.h"
 
 namespace pp3d::detail {
 
@@ -31,12 +32,19 @@ struct GptCacheState : LayerState {
   Tensor ids;        // embedding: [B, T] i32 (global token ids)
   Tensor targets;    // head: [N] i32
   Tensor x_final, lnf, lnf_mean, lnf_rstd, logits, max, sumexp;  // head; logits [N, Vp/tp]
+  // Split backward (Layer::backward_input / backward_weight): the input part
+  // leaves the weight part here. Embedding: its whole backward (d of the
+  // block input, dx [N_local, C]); head: the LM-head GEMM's operands.
+  bool split_backward = false;
+  Tensor dx;
+  std::vector<LinearWeightGrad> weight_grads;
 };
 
 // One block of one micro-batch: sequence sizes and the saved activations.
 struct BlockState : LayerState {
   int64_t B = 0, T = 0;
   BlockActs acts;
+  std::vector<LinearWeightGrad> weight_grads;  // split backward: the four GEMMs' weight parts
 };
 
 // The Gpt's layers (lib/model/gpt_layers.cpp); they call the Gpt's stage-end
@@ -98,7 +106,11 @@ struct Gpt::Block {
   Tensor forward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a) const;
   // Needs a full set of activations (recompute first if a.full() is false).
   // Accumulates parameter grads, frees a's activations, returns dx [N_local, C].
-  Tensor backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout);
+  // With `defer_weight` (split backward) the four Linear weight/bias gradients
+  // are appended there instead (their operands stay referenced until run);
+  // the LayerNorm gradients are always computed here.
+  Tensor backward(Backend& be, int64_t B, int64_t T, detail::BlockActs& a, const Tensor& dout,
+                  std::vector<LinearWeightGrad>* defer_weight = nullptr);
 };
 
 }  // namespace pp3d

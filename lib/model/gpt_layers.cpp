@@ -40,11 +40,23 @@ class GptEmbeddingLayer final : public Layer {
     return out.reshape(shape);
   }
 
-  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<GptCacheState&>(saved);
-    g_.embed_backward(dy.reshape({dy.numel() / g_.cfg_.hidden_size, g_.cfg_.hidden_size}), s);
-    s = GptCacheState{};
+  Tensor backward(const Tensor& dy, MicroBatchContext& ctx, LayerState& saved) override {
+    backward_input(dy, ctx, saved);
+    backward_weight(ctx, saved);
     return Tensor();
+  }
+
+  // The embedding's backward is all weight gradient (token ids need none):
+  // the input part only keeps dy for the weight part.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    static_cast<GptCacheState&>(saved).dx = dy.reshape({dy.numel() / g_.cfg_.hidden_size, g_.cfg_.hidden_size});
+    return Tensor();
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<GptCacheState&>(saved);
+    g_.embed_backward(s.dx, s);
+    s = GptCacheState{};
   }
 
  private:
@@ -76,18 +88,36 @@ class GptBlockLayer final : public Layer {
   }
 
   Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    Backend& be = *g_.backend_;
+    return run_backward(dy, static_cast<BlockState&>(saved), nullptr);
+  }
+
+  // Input part: everything but the four Linear weight/bias GEMMs (LayerNorm
+  // gradients included); their operands wait in the state for the weight part.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
     auto& s = static_cast<BlockState&>(saved);
+    return run_backward(dy, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<BlockState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*g_.backend_);
+    s.weight_grads.clear();
+  }
+
+ private:
+  Tensor run_backward(const Tensor& dy, BlockState& s, std::vector<LinearWeightGrad>* defer_weight) {
+    Backend& be = *g_.backend_;
     const int64_t C = g_.cfg_.hidden_size;
     if (!s.acts.full()) {  // activation recompute: rerun this block's forward from its input
       Tensor out = b_.forward(be, s.B, s.T, s.acts);
       (void)out;
     }
-    const Tensor dx = b_.backward(be, s.B, s.T, s.acts, on_device(be, dy).reshape({dy.numel() / C, C}));
+    const Tensor dx =
+        b_.backward(be, s.B, s.T, s.acts, on_device(be, dy).reshape({dy.numel() / C, C}), defer_weight);
     return dx.reshape(g_.hidden_shape(s.B, s.T));
   }
 
- private:
+
   Gpt& g_;
   Gpt::Block& b_;
 };
@@ -115,14 +145,31 @@ class GptHeadLayer final : public Layer {
 
   Tensor backward(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
     auto& s = static_cast<GptCacheState&>(saved);
-    ctx.output = Tensor();  // the logits are freed by head_backward
-    const Tensor dx = g_.head_backward(s);
-    const Shape shape = g_.hidden_shape(s.B, s.T);
+    const Tensor dx = run_backward(ctx, s, false);
     s = GptCacheState{};
-    return dx.reshape(shape);
+    return dx;
+  }
+
+  // Input part: the loss gradient, the LM-head dx GEMM and ln_f (its weight
+  // gradients included); the LM-head weight GEMM waits for the weight part.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
+    return run_backward(ctx, static_cast<GptCacheState&>(saved), true);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<GptCacheState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*g_.backend_);
+    s = GptCacheState{};
   }
 
  private:
+  Tensor run_backward(MicroBatchContext& ctx, GptCacheState& s, bool split) {
+    ctx.output = Tensor();  // the logits are freed by head_backward
+    s.split_backward = split;
+    const Tensor dx = g_.head_backward(s);
+    return dx.reshape(g_.hidden_shape(s.B, s.T));
+  }
+
   Gpt& g_;
 };
 

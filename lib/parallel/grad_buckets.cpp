@@ -106,6 +106,16 @@ GradBucketer::GradBucketer(std::vector<Module*> models, std::shared_ptr<Communic
   plan_ = plan_grad_buckets(models_, std::max<int64_t>(bytes, 1), dp_->size(), cfg_.layer_per_bucket);
   state_.resize(plan_.buckets.size());
   backward_count_.assign(models_.size(), 0);
+  for (const auto& layers : plan_.layers) after_count_.emplace_back(layers.size(), 0);
+  bucket_layers_.resize(plan_.buckets.size());
+  for (int b = 0; b < num_buckets(); ++b) {
+    const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
+    auto& ls = bucket_layers_[static_cast<std::size_t>(b)];
+    for (int64_t l = bk.lo_layer; l <= bk.hi_layer; ++l) ls.push_back(l);
+    for (const auto& [layer, used] : plan_.uses[static_cast<std::size_t>(bk.model)])
+      if ((layer < bk.lo_layer || layer > bk.hi_layer) && std::find(used.begin(), used.end(), b) != used.end())
+        ls.push_back(layer);
+  }
   for (int b = 0; b < num_buckets(); ++b) {
     const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
     const Device dev = bk.params.front()->grad.device();
@@ -176,17 +186,34 @@ void GradBucketer::before_backward(int model, int64_t layer) {
   for (int b : it->second) allocate(b);
 }
 
+bool GradBucketer::complete_for_step(int b) const {
+  const int model = plan_.buckets[static_cast<std::size_t>(b)].model;
+  const int started = backward_count_[static_cast<std::size_t>(model)];
+  const auto& counts = after_count_[static_cast<std::size_t>(model)];
+  for (int64_t l : bucket_layers_[static_cast<std::size_t>(b)])
+    if (counts[static_cast<std::size_t>(l)] < started) return false;
+  return true;
+}
+
 void GradBucketer::after_backward(int model, int64_t layer) {
+  auto& counts = after_count_[static_cast<std::size_t>(model)];
+  PP3D_CHECK(layer >= 0 && layer < static_cast<int64_t>(counts.size()), "GradBucketer: layer {} of model {} out of "
+             "range", layer, model);
+  ++counts[static_cast<std::size_t>(layer)];
   if (!is_last(model) || !cfg_.overlap) {
     progress();
     return;
   }
+  // Launch the buckets this layer completes: every layer using them has run
+  // the backward (its weight part, when split) of every pass started so far.
   for (int b = 0; b < num_buckets(); ++b) {
     const GradBucket& bk = plan_.buckets[static_cast<std::size_t>(b)];
-    if (bk.model == model && bk.lo_layer == layer && !bk.deferred && !state_[static_cast<std::size_t>(b)].launched) {
-      launch(b);
-      ++launched_in_backward_;
-    }
+    const auto& ls = bucket_layers_[static_cast<std::size_t>(b)];
+    if (bk.model != model || bk.deferred || state_[static_cast<std::size_t>(b)].launched ||
+        std::find(ls.begin(), ls.end(), layer) == ls.end() || !complete_for_step(b))
+      continue;
+    launch(b);
+    ++launched_in_backward_;
   }
   poll();
 }
@@ -263,11 +290,13 @@ void GradBucketer::finish() {
   }
   last_ = false;
   std::fill(backward_count_.begin(), backward_count_.end(), 0);
+  for (auto& c : after_count_) std::fill(c.begin(), c.end(), 0);
 }
 
 void GradBucketer::zero_grad() {
   PP3D_CHECK(in_flight_.empty(), "GradBucketer::zero_grad while reductions are in flight (call finish() first)");
   std::fill(backward_count_.begin(), backward_count_.end(), 0);
+  for (auto& c : after_count_) std::fill(c.begin(), c.end(), 0);
   for (State& s : state_)
     if (s.full.defined()) s.full.zero_();
   launched_in_backward_ = 0;

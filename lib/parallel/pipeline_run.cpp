@@ -22,8 +22,24 @@ Tensor take(std::map<Key, Tensor>& m, Key k, const char* what) {
   return t;
 }
 
+char action_letter(PipeAction::Kind k) {
+  switch (k) {
+    case PipeAction::Forward: return 'F';
+    case PipeAction::BackwardWeight: return 'W';
+    default: return 'B';  // the whole backward, or its input part
+  }
+}
+
+PipelineEvent::Kind event_kind(PipeAction::Kind k) {
+  switch (k) {
+    case PipeAction::Forward: return PipelineEvent::Forward;
+    case PipeAction::BackwardWeight: return PipelineEvent::Weight;
+    default: return PipelineEvent::Backward;
+  }
+}
+
 std::string action_name(const PipeAction& a, int v) {
-  std::string s = fmt::format("{}{}", a.kind == PipeAction::Forward ? 'F' : 'B', a.mb);
+  std::string s = fmt::format("{}{}", action_letter(a.kind), a.mb);
   if (v > 1) s += fmt::format(".c{}", a.chunk);
   return s;
 }
@@ -84,12 +100,17 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
         } else {
           act_out[k] = out;
         }
+      } else if (a.kind == PipeAction::BackwardWeight) {
+        PP3D_CHECK(cache.weight_pending(), "pipeline executor bug: weight part of chunk {} micro-batch {} without "
+                   "its input part", a.chunk, a.mb);
+        module_backward_weight(g, cache);  // frees what the input part kept for it
       } else {
         const Tensor dout = s == S - 1 ? Tensor() : take(grad_in, k, "received gradient");
-        Tensor din = module_backward(g, dout, cache);
+        const BackwardPart part = a.kind == PipeAction::BackwardInput ? BackwardPart::Input : BackwardPart::Full;
+        Tensor din = module_backward(g, dout, cache, part);
         if (s > 0) grad_out[k] = std::move(din);
       }
-      ev.kind = a.kind == PipeAction::Forward ? PipelineEvent::Forward : PipelineEvent::Backward;
+      ev.kind = event_kind(a.kind);
       ev.chunk = a.chunk;
       ev.mb = a.mb;
       if (timing) ev.name = action_name(a, v);
@@ -123,13 +144,15 @@ StepResult PipelineStage::run_step(const std::vector<MicroBatch>& mbs, float los
     if (timing) {
       ev.start_us = ts;
       ev.end_us = now_us();
-      if (ev.kind != PipelineEvent::Comm) res.compute_us += ev.end_us - ev.start_us;
+      if (ev.is_compute()) res.compute_us += ev.end_us - ev.start_us;
       res.events.push_back(std::move(ev));
     }
   }
   PP3D_CHECK(act_in.empty() && act_out.empty() && grad_in.empty() && grad_out.empty(),
              "pipeline executor bug: tensors left over after the step");
-  for (auto& c : caches) PP3D_CHECK(!c.active(), "pipeline executor bug: a micro-batch was not backwarded");
+  for (auto& c : caches)
+    PP3D_CHECK(!c.active() && !c.weight_pending(),
+               "pipeline executor bug: a micro-batch was not backwarded (or its weight part not run)");
 
   // Loss: summed in micro-batch order on the head stage, broadcast as raw bytes (exact double).
   double loss = 0;

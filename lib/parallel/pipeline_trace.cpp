@@ -13,6 +13,7 @@ namespace {
 nlohmann::json event_json(const PipelineEvent& e, int pid) {
   const char* cat = e.kind == PipelineEvent::Forward    ? "forward"
                     : e.kind == PipelineEvent::Backward ? "backward"
+                    : e.kind == PipelineEvent::Weight   ? "weight"
                     : e.kind == PipelineEvent::Comm     ? "comm"
                                                         : "reduce";
   nlohmann::json j = {{"name", e.name},
@@ -21,7 +22,7 @@ nlohmann::json event_json(const PipelineEvent& e, int pid) {
                       {"ts", e.start_us},
                       {"dur", e.end_us - e.start_us},
                       {"pid", pid},
-                      {"tid", e.kind == PipelineEvent::Forward || e.kind == PipelineEvent::Backward ? 0 : 1}};
+                      {"tid", e.is_compute() ? 0 : 1}};
   if (e.mb >= 0) j["args"] = {{"mb", e.mb}, {"chunk", e.chunk}};
   return j;
 }

@@ -46,7 +46,26 @@ Tensor gather_features(Backend& be, Communicator* tp, const Tensor& y_local) {
   return detail::swap_leading_dims(be, buf, n, rows, f, with_last_dim(y_local.shape(), f * n));
 }
 
+// grad(w) += dy^T . x, grad(b) += colsum(dy) now, or later when `defer` is given.
+void weight_grad(Backend& be, Parameter* w, Parameter* b, const Tensor& dy, const Tensor& x,
+                 std::vector<LinearWeightGrad>* defer) {
+  LinearWeightGrad job{w, b, dy, x};
+  if (defer != nullptr) {
+    defer->push_back(std::move(job));
+    return;
+  }
+  job.run(be);
+}
+
 }  // namespace
+
+void LinearWeightGrad::run(Backend& be) {
+  PP3D_CHECK(weight != nullptr && dy.defined() && x.defined(), "LinearWeightGrad::run: empty or already run");
+  const int64_t out = weight->value.size(0), in = weight->value.size(1), rows = x.numel() / in;
+  be.gemm(true, false, out, in, rows, 1.0f, dy, x, 1.0f, weight->grad);
+  if (bias != nullptr) be.bias_grad(dy, bias->grad);
+  dy = x = Tensor();
+}
 
 // ---- ColumnParallelLinear ---------------------------------------------------------
 
@@ -70,7 +89,7 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
 }
 
 Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
-                                      bool input_grad) const {
+                                      bool input_grad, std::vector<LinearWeightGrad>* defer_weight) const {
   const int n = tp_world(tp);
   const int64_t out_l = w_->value.size(0), in = w_->value.size(1);
   check_input(x, in, "ColumnParallelLinear::backward (x)");
@@ -83,8 +102,7 @@ Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tenso
              dy.defined() ? dy.str() : std::string("undefined"));
   const Tensor dyl = (opts_.gather_output && n > 1) ? take_middle_block(be, dy, rows, n, out_l, tp->rank())
                                                     : dy.reshape({rows, out_l});
-  be.gemm(true, false, out_l, in, rows, 1.0f, dyl, X, 1.0f, w_->grad);
-  if (b_ != nullptr) be.bias_grad(dyl, b_->grad);
+  weight_grad(be, w_, b_, dyl, X, defer_weight);
   if (!input_grad) return Tensor();
   Tensor dx = activation(be, X.shape());
   be.gemm(false, false, rows, in, out_l, 1.0f, dyl, w_->value, 0.0f, dx);
@@ -126,7 +144,7 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
 }
 
 Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
-                                   bool input_grad) const {
+                                   bool input_grad, std::vector<LinearWeightGrad>* defer_weight) const {
   const int64_t out = w_->value.size(0), in_l = w_->value.size(1);
   const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
   check_input(xl, in_l, "RowParallelLinear::backward (x)");
@@ -137,8 +155,7 @@ Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& 
              opts_.sequence_parallel ? " after the sequence all-gather" : "",
              dy.defined() ? dy.str() : std::string("undefined"));
   const Tensor dy2 = dY.reshape({rows, out});
-  be.gemm(true, false, out, in_l, rows, 1.0f, dy2, xl, 1.0f, w_->grad);
-  if (b_ != nullptr) be.bias_grad(dy2, b_->grad);
+  weight_grad(be, w_, b_, dy2, xl, defer_weight);
   if (!input_grad) return Tensor();
   Tensor dxl = activation(be, xl.shape());
   be.gemm(false, false, rows, in_l, out, 1.0f, dy2, w_->value, 0.0f, dxl);

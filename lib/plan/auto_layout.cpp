@@ -32,6 +32,7 @@ int64_t data_vocab(const std::string& data) {
 Schedule schedule_of(const std::string& s) {
   if (s == "gpipe") return Schedule::GPipe;
   if (s == "interleaved") return Schedule::Interleaved;
+  if (s == "zb-h1") return Schedule::ZeroBubbleH1;
   return Schedule::OneFOneB;
 }
 
@@ -131,6 +132,9 @@ std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size
   PP3D_REQUIRE(what.zero || (c.zero_stage >= 0 && c.zero_stage <= 3), "--zero-stage must be 0..3 or auto, got {}",
                c.zero_stage);
   PP3D_REQUIRE(c.micro_batch_size >= 1, "--batch-size must be >= 1, got {}", c.micro_batch_size);
+  PP3D_REQUIRE(!what.schedule || c.virtual_stages == 1,
+               "--schedule auto chooses between 1f1b and zb-h1 (one model chunk per rank): drop --virtual-stages {}",
+               c.virtual_stages);
   const int64_t G = auto_global_batch(c, world_size);
   int64_t count = 0;
   std::vector<Candidate> out;
@@ -141,7 +145,9 @@ std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size
       const int dp = world_size / (tp * pp);
       TrainConfig t = c;
       t.tp = tp, t.pp = pp, t.zero_stage = 0, t.global_batch_size = G, t.micro_batches = 0;
-      if (pp == 1) t.schedule = "1f1b", t.virtual_stages = 1;
+      if (pp == 1 || what.schedule) t.schedule = "1f1b", t.virtual_stages = 1;
+      std::vector<Schedule> schedules = {schedule_of(t.schedule)};
+      if (what.schedule && pp > 1) schedules.push_back(Schedule::ZeroBubbleH1);
       const GptConfig model = trainer_model_config(t, tp);
       if (model.num_layers % pp != 0 || G % dp != 0) continue;  // even pipeline splits only
       PlanRequest req;
@@ -159,19 +165,20 @@ std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size
           for (int64_t mb = 1; mb <= std::min(c.micro_batch_size, G / dp); mb *= 2)
             if ((G / dp) % mb == 0) mbs.push_back(mb);
         }
-        for (const int64_t mb : mbs) {
-          Layout l;
-          l.tp = tp, l.pp = pp, l.dp = dp, l.zero_stage = zero, l.micro_batch = mb;
-          l.schedule = schedule_of(t.schedule);
-          l.virtual_stages = t.virtual_stages;
-          l.recompute = c.recompute ? Recompute::Full : Recompute::None;
-          l.sequence_parallel = c.sequence_parallel && tp > 1;
-          ++count;
-          if (!check_layout(model, l, cluster, req).empty()) continue;
-          Candidate cand = planner.evaluate(l);
-          if (!planner.memory_verdict(cand.memory).empty()) continue;
-          out.push_back(std::move(cand));
-        }
+        for (const int64_t mb : mbs)
+          for (const Schedule sched : schedules) {
+            Layout l;
+            l.tp = tp, l.pp = pp, l.dp = dp, l.zero_stage = zero, l.micro_batch = mb;
+            l.schedule = sched;
+            l.virtual_stages = t.virtual_stages;
+            l.recompute = c.recompute ? Recompute::Full : Recompute::None;
+            l.sequence_parallel = c.sequence_parallel && tp > 1;
+            ++count;
+            if (!check_layout(model, l, cluster, req).empty()) continue;
+            Candidate cand = planner.evaluate(l);
+            if (!planner.memory_verdict(cand.memory).empty()) continue;
+            out.push_back(std::move(cand));
+          }
       }
     }
   }
@@ -201,6 +208,7 @@ AutoLayoutChoice resolve_auto_layout(TrainConfig& c, int world_size, const Clust
   c.global_batch_size = G;
   c.micro_batch_size = l.micro_batch;
   c.micro_batches = 0;
+  if (what.schedule) c.schedule = schedule_name(l.schedule);
   if (l.pp == 1) c.schedule = "1f1b", c.virtual_stages = 1;
   r.summary = fmt::format("auto layout: {}; runner-up: {} ({} layouts considered, {} fit)", describe(r.best),
                           r.runner_up ? describe(*r.runner_up) : std::string("none"), r.considered, r.feasible);

@@ -15,6 +15,7 @@ const char* schedule_name(Schedule s) {
     case Schedule::GPipe: return "gpipe";
     case Schedule::OneFOneB: return "1f1b";
     case Schedule::Interleaved: return "interleaved";
+    case Schedule::ZeroBubbleH1: return "zb-h1";
   }
   return "?";
 }
@@ -78,7 +79,8 @@ Layout parse_layout(const std::string& text) {
       if (v == "gpipe") l.schedule = Schedule::GPipe;
       else if (v == "1f1b") l.schedule = Schedule::OneFOneB;
       else if (v == "interleaved") l.schedule = Schedule::Interleaved;
-      else PP3D_FAIL("layout: schedule must be gpipe, 1f1b or interleaved, got '{}'", v);
+      else if (v == "zb-h1") l.schedule = Schedule::ZeroBubbleH1;
+      else PP3D_FAIL("layout: schedule must be gpipe, 1f1b, interleaved or zb-h1, got '{}'", v);
     } else {
       PP3D_FAIL("layout: unknown key '{}' in '{}' (known: tp pp dp zero mb sched v recompute sp uneven)", k, text);
     }

@@ -83,6 +83,7 @@ double in_flight_micro_batches(const Layout& l, int64_t m, int stage) {
   switch (l.schedule) {
     case Schedule::GPipe: return double(m);
     case Schedule::OneFOneB: return double(std::min<int64_t>(l.pp - stage, m));
+    case Schedule::ZeroBubbleH1: return double(std::min<int64_t>(l.pp, m));
     case Schedule::Interleaved: {
       const int64_t p = l.pp, v = l.virtual_stages;
       const int64_t chunks = std::min<int64_t>(2 * (p - stage - 1) + (v - 1) * p + 1, m * v);
@@ -134,7 +135,11 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
     r.recompute_working =
         activation_bytes_per_layer(cfg, s, b, l.tp, l.sequence_parallel, Recompute::None, prec, opt);
   if (stage == l.pp - 1) {
-    const double live = l.schedule == Schedule::GPipe ? double(m) : 1.0;
+    // GPipe: every micro-batch's logits; zb-h1: the logits gradients of the
+    // head's pending weight parts (min(pp, m) - 1) next to the current logits.
+    const double live = l.schedule == Schedule::GPipe        ? double(m)
+                        : l.schedule == Schedule::ZeroBubbleH1 ? double(std::min<int64_t>(l.pp, m))
+                                                               : 1.0;
     r.logits = live * double(s) * double(b) * V / l.tp * prec.logits_bytes;
   }
   r.activations = r.in_flight * double(r.layers) * r.activation_per_layer + r.recompute_working + r.logits;

@@ -23,6 +23,12 @@ namespace pp3d::detail {
 //    backward the incoming gradient (Nl*C), its sequence all-gather (N*C, SP)
 //    and the GELU-output gradient (N*F/t) while the block is still whole (with
 //    recompute: the re-materialised block on top of the kept inputs).
+//  zb-h1 (split backward): stage r holds 1F1B's min(pp - r, m) full sets and
+//    the pending weight parts of min(pp, m) minus that many micro-batches:
+//    per block the four Linear GEMMs' inputs (ln1, ln2: N*C; att N*C/t, gelu
+//    N*F/t; Activations only when f32, else their f32 copies are Workspace)
+//    and output gradients (f32: d(out), d(x2) N*C; d(qkv) 3NC/t, d(fc) N*F/t);
+//    on the head stage the logits gradient N*V/t and ln_f's output N*C.
 void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
                       const ModelOptions&, int stage, MemoryBreakdown& r) {
   const double s = double(plan_seq_len(cfg, work)), b = double(l.micro_batch), t = l.tp;
@@ -45,9 +51,26 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   // Blocks of every in-flight micro-batch (chunk); a head's tensors live from
   // its forward to its backward, which follow each other on the last stage
   // except under GPipe (all m forwards first).
-  const double blocks = k * L * block_kept * ab;
-  const double other_heads = l.schedule == Schedule::GPipe && last ? (k - 1) * head : 0.0;
-  const double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
+  const bool zb = l.schedule == Schedule::ZeroBubbleH1;
+  const double full_sets = zb ? double(std::min<int64_t>(l.pp - stage, m)) : k, weight_sets = k - full_sets;
+  const double x_bytes = ab == 4 ? 4.0 : 0.0;  // the GEMM inputs a weight part keeps, when they are Activations
+  const double block_weight = (2 * N * C + N * (3 * C + F) / t) * 4 + (2 * N * C + N * (C + F) / t) * x_bytes;
+  const double head_weight = N * Vl * 4 + N * C * x_bytes;
+  const double blocks = full_sets * L * block_kept * ab + weight_sets * L * block_weight;
+  const double other_heads = !last ? 0.0
+                             : l.schedule == Schedule::GPipe ? (k - 1) * head
+                                                             : weight_sets * head_weight;
+  double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
+  if (zb && L > 0) {
+    // The input part of a micro-batch's backward: its upper blocks already
+    // hold weight-part tensors, the current block is whole (re-materialised
+    // with recompute) next to its output gradients and d(input).
+    const double d_out = (2 * N * C + N * (3 * C + F) / t) * 4 + Nl * C * 4;
+    const double in_input_part = (full_sets - 1) * L * block_kept * ab + weight_sets * L * block_weight +
+                                 (L - 1) * std::max(block_kept * ab, block_weight) + block_full * ab + d_out +
+                                 other_heads;
+    in_block = std::max(in_block, in_input_part);
+  }
   // Head backward: the logits gradient next to the logits; then (logits
   // freed) the head GEMM's input gradient N*C, with SP also the re-gathered
   // ln_f output (N*C) and the reduce-scattered result (Nl*C).

@@ -64,7 +64,10 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     l.zero_stage = get("zero", 0);
     l.micro_batch = get("micro_batch", int64_t(0));
     const std::string sched = get("schedule", std::string("1f1b"));
-    l.schedule = sched == "interleaved" ? Schedule::Interleaved : sched == "gpipe" ? Schedule::GPipe : Schedule::OneFOneB;
+    l.schedule = sched == "interleaved" ? Schedule::Interleaved
+                 : sched == "gpipe"     ? Schedule::GPipe
+                 : sched == "zb-h1"     ? Schedule::ZeroBubbleH1
+                                        : Schedule::OneFOneB;
     l.virtual_stages = get("virtual_stages", l.schedule == Schedule::Interleaved ? 2 : 1);
     const std::string rc = get("recompute", std::string("none"));
     PP3D_CHECK(rc == "none" || rc == "full", "'{}', run '{}': recompute must be none or full, got '{}'", path, r.name,

@@ -93,6 +93,7 @@ PlanResult Planner::search() const {
       const int dp = G / (tp * pp);
       std::vector<std::pair<Schedule, int>> scheds = {{Schedule::OneFOneB, 1}};
       if (pp > 1 && req_.include_gpipe) scheds.push_back({Schedule::GPipe, 1});
+      if (pp > 1) scheds.push_back({Schedule::ZeroBubbleH1, 1});
       if (pp > 1 && L % pp == 0)
         for (int v = 2; v <= L / pp; ++v)
           if ((L / pp) % v == 0) scheds.push_back({Schedule::Interleaved, v});

@@ -206,9 +206,15 @@ TimeBreakdown predict_time(const GptConfig& cfg, const Layout& l, const Precisio
   r.pp_p2p = worst.p2p;
   r.per_micro_batch = worst.total();
   const double v = l.virtual_stages, p = l.pp;
-  r.bubble = (p - 1) / v * r.per_micro_batch;
-  r.pipeline = double(m) * r.per_micro_batch + r.bubble;
+  // Idle time over ideal compute: (p - 1) / (v m); zb-h1 fills 2/3 of it with
+  // deferred weight-gradient parts: (p - 1) / (3m) under T_F = T_B = T_W
+  // (m >= p; with fewer micro-batches (2p - m - 1) / (3m), see
+  // pp3d::theoretical_bubble).
   r.bubble_fraction = (p - 1) / (v * double(m));
+  if (l.schedule == Schedule::ZeroBubbleH1)
+    r.bubble_fraction = (double(m) >= p ? p - 1 : 2 * p - double(m) - 1) / (3 * double(m));
+  r.bubble = r.bubble_fraction * double(m) * r.per_micro_batch;
+  r.pipeline = double(m) * r.per_micro_batch + r.bubble;
 
   // Data parallelism / ZeRO on the stage with the most parameters.
   const Group dpg = make_group(c, l.dp, l.tp);

@@ -70,7 +70,7 @@ ParallelLayout TrainConfig::resolve_layout(int world_size) const {
   try {
     kind = parse_schedule(schedule);
   } catch (const Error&) {
-    PP3D_USER_FAIL("--schedule '{}' is not one of gpipe, 1f1b, interleaved", schedule);
+    PP3D_USER_FAIL("--schedule '{}' is not one of gpipe, 1f1b, interleaved, zb-h1", schedule);
   }
   PP3D_REQUIRE(virtual_stages >= 1, "--virtual-stages must be >= 1, got {}", virtual_stages);
   PP3D_REQUIRE(kind == ScheduleKind::Interleaved || virtual_stages == 1,

@@ -8,6 +8,9 @@
 // after the steps; activations back to the baseline after each step and a lower
 // activation peak with 1F1B than with GPipe; the Chrome trace; with 4 ranks
 // also tp = 2 x pp = 2 (with and without sequence parallelism).
+// With the argument `zb-h1` (ctest pipeline_zb_h1_test_np*): the same cases
+// with the zero-bubble schedule (split backward), losses bitwise 1f1b's, and
+// its activation peak against 1f1b's.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -223,15 +226,18 @@ void expect_error(F&& f, const std::string& needle, const std::string& what) {
 
 void check_trace(GptPipelineStage& stage, const ProcessGrid& grid, const StepResult& res, int m, int v) {
   const int pp = grid.pp();
-  int fwd = 0, bwd = 0;
+  const int parts = splits_backward(stage.config().schedule) ? 3 : 2;  // F, B (+ W)
+  int fwd = 0, bwd = 0, wgt = 0;
   double prev_end = -1;
   for (const auto& e : res.events) {
     fwd += e.kind == PipelineEvent::Forward;
     bwd += e.kind == PipelineEvent::Backward;
+    wgt += e.kind == PipelineEvent::Weight;
     EXPECT(e.end_us >= e.start_us && e.start_us >= prev_end, "trace: event {} out of order", e.name);
     prev_end = e.end_us;
   }
   EXPECT(fwd == m * v && bwd == m * v, "trace: {} forwards and {} backwards, expected {} each", fwd, bwd, m * v);
+  EXPECT(wgt == (parts == 3 ? m * v : 0), "trace: {} weight parts with {}", wgt, schedule_name(stage.config().schedule));
   EXPECT(res.idle_fraction >= 0 && res.idle_fraction < 1 && res.compute_us > 0 && res.step_us >= res.compute_us,
          "trace: idle fraction {} step {} us compute {} us", res.idle_fraction, res.step_us, res.compute_us);
   const std::string path = fmt::format("pipeline_test_trace_{}.json", pp);
@@ -246,73 +252,113 @@ void check_trace(GptPipelineStage& stage, const ProcessGrid& grid, const StepRes
     if (e.at("tid") == 0) per_pid[e.at("pid").get<int>()]++;
   }
   EXPECT(static_cast<int>(per_pid.size()) == pp, "trace: {} pids, expected {}", per_pid.size(), pp);
-  for (const auto& [pid, n] : per_pid) EXPECT(n == 2 * m * v, "trace: pid {} has {} compute events", pid, n);
+  for (const auto& [pid, n] : per_pid) EXPECT(n == parts * m * v, "trace: pid {} has {} compute events", pid, n);
 }
 
 }  // namespace
 
-int main() {
+// The zb-h1 matrix (ctest pipeline_zb_h1_test_np*): the cases of the main
+// matrix with zb-h1 in place of 1f1b, its losses bitwise 1f1b's, and its
+// activation peak against 1f1b's (pending weight parts hold their GEMM inputs).
+void run_zero_bubble_matrix(Backend& be, const std::shared_ptr<Communicator>& world, const ProcessGrid& grid) {
+  const int pp = grid.pp(), stage = grid.pp_rank();
+  const ScheduleKind zb = ScheduleKind::ZeroBubbleH1;
+  std::map<int, CaseResult> results;
+  for (int m : {pp, 2 * pp, 2 * pp + 1}) results[m] = run_case(be, grid, zb, 1, m, "", m == 2 * pp);
+  const CaseResult f = run_case(be, grid, ScheduleKind::OneFOneB, 1, 2 * pp);
+  const CaseResult& z = results[2 * pp];
+  EXPECT(z.losses == f.losses, "m={}: zb-h1 and 1f1b losses are not bitwise equal", 2 * pp);
+  // Rank r holds 1F1B's pp - r full activation sets plus the weight-part
+  // inputs of at most r more micro-batches (each about one set): at most pp
+  // sets (+1 for receive buffers and the head's logits), i.e. at most
+  // (pp + 1) / (pp - stage) times 1F1B's peak.
+  EXPECT(z.act_peak * static_cast<std::size_t>(pp - stage) <= f.act_peak * static_cast<std::size_t>(pp + 1),
+         "stage {}: zb-h1 activation peak {} B exceeds (pp + 1)/(pp - stage) of 1f1b's {} B", stage, z.act_peak,
+         f.act_peak);
+  std::printf("[rank %d] activation peak, m = %d: 1f1b %zu B, zb-h1 %zu B (ratio %.3f)\n", world->rank(), 2 * pp,
+              f.act_peak, z.act_peak, static_cast<double>(z.act_peak) / static_cast<double>(f.act_peak));
+  run_case(be, grid, zb, 1, 2 * pp + 1, "", false, false, false);  // untied: bitwise the serial run
+  run_case(be, grid, zb, 1, 4, pp == 2 ? "3,5" : "0,3,3,2");       // uneven, embedding-only first stage
+  if (pp == 4) run_case(be, grid, zb, 1, 4, "2,2,4,0");             // head-only last stage
+  if (world->size() == 4) {  // pipeline x tensor parallelism: tp = 2, pp = 2
+    ProcessGrid grid2(world, 2, 2);
+    run_case(be, grid2, zb, 1, 4, "", false, true);
+    run_case(be, grid2, zb, 1, 4);
+  }
+}
+
+// The main matrix (ctest pipeline_test_np*): gpipe, 1f1b and interleaved.
+void run_main_matrix(Backend& be, const std::shared_ptr<Communicator>& world, const ProcessGrid& grid) {
+  const int pp = grid.pp(), r = world->rank();
+  std::map<std::pair<int, int>, CaseResult> results;
+  for (int m : {pp, 2 * pp, 2 * pp + 1}) {
+    for (ScheduleKind k : {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::Interleaved}) {
+      if (k == ScheduleKind::Interleaved && m % pp != 0) continue;  // interleaved needs m % pp == 0
+      const int v = k == ScheduleKind::Interleaved ? 2 : 1;
+      results[{static_cast<int>(k), m}] = run_case(be, grid, k, v, m, "", m == 2 * pp && v == 2);
+    }
+    // Same layout, different schedule: the same operations in the same order per parameter.
+    const auto& g = results[{static_cast<int>(ScheduleKind::GPipe), m}];
+    const auto& f = results[{static_cast<int>(ScheduleKind::OneFOneB), m}];
+    EXPECT(g.losses == f.losses, "m={}: gpipe and 1f1b losses are not bitwise equal", m);
+  }
+  // 1F1B holds at most pp - stage micro-batches, GPipe all m = 2pp.
+  const auto& g = results[{static_cast<int>(ScheduleKind::GPipe), 2 * pp}];
+  const auto& f = results[{static_cast<int>(ScheduleKind::OneFOneB), 2 * pp}];
+  EXPECT(f.act_peak < g.act_peak, "activation peak with 1f1b {} B is not below gpipe's {} B", f.act_peak,
+         g.act_peak);
+  // GPipe holds all m micro-batches' activations; 1F1B at most pp - stage of
+  // them (+1 for receive buffers and the head's logits on the last stage).
+  const int stage = grid.pp_rank(), m2 = 2 * pp;
+  EXPECT(f.act_peak * static_cast<std::size_t>(m2) <= g.act_peak * static_cast<std::size_t>(pp - stage + 1),
+         "stage {}: 1f1b activation peak {} B exceeds {} of gpipe's {} micro-batches ({} B)", stage, f.act_peak,
+         pp - stage + 1, m2, g.act_peak);
+  std::printf("[rank %d] activation peak, m = %d: gpipe %zu B, 1f1b %zu B (ratio %.3f, (pp - stage)/m = %.3f)\n",
+              r, m2, g.act_peak, f.act_peak, static_cast<double>(f.act_peak) / static_cast<double>(g.act_peak),
+              static_cast<double>(pp - stage) / m2);
+  // Untied embeddings: no reassociated gradient anywhere, so bitwise equality.
+  run_case(be, grid, ScheduleKind::OneFOneB, 1, 2 * pp + 1, "", false, false, false);
+  run_case(be, grid, ScheduleKind::Interleaved, 2, 2 * pp, "", false, false, false);
+  // Uneven splits, including an embedding-only first stage and a head-only last stage.
+  if (pp == 2) {
+    run_case(be, grid, ScheduleKind::OneFOneB, 1, 4, "3,5");
+    run_case(be, grid, ScheduleKind::Interleaved, 2, 4, "1,3,2,2");
+  } else {
+    run_case(be, grid, ScheduleKind::OneFOneB, 1, 4, "0,3,3,2");
+    run_case(be, grid, ScheduleKind::Interleaved, 2, 4, "2,1,1,1,1,1,1,0");
+  }
+  if (world->size() == 4) {  // pipeline x tensor parallelism: tp = 2, pp = 2
+    ProcessGrid grid2(world, 2, 2);
+    run_case(be, grid2, ScheduleKind::OneFOneB, 1, 4, "", false, true);
+    run_case(be, grid2, ScheduleKind::Interleaved, 2, 4);
+  }
+  PipelineConfig bad;
+  bad.split = pp == 2 ? "3,3" : "2,2,1,1";
+  expect_error([&] { GptPipelineStage s(tiny_config(), be, grid, bad); }, "sums to 6 layers but the model has 8",
+               "wrong split");
+  PipelineConfig il;
+  il.schedule = ScheduleKind::Interleaved;
+  il.virtual_stages = 2;
+  il.micro_batch_size = kB;
+  il.seq_len = kT;
+  GptPipelineStage s(tiny_config(), be, grid, il);
+  std::vector<MicroBatch> not_multiple;
+  for (int i = 0; i < pp + 1; ++i) not_multiple.push_back({tokens("ids", 0, kB, 0), tokens("tgt", 0, kB, 0)});
+  expect_error([&] { s.run_step(not_multiple, 1.0f); }, fmt::format("multiple of pp ({})", pp), "interleaved m % pp");
+}
+
+int main(int argc, char** argv) {
   auto world = init_world();
   const int r = world->rank();
+  const bool zero_bubble = argc > 1 && std::string(argv[1]) == "zb-h1";
   try {
     ProcessGrid grid(world, 1, world->size());
-    const int pp = grid.pp();
     auto be = make_cpu_backend();
-    std::map<std::pair<int, int>, CaseResult> results;
-    for (int m : {pp, 2 * pp, 2 * pp + 1}) {
-      for (ScheduleKind k : {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::Interleaved}) {
-        if (k == ScheduleKind::Interleaved && m % pp != 0) continue;  // interleaved needs m % pp == 0
-        const int v = k == ScheduleKind::Interleaved ? 2 : 1;
-        results[{static_cast<int>(k), m}] = run_case(*be, grid, k, v, m, "", m == 2 * pp && v == 2);
-      }
-      // Same layout, different schedule: the same operations in the same order per parameter.
-      const auto& g = results[{static_cast<int>(ScheduleKind::GPipe), m}];
-      const auto& f = results[{static_cast<int>(ScheduleKind::OneFOneB), m}];
-      EXPECT(g.losses == f.losses, "m={}: gpipe and 1f1b losses are not bitwise equal", m);
-    }
-    // 1F1B holds at most pp - stage micro-batches, GPipe all m = 2pp.
-    const auto& g = results[{static_cast<int>(ScheduleKind::GPipe), 2 * pp}];
-    const auto& f = results[{static_cast<int>(ScheduleKind::OneFOneB), 2 * pp}];
-    EXPECT(f.act_peak < g.act_peak, "activation peak with 1f1b {} B is not below gpipe's {} B", f.act_peak,
-           g.act_peak);
-    // GPipe holds all m micro-batches' activations; 1F1B at most pp - stage of
-    // them (+1 for receive buffers and the head's logits on the last stage).
-    const int stage = grid.pp_rank(), m2 = 2 * pp;
-    EXPECT(f.act_peak * static_cast<std::size_t>(m2) <= g.act_peak * static_cast<std::size_t>(pp - stage + 1),
-           "stage {}: 1f1b activation peak {} B exceeds {} of gpipe's {} micro-batches ({} B)", stage, f.act_peak,
-           pp - stage + 1, m2, g.act_peak);
-    std::printf("[rank %d] activation peak, m = %d: gpipe %zu B, 1f1b %zu B (ratio %.3f, (pp - stage)/m = %.3f)\n",
-                r, m2, g.act_peak, f.act_peak, static_cast<double>(f.act_peak) / static_cast<double>(g.act_peak),
-                static_cast<double>(pp - stage) / m2);
-    // Untied embeddings: no reassociated gradient anywhere, so bitwise equality.
-    run_case(*be, grid, ScheduleKind::OneFOneB, 1, 2 * pp + 1, "", false, false, false);
-    run_case(*be, grid, ScheduleKind::Interleaved, 2, 2 * pp, "", false, false, false);
-    // Uneven splits, including an embedding-only first stage and a head-only last stage.
-    if (pp == 2) {
-      run_case(*be, grid, ScheduleKind::OneFOneB, 1, 4, "3,5");
-      run_case(*be, grid, ScheduleKind::Interleaved, 2, 4, "1,3,2,2");
+    if (zero_bubble) {
+      run_zero_bubble_matrix(*be, world, grid);
     } else {
-      run_case(*be, grid, ScheduleKind::OneFOneB, 1, 4, "0,3,3,2");
-      run_case(*be, grid, ScheduleKind::Interleaved, 2, 4, "2,1,1,1,1,1,1,0");
+      run_main_matrix(*be, world, grid);
     }
-    if (world->size() == 4) {  // pipeline x tensor parallelism: tp = 2, pp = 2
-      ProcessGrid grid2(world, 2, 2);
-      run_case(*be, grid2, ScheduleKind::OneFOneB, 1, 4, "", false, true);
-      run_case(*be, grid2, ScheduleKind::Interleaved, 2, 4);
-    }
-    PipelineConfig bad;
-    bad.split = pp == 2 ? "3,3" : "2,2,1,1";
-    expect_error([&] { GptPipelineStage s(tiny_config(), *be, grid, bad); }, "sums to 6 layers but the model has 8",
-                 "wrong split");
-    PipelineConfig il;
-    il.schedule = ScheduleKind::Interleaved;
-    il.virtual_stages = 2;
-    il.micro_batch_size = kB;
-    il.seq_len = kT;
-    GptPipelineStage s(tiny_config(), *be, grid, il);
-    std::vector<MicroBatch> not_multiple;
-    for (int i = 0; i < pp + 1; ++i) not_multiple.push_back({tokens("ids", 0, kB, 0), tokens("tgt", 0, kB, 0)});
-    expect_error([&] { s.run_step(not_multiple, 1.0f); }, fmt::format("multiple of pp ({})", pp), "interleaved m % pp");
     world->barrier();
   } catch (const std::exception& e) {
     g_failures.push_back(std::string("exception: ") + e.what());

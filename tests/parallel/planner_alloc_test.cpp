@@ -69,6 +69,8 @@ const std::vector<Case>& cases() {
       {"pp2 gpipe", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "gpipe"; }},
       {"pp2 1f1b", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "1f1b"; }},
       {"pp2 interleaved v2", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2; }},
+      {"pp2 zb-h1", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1"; }},
+      {"pp2 zb-h1 recompute", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1", c.recompute = true; }},
       {"dp2 zero3 one micro-batch", 2, [](TrainConfig& c) { c.zero_stage = 3, c.global_batch_size = 4; }, true},
       {"tp2 pp2 dp2 zero1", 8, [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1; }},
       {"tp2 sp pp2 dp2 zero2 bf16", 8,

@@ -66,6 +66,7 @@ void simulate_plans(ScheduleKind kind, int pp, int v, int m) {
   std::vector<std::size_t> ptr(static_cast<std::size_t>(pp), 0);
   std::vector<std::set<std::tuple<int, int, int>>> have(static_cast<std::size_t>(pp));  // (kind, chunk, mb)
   std::vector<std::set<std::pair<int, int>>> fwd_done(static_cast<std::size_t>(pp));
+  std::vector<std::set<std::pair<int, int>>> input_done(static_cast<std::size_t>(pp));  // weight part pending
   bool progress = true;
   while (progress) {
     progress = false;
@@ -79,9 +80,12 @@ void simulate_plans(ScheduleKind kind, int pp, int v, int m) {
           if (a.kind == PipeAction::Forward) {
             if (s > 0) REQUIRE(have[r].erase({PipeTransfer::Activation, a.chunk, a.mb}) == 1);
             fwd_done[r].insert({a.chunk, a.mb});
+          } else if (a.kind == PipeAction::BackwardWeight) {
+            REQUIRE(input_done[r].erase({a.chunk, a.mb}) == 1);  // after its input part, once
           } else {
             REQUIRE(fwd_done[r].count({a.chunk, a.mb}) == 1);
             if (s < S - 1) REQUIRE(have[r].erase({PipeTransfer::Gradient, a.chunk, a.mb}) == 1);
+            if (a.kind == PipeAction::BackwardInput) input_done[r].insert({a.chunk, a.mb});
           }
         } else {
           bool all = true;
@@ -104,6 +108,7 @@ void simulate_plans(ScheduleKind kind, int pp, int v, int m) {
     INFO("rank " << r << " stuck at instruction " << ptr[r] << " of " << plans[r].size());
     CHECK(ptr[static_cast<std::size_t>(r)] == plans[r].size());
     CHECK(fwd_done[r].size() == static_cast<std::size_t>(v * m));
+    CHECK(input_done[r].empty());  // every weight part ran
   }
 }
 
@@ -135,6 +140,9 @@ TEST_CASE("pipeline split: wrong splits are rejected with the reason", "[paralle
   CHECK_THROWS_WITH(parse_schedule("zigzag"), Catch::Contains("unknown pipeline schedule 'zigzag'"));
   CHECK(parse_schedule("1f1b") == ScheduleKind::OneFOneB);
   CHECK(parse_schedule("interleaved") == ScheduleKind::Interleaved);
+  CHECK(parse_schedule("zb-h1") == ScheduleKind::ZeroBubbleH1);
+  CHECK(std::string(schedule_name(ScheduleKind::ZeroBubbleH1)) == "zb-h1");
+  CHECK_THROWS_WITH(check_schedule_args(ScheduleKind::ZeroBubbleH1, 4, 2, 4), Catch::Contains("use 'interleaved'"));
   CHECK_THROWS_WITH(check_schedule_args(ScheduleKind::Interleaved, 4, 2, 6),
                     Catch::Contains("multiple of pp (4)"));
   CHECK_THROWS_WITH(check_schedule_args(ScheduleKind::OneFOneB, 4, 2, 4), Catch::Contains("use 'interleaved'"));
@@ -172,8 +180,77 @@ TEST_CASE("pipeline schedule: compute orders run every op once with the expected
             Approx(theoretical_bubble(ScheduleKind::OneFOneB, p, 1, mm)));
       CHECK(simulated_bubble(ScheduleKind::Interleaved, p, 2, mm) ==
             Approx(theoretical_bubble(ScheduleKind::Interleaved, p, 2, mm)));
+      CHECK(simulated_bubble(ScheduleKind::ZeroBubbleH1, p, 1, mm) ==
+            Approx(theoretical_bubble(ScheduleKind::ZeroBubbleH1, p, 1, mm)));
     }
   CHECK(theoretical_bubble(ScheduleKind::Interleaved, 4, 2, 8) == Approx(3.0 / 16));
+}
+
+// 1F1B's order with the backward split and each W right after its B (no deferral).
+std::vector<std::vector<PipeAction>> split_1f1b_orders(int pp, int m) {
+  std::vector<std::vector<PipeAction>> orders;
+  for (int r = 0; r < pp; ++r) {
+    std::vector<PipeAction> o;
+    for (const PipeAction& a : compute_order(ScheduleKind::OneFOneB, pp, r, 1, m)) {
+      if (a.kind != PipeAction::Backward) {
+        o.push_back(a);
+        continue;
+      }
+      o.push_back({PipeAction::BackwardInput, a.chunk, a.mb});
+      o.push_back({PipeAction::BackwardWeight, a.chunk, a.mb});
+    }
+    orders.push_back(std::move(o));
+  }
+  return orders;
+}
+
+TEST_CASE("pipeline schedule: zb-h1 cuts 1F1B's bubble to a third at 1F1B's activation memory",
+          "[parallel][pipeline]") {
+  for (int pp = 1; pp <= 6; ++pp)
+    for (int m = 1; m <= 3 * pp + 1; ++m) {
+      INFO("pp " << pp << " m " << m);
+      const double zb = simulated_bubble(ScheduleKind::ZeroBubbleH1, pp, 1, m);
+      CHECK(zb == Approx(theoretical_bubble(ScheduleKind::ZeroBubbleH1, pp, 1, m)));
+      if (m >= pp) CHECK(zb == Approx(static_cast<double>(pp - 1) / (3.0 * m)));
+      CHECK(zb <= simulated_bubble(ScheduleKind::OneFOneB, pp, 1, m) + 1e-12);
+      for (int r = 0; r < pp; ++r) {
+        const auto zo = compute_order(ScheduleKind::ZeroBubbleH1, pp, r, 1, m);
+        const auto fo = compute_order(ScheduleKind::OneFOneB, pp, r, 1, m);
+        REQUIRE(zo.size() == 3u * m);
+        // Full activation sets as 1F1B; W inputs of at most `r` more micro-batches.
+        CHECK(max_in_flight_before_input_grad(zo) == max_in_flight(fo));
+        CHECK(max_in_flight(zo) <= std::min(pp, m));
+        CHECK(max_in_flight(zo) - max_in_flight(fo) <= r);
+      }
+    }
+  // Deferring the W's is what removes the bubble: the same split backward with
+  // each W right after its B only reaches 2(pp - 1) / (3m).
+  for (int pp : {2, 4})
+    for (int m : {4, 8, 16}) {
+      INFO("pp " << pp << " m " << m);
+      CHECK(simulated_bubble(split_1f1b_orders(pp, m), pp, 1, m) == Approx(2.0 * (pp - 1) / (3.0 * m)));
+    }
+  CHECK(theoretical_bubble(ScheduleKind::ZeroBubbleH1, 4, 1, 8) == Approx(1.0 / 8));
+}
+
+TEST_CASE("pipeline schedule: broken compute orders are rejected by the simulation", "[parallel][pipeline]") {
+  auto orders = split_1f1b_orders(2, 2);
+  CHECK_NOTHROW(simulated_bubble(orders, 2, 1, 2));
+  auto w_first = orders;
+  std::swap(w_first[1][1], w_first[1][2]);  // rank 1: W0 before B0
+  CHECK_THROWS_WITH(simulated_bubble(w_first, 2, 1, 2), Catch::Contains("without a pending input part"));
+  auto no_w = orders;
+  no_w[0].pop_back();  // rank 0 never runs its last W
+  CHECK_THROWS_WITH(simulated_bubble(no_w, 2, 1, 2), Catch::Contains("never ran"));
+  // Rank 0 waits for B0 before sending F1; rank 1 insists on F1 first.
+  auto op = [](PipeAction::Kind k, int mb) { return PipeAction{k, 0, mb}; };
+  using K = PipeAction;
+  const std::vector<std::vector<PipeAction>> cross = {
+      {op(K::Forward, 0), op(K::BackwardInput, 0), op(K::BackwardWeight, 0), op(K::Forward, 1),
+       op(K::BackwardInput, 1), op(K::BackwardWeight, 1)},
+      {op(K::Forward, 1), op(K::BackwardInput, 1), op(K::BackwardWeight, 1), op(K::Forward, 0),
+       op(K::BackwardInput, 0), op(K::BackwardWeight, 0)}};
+  CHECK_THROWS_WITH(simulated_bubble(cross, 2, 1, 2), Catch::Contains("deadlock"));
 }
 
 TEST_CASE("pipeline schedule: every plan completes under blocking batched p2p", "[parallel][pipeline]") {
@@ -181,6 +258,7 @@ TEST_CASE("pipeline schedule: every plan completes under blocking batched p2p", 
     for (int m : {1, 2, 3, pp, 2 * pp, 3 * pp + 1}) {
       simulate_plans(ScheduleKind::GPipe, pp, 1, m);
       simulate_plans(ScheduleKind::OneFOneB, pp, 1, m);
+      simulate_plans(ScheduleKind::ZeroBubbleH1, pp, 1, m);
     }
   for (int pp = 2; pp <= 5; ++pp)
     for (int v = 2; v <= 3; ++v)
@@ -214,7 +292,7 @@ TEST_CASE("pipeline stage: one rank equals the model's micro-batch loop bitwise"
     ref_loss += c.loss();
     ref.backward(Tensor(), c);
   }
-  for (ScheduleKind k : {ScheduleKind::GPipe, ScheduleKind::OneFOneB}) {
+  for (ScheduleKind k : {ScheduleKind::GPipe, ScheduleKind::OneFOneB, ScheduleKind::ZeroBubbleH1}) {
     PipelineConfig pc;
     pc.schedule = k;
     pc.micro_batch_size = B;
@@ -226,7 +304,7 @@ TEST_CASE("pipeline stage: one rank equals the model's micro-batch loop bitwise"
     CHECK(alloc.stats(MemCategory::Activations).current == base);
     CHECK(r.loss == ref_loss);
     CHECK(r.theoretical_bubble == 0.0);
-    CHECK(r.events.size() == 2u * m);
+    CHECK(r.events.size() == (splits_backward(k) ? 3u : 2u) * m);
     for (Parameter* p : st.parameters()) {
       INFO(schedule_name(k) << " " << p->name);
       CHECK(p->grad.to_vector() == ref.find_parameter(p->name)->grad.to_vector());

@@ -15,7 +15,10 @@
 //
 // A bucket is ready when every layer using its parameters has run backward
 // (LayerHooks::after_backward of its lowest layer; a parameter listed by two
-// layers, e.g. a tied embedding, is final after the first in forward order). On the LAST
+// layers, e.g. a tied embedding, is final after the first in forward order) for
+// every backward pass started this step: with a split backward (zero-bubble
+// schedules) after_backward fires after a layer's weight part, which may run
+// after later micro-batches' input parts have begun. On the LAST
 // micro-batch (set_last_micro_batch(true) before that micro-batch's backward)
 // a ready bucket's reduction is launched asynchronously at once; finish()
 // waits for all of them. Earlier micro-batches only accumulate (no
@@ -194,7 +197,10 @@ class GradBucketer {
   std::vector<std::unique_ptr<Hooks>> hooks_;
   bool last_ = false;
   int micro_batches_ = 0;
-  std::vector<int> backward_count_;  // per model, since finish()
+  std::vector<int> backward_count_;  // per model, since finish(): backward passes started
+  std::vector<std::vector<int>> after_count_;  // [model][layer], since finish(): after_backward calls
+  std::vector<std::vector<int64_t>> bucket_layers_;  // [bucket]: the layers whose backward completes it
+  bool complete_for_step(int b) const;
   int launched_in_backward_ = 0;
   GradCommStats stats_;
 };

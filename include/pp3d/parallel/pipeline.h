@@ -1,6 +1,6 @@
 // PipelineStage: this rank's part of a pipeline-parallel model and the
-// executor of a pipeline schedule (GPipe, 1F1B, interleaved 1F1B) over the pp
-// group. Any model implementing the module contract (pp3d/parallel/module.h)
+// executor of a pipeline schedule (GPipe, 1F1B, interleaved 1F1B, ZB-H1) over
+// the pp group. Any model implementing the module contract (pp3d/parallel/module.h)
 // can be pipelined: the caller builds this rank's chunk(s) (v of them with the
 // interleaved schedule, else one; chunk c is virtual stage c * pp + pp_rank)
 // and hands them over. GptPipelineStage (pp3d/model/gpt_pipeline.h) does that
@@ -62,11 +62,13 @@ struct MicroBatch {
 // One timed operation of a step; times in microseconds since the stage's clock
 // origin (set by a pp-group barrier at construction, so ranks are aligned).
 struct PipelineEvent {
-  enum Kind { Forward, Backward, Comm, Reduce } kind = Forward;
-  std::string name;  // "F3", "B3" (with ".c1" for chunk 1 when v > 1), "send A3 recv G2", "tied-allreduce"
+  // Backward: the whole backward, or its input part with zb-h1; Weight: zb-h1's weight part.
+  enum Kind { Forward, Backward, Weight, Comm, Reduce } kind = Forward;
+  std::string name;  // "F3", "B3", "W3" (with ".c1" for chunk 1 when v > 1), "send A3 recv G2", "tied-allreduce"
   int chunk = -1;
   int mb = -1;
   double start_us = 0, end_us = 0;
+  bool is_compute() const { return kind == Forward || kind == Backward || kind == Weight; }
 };
 
 struct StepResult {
@@ -75,12 +77,12 @@ struct StepResult {
   double loss = 0.0;
   std::vector<PipelineEvent> events;  // this rank's, in execution order (when timing)
   double step_us = 0;                 // wall time of the step on this rank
-  double compute_us = 0;              // sum of forward + backward durations
+  double compute_us = 0;              // sum of forward + backward (+ weight-part) durations
   // Idle time (step - compute) over step time, and over compute time: the
   // latter is what (p-1)/m predicts for uniform stages.
   double idle_fraction = 0;
   double bubble_ratio = 0;
-  double theoretical_bubble = 0;  // (p-1)/m, or (p-1)/(v*m) interleaved
+  double theoretical_bubble = 0;  // (p-1)/m, (p-1)/(v*m) interleaved, (p-1)/(3m) zb-h1 (theoretical_bubble())
 };
 
 class PipelineStage {

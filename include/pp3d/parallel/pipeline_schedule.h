@@ -7,7 +7,8 @@
 // embedding, virtual stage S - 1 the final LayerNorm, head and loss.
 //
 // A schedule is, per rank, the order of its compute actions (forward/backward
-// of (chunk, micro-batch)). make_pipeline_plan() turns the compute orders of
+// of (chunk, micro-batch); zero-bubble schedules split the backward into its
+// input part B and its weight part W). make_pipeline_plan() turns the compute orders of
 // ALL ranks into this rank's instruction list: compute actions with
 // communication batches between them. The batches are placed from a
 // simulated timeline of the whole pipeline (every rank computes the same
@@ -26,11 +27,14 @@
 
 namespace pp3d {
 
-enum class ScheduleKind { GPipe, OneFOneB, Interleaved };
+enum class ScheduleKind { GPipe, OneFOneB, Interleaved, ZeroBubbleH1 };
 
-// "gpipe", "1f1b", "interleaved" (also "interleaved-1f1b"); anything else is a pp3d::Error.
+// "gpipe", "1f1b", "interleaved" (also "interleaved-1f1b"), "zb-h1"; anything
+// else is a pp3d::Error.
 ScheduleKind parse_schedule(std::string_view name);
 const char* schedule_name(ScheduleKind k);
+// Whether the schedule runs the backward in two parts (input, weight).
+bool splits_backward(ScheduleKind k);
 
 // Layer ranges of the S = pp * v virtual stages.
 struct PipelineSplit {
@@ -57,9 +61,11 @@ struct PipelineSplit {
   std::string str() const;
 };
 
-// One compute action of a rank.
+// One compute action of a rank. Backward is the whole backward; zero-bubble
+// schedules run BackwardInput (d(input), sent upstream: the critical path) and
+// later BackwardWeight (the parameter gradients; no communication) instead.
 struct PipeAction {
-  enum Kind { Forward, Backward } kind = Forward;
+  enum Kind { Forward, Backward, BackwardInput, BackwardWeight } kind = Forward;
   int chunk = 0;  // local chunk index on this rank
   int mb = 0;     // micro-batch index
 };
@@ -82,28 +88,39 @@ struct PipeInstr {
 };
 
 // Checks (pp, v, m) for the schedule; throws pp3d::Error with the reason:
-// gpipe/1f1b need v == 1; interleaved needs v >= 2, pp >= 2 and m % pp == 0
+// gpipe/1f1b/zb-h1 need v == 1; interleaved needs v >= 2, pp >= 2 and m % pp == 0
 // (Megatron's requirement); m >= 1 always.
 void check_schedule_args(ScheduleKind kind, int pp, int v, int m);
 
-// Compute order of pipeline rank `rank` (forward/backward of every (chunk, mb)
-// exactly once, each forward before its backward).
+// Compute order of pipeline rank `rank` (forward of every (chunk, mb) exactly
+// once, then either its Backward or its BackwardInput and later its
+// BackwardWeight).
 std::vector<PipeAction> compute_order(ScheduleKind kind, int pp, int rank, int v, int m);
 
 // The instruction list of `rank` (see the header comment).
 std::vector<PipeInstr> make_pipeline_plan(ScheduleKind kind, int pp, int rank, int v, int m);
 
-// Theoretical bubble of the schedule relative to the ideal compute time:
-// (pp - 1) / m, or (pp - 1) / (v * m) for interleaved.
+// Theoretical bubble of the schedule relative to the ideal compute time, with
+// T_F = T_B = T_W (a full backward costs 2 T_F): (pp - 1) / m, (pp - 1) / (v * m)
+// for interleaved, (pp - 1) / (3m) for zb-h1 when m >= pp (with fewer
+// micro-batches the W's cannot fill the warm-up: (2pp - m - 1) / (3m)).
 double theoretical_bubble(ScheduleKind kind, int pp, int v, int m);
 
 // Bubble of the schedule's compute orders in the plan's ideal simulation
-// (backward = 2 x forward, zero-latency links): (makespan - compute) / compute.
+// (F = B = W = 1, full backward 2, zero-latency links): (makespan - compute) / compute.
 // Equals theoretical_bubble() for the built-in schedules (tested).
 double simulated_bubble(ScheduleKind kind, int pp, int v, int m);
+// The same for given compute orders (one per rank); throws pp3d::Error when
+// they deadlock or break an order rule (backward before forward, a weight part
+// without its input part, an op missing or repeated).
+double simulated_bubble(const std::vector<std::vector<PipeAction>>& orders, int pp, int v, int m);
 
-// Maximum number of micro-batches whose forward is done and backward is not,
-// over the compute order (a proxy for activation memory), summed over chunks.
+// Maximum number of micro-batches whose forward is done and whose backward
+// (its weight part, when split) is not, over the compute order (a proxy for
+// activation memory), summed over chunks.
 int max_in_flight(const std::vector<PipeAction>& order);
+// The same, counting a micro-batch only until its BackwardInput: the full
+// activation sets held (the rest of max_in_flight hold only W's inputs).
+int max_in_flight_before_input_grad(const std::vector<PipeAction>& order);
 
 }  // namespace pp3d

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
@@ -65,6 +66,20 @@ Parameter make_sharded_parameter(const std::string& name, const Shape& global, c
 
 // ---- linear layers -----------------------------------------------------------------
 
+// The weight-gradient part of a Linear backward, held back for later (split
+// backward, zero-bubble pipeline schedules): grad(W) += dy^T . x and, with a
+// bias, grad(b) += the column sums of dy. dy [rows, out_local] and x
+// [rows, in_local] are exactly the GEMM operands of the fused backward (x
+// already all-gathered with sequence parallelism), so run() adds bitwise what
+// the fused backward would have added. Holds references to both until run().
+struct LinearWeightGrad {
+  Parameter* weight = nullptr;
+  Parameter* bias = nullptr;
+  Tensor dy, x;
+  // Accumulates the gradients and releases dy and x.
+  void run(Backend& be);
+};
+
 class ColumnParallelLinear {
  public:
   struct Options {
@@ -84,7 +99,10 @@ class ColumnParallelLinear {
   // Accumulates weight/bias gradients. Returns dx (shape of x): the sum over
   // the group of the local contributions (all-reduce; reduce-scatter with
   // sequence_parallel), or an undefined Tensor when input_grad is false.
-  Tensor backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad = true) const;
+  // With `defer_weight`, the weight/bias part is appended there instead of
+  // run (split backward; the caller runs it later with LinearWeightGrad::run).
+  Tensor backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad = true,
+                  std::vector<LinearWeightGrad>* defer_weight = nullptr) const;
 
   const Options& options() const { return opts_; }
 
@@ -113,8 +131,10 @@ class RowParallelLinear {
   // without sequence parallelism); x: forward's input. Accumulates weight and
   // bias gradients (the bias gradient is the full one on every rank, also
   // with sequence_parallel, where dy is all-gathered first). Returns dx
-  // (shape of x; all-gathered when !input_is_parallel).
-  Tensor backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad = true) const;
+  // (shape of x; all-gathered when !input_is_parallel). `defer_weight` as in
+  // ColumnParallelLinear::backward.
+  Tensor backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad = true,
+                  std::vector<LinearWeightGrad>* defer_weight = nullptr) const;
 
   const Options& options() const { return opts_; }
 

@@ -48,11 +48,14 @@ Cluster cpu_ranks_cluster(int ranks);
 Cluster trainer_cluster(bool cuda, int world_size, const std::string& gpu);
 
 // Which fields the planner chooses: TrainConfig spells "auto" as tp = 0,
-// pp = 0, zero_stage = -1 (pp3d-train's parser maps the word to these).
+// pp = 0, zero_stage = -1 (pp3d-train's parser maps the word to these) and
+// schedule = "auto" (1f1b or zb-h1 where pp > 1; 1f1b where pp = 1).
 struct AutoLayoutRequest {
-  bool tp = false, pp = false, zero = false;
-  bool any() const { return tp || pp || zero; }
-  static AutoLayoutRequest from(const TrainConfig& c) { return {c.tp == 0, c.pp == 0, c.zero_stage < 0}; }
+  bool tp = false, pp = false, zero = false, schedule = false;
+  bool any() const { return tp || pp || zero || schedule; }
+  static AutoLayoutRequest from(const TrainConfig& c) {
+    return {c.tp == 0, c.pp == 0, c.zero_stage < 0, c.schedule == "auto"};
+  }
 };
 
 // Every layout the trainer supports for c on world_size ranks that fits the
@@ -62,8 +65,8 @@ struct AutoLayoutRequest {
 // padded vocabulary, seq_len with --sequence-parallel), pp | num_layers,
 // ZeRO 0-3 (0 when dp = 1), micro-batch rows 1, 2, 4, ... <= --batch-size
 // dividing the per-DP-rank batch (exactly --micro-batches when given), c's
-// schedule (1f1b when pp = 1; interleaved only where pp*v | layers and pp | m)
-// and recompute. The global batch is --global-batch-size, else --batch-size x
+// schedule (1f1b when pp = 1; interleaved only where pp*v | layers and pp | m;
+// with schedule auto: 1f1b and zb-h1) and recompute. The global batch is --global-batch-size, else --batch-size x
 // max(1, --micro-batches) x world_size (the batch of pure data parallelism).
 // `considered` receives the number of layouts evaluated.
 std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size, const Cluster& cluster,
@@ -80,7 +83,8 @@ struct AutoLayoutChoice {
 
 // Chooses rank_trainer_layouts(...)[0] and applies it to c: tp, pp,
 // zero_stage, global_batch_size, micro_batch_size (micro_batches = 0:
-// derived), and schedule "1f1b" / virtual_stages 1 when the choice has pp = 1.
+// derived), the chosen schedule with schedule auto, and schedule "1f1b" /
+// virtual_stages 1 when the choice has pp = 1.
 // Throws pp3d::Error when no supported layout fits (naming the closest one and
 // why). Afterwards c.validate(world_size) holds.
 AutoLayoutChoice resolve_auto_layout(TrainConfig& c, int world_size, const Cluster& cluster,

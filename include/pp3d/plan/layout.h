@@ -9,10 +9,10 @@
 
 namespace pp3d {
 
-enum class Schedule { GPipe, OneFOneB, Interleaved };
+enum class Schedule { GPipe, OneFOneB, Interleaved, ZeroBubbleH1 };
 enum class Recompute { None, Full };
 
-const char* schedule_name(Schedule s);   // "gpipe", "1f1b", "interleaved"
+const char* schedule_name(Schedule s);   // "gpipe", "1f1b", "interleaved", "zb-h1"
 const char* recompute_name(Recompute r);  // "none", "full"
 
 // One point of the search space. dp is derived from the GPU count when 0.

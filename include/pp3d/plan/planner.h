@@ -56,7 +56,10 @@ double activation_bytes_per_layer(const GptConfig& cfg, int64_t seq_len, int64_t
 // Micro-batches whose activations are live at the peak on pipeline stage
 // `stage` (m = micro-batches per step): GPipe m; 1F1B min(pp - stage, m);
 // interleaved (Megatron) min(2(pp - stage - 1) + (v - 1)pp + 1, m v) chunks,
-// returned in units of whole-stage micro-batches (chunks / v).
+// returned in units of whole-stage micro-batches (chunks / v); zb-h1 min(pp, m):
+// 1F1B's min(pp - stage, m) full sets plus the pending weight parts of the
+// rest, each counted as a full set (its GEMM inputs and output gradients are
+// about as large: 16NC vs 16NC + O(N) per GPT block).
 double in_flight_micro_batches(const Layout& layout, int64_t num_micro_batches, int stage);
 
 // ---- memory per GPU -----------------------------------------------------------
@@ -97,7 +100,7 @@ struct TimeBreakdown {
   int64_t num_micro_batches = 0;
   double pipeline = 0;         // (m + (p-1)/v) * per_micro_batch
   double bubble = 0;           // idle part of `pipeline`
-  double bubble_fraction = 0;  // (p-1)/(v m)
+  double bubble_fraction = 0;  // (p-1)/(v m); zb-h1 (p-1)/(3m) (m >= p)
   double dp_comm = 0;          // data-parallel / ZeRO traffic time, all of it
   double dp_exposed = 0;       // the part not hidden behind backward
   double embedding_sync = 0;   // tied-embedding all-reduce between first and last stage

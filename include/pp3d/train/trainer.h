@@ -88,7 +88,7 @@ struct TrainConfig {
   int tp = 1;                      // tensor-parallel size (divides num_heads)
   int pp = 1;                      // pipeline-parallel size
   bool sequence_parallel = false;  // Megatron sequence parallelism (tp > 1; seq_len % tp == 0)
-  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb-h1
   int virtual_stages = 1;          // model chunks per pipeline rank (interleaved: >= 2)
   std::string pipeline_split;      // "" = balanced, else layers per virtual stage "3,5"
   int zero_stage = 0;              // 0 (plain data parallel), 1, 2, 3
