@@ -28,6 +28,7 @@
 #include "pp3d/parallel/pipeline_schedule.h"
 #include "pp3d/parallel/pipeline.h"
 #include "pp3d/model/gpt_pipeline.h"
+#include "pp3d/model/llama.h"
 #include "pp3d/parallel/grad_buckets.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/data.h"

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/tensor.h"
@@ -90,6 +91,100 @@ inline int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t va
   PP3D_CHECK(valid >= 0 && valid <= logits.size(1), "{}: valid = {} outside [0, V_local = {}]", what, valid,
              logits.size(1));
   return logits.size(0);
+}
+
+// ---- Llama-family ops ----------------------------------------------------------------
+
+// RMSNorm forward (f32): returns rows; the normalised size is weight.numel().
+template <typename Check>
+int64_t check_rmsnorm_forward(Check&& check, const Tensor& x, const Tensor& weight, const Tensor& y,
+                              const Tensor& rstd, float eps) {
+  check(x, DType::F32, "rmsnorm_forward: x");
+  check(weight, DType::F32, "rmsnorm_forward: weight");
+  check(y, DType::F32, "rmsnorm_forward: y");
+  check(rstd, DType::F32, "rmsnorm_forward: rstd");
+  const int64_t rows = ln_rows(x, weight, "rmsnorm_forward");
+  check_shape(y, x.shape(), "rmsnorm_forward: y");
+  check_len(rstd, rows, "rmsnorm_forward: rstd");
+  PP3D_CHECK(eps >= 0.0f, "rmsnorm_forward: eps must be >= 0, got {}", eps);
+  return rows;
+}
+
+// RMSNorm backward (f32 dweight; see check_no_grad16). Returns rows.
+template <typename Check>
+int64_t check_rmsnorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
+                               const Tensor& rstd, const Tensor& dx, const Tensor& dweight) {
+  check(dy, DType::F32, "rmsnorm_backward: dy");
+  check(x, DType::F32, "rmsnorm_backward: x");
+  check(weight, DType::F32, "rmsnorm_backward: weight");
+  check(rstd, DType::F32, "rmsnorm_backward: rstd");
+  check(dx, DType::F32, "rmsnorm_backward: dx");
+  check(dweight, DType::F32, "rmsnorm_backward: dweight");
+  const int64_t rows = ln_rows(x, weight, "rmsnorm_backward");
+  check_shape(dy, x.shape(), "rmsnorm_backward: dy");
+  check_shape(dx, x.shape(), "rmsnorm_backward: dx");
+  check_len(rstd, rows, "rmsnorm_backward: rstd");
+  check_len(dweight, weight.numel(), "rmsnorm_backward: dweight");
+  return rows;
+}
+
+// SwiGLU operands: every tensor f32 with gate's numel.
+template <typename Check>
+void check_swiglu(Check&& check, const char* what, std::initializer_list<const Tensor*> ts) {
+  const Tensor& first = **ts.begin();
+  for (const Tensor* t : ts) {
+    check(*t, DType::F32, what);
+    check_same_numel(first, *t, what);
+  }
+}
+
+// RoPE: x [B, T, H, D] f32 with D even, y the same shape; pos0 >= 0, theta > 0.
+template <typename Check>
+void check_rope(Check&& check, const Tensor& x, const Tensor& y, int64_t pos0, float theta, const char* what) {
+  check(x, DType::F32, what);
+  check(y, DType::F32, what);
+  PP3D_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "{}: x must be [B, T, H, D] with D even, got {}", what,
+             shape_str(x.shape()));
+  check_shape(y, x.shape(), what);
+  PP3D_CHECK(pos0 >= 0, "{}: pos0 must be >= 0, got {}", what, pos0);
+  PP3D_CHECK(theta > 0.0f, "{}: rope theta must be > 0, got {}", what, theta);
+}
+
+struct GqaDims {
+  int64_t B, T, Hq, Hkv, D;
+};
+
+// Grouped-query attention: q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hkv
+// dividing Hq, out like q, lse [B, Hq, T]; every tensor f32.
+template <typename Check>
+GqaDims check_gqa(Check&& check, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                  const Tensor& lse, const char* what) {
+  for (const Tensor* t : {&q, &k, &v, &out, &lse}) check(*t, DType::F32, what);
+  PP3D_CHECK(q.dim() == 4, "{}: q must be [B, T, Hq, D], got {}", what, shape_str(q.shape()));
+  PP3D_CHECK(k.dim() == 4 && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
+             "{}: k must be [B, T, Hkv, D] = [{}, {}, Hkv, {}], got {}", what, q.size(0), q.size(1), q.size(3),
+             shape_str(k.shape()));
+  check_shape(v, k.shape(), "gqa attention: v");
+  const GqaDims g{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
+  PP3D_CHECK(g.Hkv > 0 && g.Hq % g.Hkv == 0, "{}: the {} kv heads must divide the {} query heads", what, g.Hkv,
+             g.Hq);
+  check_shape(out, q.shape(), "gqa attention: out");
+  check_shape(lse, {g.B, g.Hq, g.T}, "gqa attention: lse");
+  return g;
+}
+
+// Backward: additionally dout like q, dq like q, dk and dv like k.
+template <typename Check>
+GqaDims check_gqa_backward(Check&& check, const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
+                           const Tensor& dv) {
+  const GqaDims g = check_gqa(check, q, k, v, out, lse, "gqa_attention_backward");
+  for (const Tensor* t : {&dout, &dq, &dk, &dv}) check(*t, DType::F32, "gqa_attention_backward");
+  check_shape(dout, q.shape(), "gqa_attention_backward: dout");
+  check_shape(dq, q.shape(), "gqa_attention_backward: dq");
+  check_shape(dk, k.shape(), "gqa_attention_backward: dk");
+  check_shape(dv, k.shape(), "gqa_attention_backward: dv");
+  return g;
 }
 
 }  // namespace pp3d::detail

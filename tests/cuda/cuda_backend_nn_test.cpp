@@ -19,11 +19,6 @@ using namespace pp3d::cudatest;
 
 namespace {
 
-struct Ctx {
-  std::unique_ptr<Backend> cpu = make_cpu_backend();
-  std::unique_ptr<Backend> gpu = make_backend(Device::cuda(0));
-};
-
 Tensor rand_ids(int64_t n, int32_t lo, int32_t hi, uint32_t seed) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int32_t> dist(lo, hi - 1);
@@ -177,10 +172,7 @@ void test_grad16_rejected(Ctx& c) {
 }  // namespace
 
 int main() {
-  if (cuda_device_count() == 0) {
-    std::printf("no GPU visible: skipping\n");
-    return 77;
-  }
+  if (skip_without_gpu()) return 77;
   Ctx c;
   if (c.gpu->name() != "cuda:0" || !c.gpu->device().is_cuda() || c.gpu->native_stream() == nullptr) {
     std::printf("FAIL make_backend(cuda:0) gave %s\n", c.gpu->name().c_str());

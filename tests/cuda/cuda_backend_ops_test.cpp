@@ -15,11 +15,6 @@ using namespace pp3d::cudatest;
 
 namespace {
 
-struct Ctx {
-  std::unique_ptr<Backend> cpu = make_cpu_backend();
-  std::unique_ptr<Backend> gpu = make_backend(Device::cuda(0));
-};
-
 void test_gemm_case(Ctx& c, bool ta, bool tb, int64_t m, int64_t n, int64_t k, DType da, DType db, DType dc,
                     int64_t batch, int64_t sa, int64_t sb, int64_t sc, uint32_t seed) {
   const int64_t span_a = batch == 1 ? m * k : (batch - 1) * sa + m * k;
@@ -207,10 +202,7 @@ void test_gelu(Ctx& c) {
 }  // namespace
 
 int main() {
-  if (cuda_device_count() == 0) {
-    std::printf("no GPU visible: skipping\n");
-    return 77;
-  }
+  if (skip_without_gpu()) return 77;
   Ctx c;
   std::printf("backend %s\n", c.gpu->name().c_str());
   test_gemm(c);

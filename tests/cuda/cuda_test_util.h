@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "pp3d/backend/backend.h"
+#include "pp3d/core/device.h"
 #include "pp3d/core/tensor.h"
 
 namespace pp3d::cudatest {
@@ -102,6 +104,19 @@ inline std::string tag(const char* op, std::initializer_list<int64_t> dims, cons
     first = false;
   }
   return s + "]" + extra;
+}
+
+// The reference CPU backend and the GPU one, compared on the same inputs.
+struct Ctx {
+  std::unique_ptr<Backend> cpu = make_cpu_backend();
+  std::unique_ptr<Backend> gpu = make_backend(Device::cuda(0));
+};
+
+// True (after printing why) when no GPU is visible: main() then returns 77 (ctest: skipped).
+inline bool skip_without_gpu() {
+  if (cuda_device_count() > 0) return false;
+  std::printf("no GPU visible: skipping\n");
+  return true;
 }
 
 inline int finish() {

@@ -16,10 +16,7 @@ using namespace pp3d;
 using namespace pp3d::cudatest;
 
 int main() {
-  if (cuda_device_count() == 0) {
-    std::printf("no GPU visible: skipping\n");
-    return 77;
-  }
+  if (skip_without_gpu()) return 77;
   LocalCommunicator boot("world", 0);
   auto nccl = NcclCommunicator::create(boot, 0, "world");
   if (nccl->rank() != 0 || nccl->size() != 1 || nccl->global_rank(0) != 0) {

@@ -15,70 +15,14 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/model/gpt.h"
 #include "pp3d/optim/optimizer.h"
+#include "reference_fixture.h"
 
 using namespace pp3d;
+using pp3d::test::Record;
+using pp3d::test::read_fixture;
+using pp3d::test::ref_rel_l2;
+using pp3d::test::report_margin;
 
-namespace {
-
-struct Record {
-  std::vector<int64_t> dims;
-  std::vector<float> f;
-  std::vector<int32_t> i;
-};
-
-std::map<std::string, Record> read_fixture(const std::string& path) {
-  std::FILE* fp = std::fopen(path.c_str(), "rb");
-  REQUIRE(fp != nullptr);
-  auto rd = [&](void* p, std::size_t n) { REQUIRE(std::fread(p, 1, n, fp) == n); };
-  char magic[8];
-  rd(magic, 8);
-  REQUIRE(std::memcmp(magic, "PP3DREF1", 8) == 0);
-  uint32_t n = 0;
-  rd(&n, 4);
-  std::map<std::string, Record> out;
-  for (uint32_t r = 0; r < n; ++r) {
-    uint32_t nl = 0, dtype = 0, nd = 0;
-    rd(&nl, 4);
-    std::string name(nl, '\0');
-    rd(name.data(), nl);
-    rd(&dtype, 4);
-    rd(&nd, 4);
-    Record rec;
-    rec.dims.resize(nd);
-    rd(rec.dims.data(), 8 * nd);
-    int64_t count = 1;
-    for (int64_t d : rec.dims) count *= d;
-    if (dtype == 0) {
-      rec.f.resize(static_cast<std::size_t>(count));
-      rd(rec.f.data(), 4 * count);
-    } else {
-      rec.i.resize(static_cast<std::size_t>(count));
-      rd(rec.i.data(), 4 * count);
-    }
-    out.emplace(name, std::move(rec));
-  }
-  std::fclose(fp);
-  return out;
-}
-
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  REQUIRE(got.size() == ref.size());
-  double num = 0, den = 0;
-  for (std::size_t k = 0; k < got.size(); ++k) {
-    const double d = static_cast<double>(got[k]) - ref[k];
-    num += d * d;
-    den += static_cast<double>(ref[k]) * ref[k];
-  }
-  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
-}
-
-// PP3D_REF_VERBOSE=1 prints every compared quantity (to see the margins).
-void report(const std::string& what, double rel) {
-  static const bool verbose = std::getenv("PP3D_REF_VERBOSE") != nullptr;
-  if (verbose) std::printf("%-40s rel diff %.3e\n", what.c_str(), rel);
-}
-
-}  // namespace
 
 TEST_CASE("gpt reference: loss, logits, gradients and 5 AdamW steps match PyTorch", "[model][reference]") {
   const auto fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/gpt_reference.bin");
@@ -118,26 +62,21 @@ TEST_CASE("gpt reference: loss, logits, gradients and 5 AdamW steps match PyTorc
   model.backward(Tensor(), cache);
   const double ref_loss = fx.at("loss").f[0];
   INFO("loss " << loss << " torch " << ref_loss);
-  report("loss", std::fabs(loss - ref_loss) / std::fabs(ref_loss));
+  report_margin("loss", std::fabs(loss - ref_loss) / std::fabs(ref_loss));
   CHECK(std::fabs(loss - ref_loss) <= 1e-5 * std::fabs(ref_loss));
-  report("logits", rel_l2(real, fx.at("logits").f));
-  CHECK(rel_l2(real, fx.at("logits").f) < 1e-5);
+  report_margin("logits", ref_rel_l2(real, fx.at("logits").f));
+  CHECK(ref_rel_l2(real, fx.at("logits").f) < 1e-5);
   for (Parameter* p : model.parameters()) {
     const Record& g = fx.at("grad/" + p->name);
     CHECK(g.dims == p->global_shape);
     INFO(p->name);
-    report("grad/" + p->name, rel_l2(p->grad.to_vector(), g.f));
-    CHECK(rel_l2(p->grad.to_vector(), g.f) < 1e-4);
+    report_margin("grad/" + p->name, ref_rel_l2(p->grad.to_vector(), g.f));
+    CHECK(ref_rel_l2(p->grad.to_vector(), g.f) < 1e-4);
   }
 
   // 5 AdamW steps with clipping, constant lr, weight decay on matrices only
   const auto& a = fx.at("adamw").f;
-  AdamWConfig ac;
-  ac.beta1 = a[1];
-  ac.beta2 = a[2];
-  ac.eps = a[3];
-  ac.weight_decay = a[4];
-  AdamW opt(*be, model.parameters(), ac);
+  AdamW opt(*be, model.parameters(), pp3d::test::fixture_adamw(a));
   const auto& losses = fx.at("losses").f;
   const auto& norms = fx.at("grad_norms").f;
   REQUIRE(losses.size() == static_cast<std::size_t>(a[6]));
@@ -147,14 +86,14 @@ TEST_CASE("gpt reference: loss, logits, gradients and 5 AdamW steps match PyTorc
     const float norm = clip_grad_norm(*be, model.parameters(), a[5]);
     opt.step(a[0]);
     INFO("step " << s << " loss " << l << " torch " << losses[s] << " norm " << norm << " torch " << norms[s]);
-    report("step " + std::to_string(s) + " loss", std::fabs(l - losses[s]) / losses[s]);
-    report("step " + std::to_string(s) + " grad norm", std::fabs(norm - norms[s]) / norms[s]);
+    report_margin("step " + std::to_string(s) + " loss", std::fabs(l - losses[s]) / losses[s]);
+    report_margin("step " + std::to_string(s) + " grad norm", std::fabs(norm - norms[s]) / norms[s]);
     CHECK(std::fabs(l - losses[s]) <= 1e-5 * std::fabs(losses[s]));
     CHECK(std::fabs(norm - norms[s]) <= 1e-4 * norms[s]);
   }
   const double final_loss = model.evaluate(tids, ttgt), ref_final = fx.at("final_loss").f[0];
   INFO("final loss " << final_loss << " torch " << ref_final);
-  report("final loss", std::fabs(final_loss - ref_final) / ref_final);
+  report_margin("final loss", std::fabs(final_loss - ref_final) / ref_final);
   CHECK(std::fabs(final_loss - ref_final) <= 1e-5 * ref_final);
   for (const auto& [name, rec] : fx) {
     if (name.rfind("final/", 0) != 0) continue;
@@ -162,7 +101,7 @@ TEST_CASE("gpt reference: loss, logits, gradients and 5 AdamW steps match PyTorc
     REQUIRE(p != nullptr);
     INFO(name);
     // Adam turns rounding noise in near-zero gradients into +-lr steps: looser.
-    report(name, rel_l2(p->value.to_vector(), rec.f));
-    CHECK(rel_l2(p->value.to_vector(), rec.f) < 1e-4);
+    report_margin(name, ref_rel_l2(p->value.to_vector(), rec.f));
+    CHECK(ref_rel_l2(p->value.to_vector(), rec.f) < 1e-4);
   }
 }

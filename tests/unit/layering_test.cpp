@@ -57,3 +57,45 @@ TEST_CASE("parallel/ and optim/ include nothing from model/ or train/") {
   }
   CHECK(scanned >= 10);
 }
+
+namespace {
+
+// The quoted #include lines of `text` that a third-party client could not
+// write: anything but a public "pp3d/..." header (GPT's excluded) and the
+// client's own "model/llama_*" files.
+std::vector<std::string> non_public_includes(const std::string& text) {
+  static const std::regex quoted(R"re(^\s*#\s*include\s*"([^"]*)")re");
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    if (!std::regex_search(line, m, quoted)) continue;
+    const std::string path = m[1];
+    const bool public_hdr = path.rfind("pp3d/", 0) == 0 && path.rfind("pp3d/model/gpt", 0) != 0 &&
+                            path.rfind("pp3d/train/", 0) != 0;
+    if (!public_hdr && path.rfind("model/llama_", 0) != 0) out.push_back(line);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the Llama model is a client of the public headers only (issue 16)") {
+  CHECK(non_public_includes("#include \"backend/cpu/cpu_backend.h\"\n").size() == 1);
+  CHECK(non_public_includes("#include \"model/gpt_internal.h\"\n").size() == 1);
+  CHECK(non_public_includes("#include \"pp3d/model/gpt.h\"\n").size() == 1);
+  CHECK(non_public_includes("#include \"pp3d/parallel/module.h\"\n#include <vector>\n").empty());
+  const fs::path root = PP3D_SOURCE_DIR;
+  int scanned = 0;
+  for (const fs::path& p : {root / "include/pp3d/model/llama.h"}) {
+    ++scanned;
+    for (const std::string& line : non_public_includes(read_all(p))) FAIL_CHECK(p.string() << ": " << line);
+  }
+  for (const auto& e : fs::directory_iterator(root / "lib/model")) {
+    if (e.path().filename().string().rfind("llama", 0) != 0) continue;
+    ++scanned;
+    for (const std::string& line : non_public_includes(read_all(e.path())))
+      FAIL_CHECK(e.path().string() << " includes a non-public header: " << line);
+  }
+  CHECK(scanned >= 4);
+}

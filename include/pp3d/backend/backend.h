@@ -90,6 +90,39 @@ class Backend {
   virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                   Tensor& dqkv, float scale) = 0;
 
+  // ---- Llama-family ops ---------------------------------------------------------------
+  // Backends that lack one throw pp3d::Error naming it (the defaults below).
+  //
+  // RMSNorm over the last dim n of x[rows, n] (f32): rstd = 1/sqrt(mean(x^2) + eps),
+  // y = x * rstd * weight; saves rstd[rows].
+  virtual void rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps);
+  // dx = dL/dx (overwritten); dweight += sum over rows of dy * x * rstd (f32 or 16-bit).
+  virtual void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                                Tensor& dx, Tensor& dweight);
+  // SwiGLU's gate (f32, all the same numel): out = silu(gate) * up, silu(g) = g / (1 + exp(-g)).
+  virtual void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
+  // dgate, dup overwritten (they may alias gate, up).
+  virtual void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
+                               Tensor& dup);
+  // Rotary position embedding, Hugging Face Llama convention (rotate_half: the
+  // two halves of each head, not interleaved pairs). x [B, T, H, D] (f32, D even);
+  // token t has position pos0 + t; for i < D/2, a = pos * theta^(-2i/D):
+  //   y[i] = x[i] cos a - x[i + D/2] sin a,   y[i + D/2] = x[i + D/2] cos a + x[i] sin a.
+  // y may alias x.
+  virtual void rope_forward(const Tensor& x, Tensor& y, int64_t pos0, float theta);
+  // dx = R^T dy (the inverse rotation); dx may alias dy.
+  virtual void rope_backward(const Tensor& dy, Tensor& dx, int64_t pos0, float theta);
+  // Causal grouped-query attention (f32): q [B, T, Hq, D], k and v [B, T, Hkv, D]
+  // with Hkv dividing Hq; query head h uses kv head h / (Hq / Hkv) (HF repeat_kv;
+  // Hkv = 1 is multi-query). out [B, T, Hq, D]; lse [B, Hq, T] = log-sum-exp of
+  // each query's scaled, masked scores (kept instead of the T x T probabilities).
+  virtual void gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                                     float scale);
+  // dq, dk, dv overwritten; recomputes the probabilities from q, k and lse.
+  virtual void gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                      const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                                      float scale);
+
   // ---- embedding ------------------------------------------------------------------
   // ids [N] (i32); table [V_local, C] holds rows for ids [id_offset, id_offset + V_local).
   // out[N, C] = (accumulate ? out : 0) + table[id - id_offset] for ids in range,

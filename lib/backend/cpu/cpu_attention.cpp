@@ -1,17 +1,21 @@
-// CpuBackend: causal self-attention, forward and backward.
+// CpuBackend: causal self-attention (fused qkv, GPT) and grouped-query
+// attention (separate q, k, v, Llama), forward and backward; both run the
+// same kernels on strided views.
 //
-// Layout: qkv [B, T, 3, H, D], out [B, T, H, D], lse [B, H, T]. For one
-// (b, h) pair, Q/K/V are T x D row-major matrices with row stride 3*H*D, O
-// has row stride H*D; the products run in place through detail::gemm_f32
-// (Eigen, AVX2 build when available) with those strides.
+// Layouts: qkv [B, T, 3, H, D] or q [B, T, Hq, D], k/v [B, T, Hkv, D];
+// out [B, T, Hq, D], lse [B, Hq, T]. For one (b, head) pair, Q/K/V/O are
+// T x D row-major matrices with the token stride of their tensor; the products
+// run in place through detail::gemm_f32 (Eigen, AVX2 build when available).
+// Query head h uses kv head h / (Hq / Hkv) (HF repeat_kv; MHA: Hkv = Hq).
 // Forward, per block of up to kBlockQ queries [q0, q1) (keys [0, q1)):
 //   S = scale * Q_blk K^T, masked where key > query; P = softmax(S);
 //   lse = max + log(sum exp(S - max)); O_blk = P V.
-// Backward recomputes P = exp(S - lse) and, per (b, h) over query blocks in
-// order: dV += P^T dO, dP = dO V^T, Di = rowsum(dO * O), dS = P * (dP - Di),
-//   dQ = scale * dS K, dK += scale * dS^T Q.
-// Forward tasks are (b, h, query block); backward tasks are (b, h), whose dK
-// and dV accumulate in a fixed order, so results do not depend on threads.
+// Backward recomputes P = exp(S - lse) and, per (b, kv head), over its query
+// heads and their query blocks in order: dV += P^T dO, dP = dO V^T,
+//   Di = rowsum(dO * O), dS = P * (dP - Di), dQ = scale * dS K, dK += scale * dS^T Q.
+// Forward tasks are (b, query head, query block); backward tasks are
+// (b, kv head), whose dK and dV accumulate in a fixed order, so results do
+// not depend on the thread count.
 #include <cmath>
 #include <vector>
 
@@ -19,6 +23,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_gemm_kernel.h"
+#include "backend/op_checks.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
@@ -26,20 +31,26 @@ namespace {
 
 constexpr int64_t kBlockQ = 64;
 
-struct AttnDims {
-  int64_t B, T, H, D;
-  int64_t qkv_row() const { return 3 * H * D; }  // stride between tokens in qkv
-  int64_t out_row() const { return H * D; }      // stride between tokens in out
-  // Offset of (b, t=0, s, h, d=0) in qkv; s = 0 (q), 1 (k), 2 (v).
-  int64_t qkv_off(int64_t b, int64_t s, int64_t h) const { return (b * T * 3 + s) * H * D + h * D; }
-  int64_t out_off(int64_t b, int64_t h) const { return b * T * H * D + h * D; }
+// One of q, k, v, out (or a gradient) as per-(b, head) T x D matrices.
+template <typename P>
+struct View {
+  P* base;
+  int64_t tok;    // elements between consecutive tokens
+  int64_t batch;  // elements between consecutive sequences
+  int64_t D;
+  P* at(int64_t b, int64_t h) const { return base + b * batch + h * D; }
+  operator View<const P>() const { return {base, tok, batch, D}; }
 };
 
-AttnDims attn_dims(const Tensor& qkv, const char* what) {
-  PP3D_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "{}: qkv must be [B, T, 3, H, D], got {}", what,
-             shape_str(qkv.shape()));
-  return {qkv.size(0), qkv.size(1), qkv.size(3), qkv.size(4)};
+template <typename P>
+View<P> view(P* base, int64_t T, int64_t tok, int64_t D) {
+  return {base, tok, T * tok, D};
 }
+
+struct Geometry {
+  int64_t B, T, Hq, Hkv, D;
+  int64_t group() const { return Hq / Hkv; }
+};
 
 // Row i of S (query q0 + i) becomes the masked softmax probabilities; keys
 // beyond the query are zeroed. Returns the row's log-sum-exp.
@@ -53,42 +64,127 @@ float softmax_row(float* row, int64_t valid, int64_t width) {
   return mx + std::log(sum);
 }
 
-}  // namespace
-
-void CpuBackend::attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) {
-  detail::cpu_check(qkv, DType::F32, "attention_forward: qkv");
-  detail::cpu_check(out, DType::F32, "attention_forward: out");
-  detail::cpu_check(lse, DType::F32, "attention_forward: lse");
-  const AttnDims a = attn_dims(qkv, "attention_forward");
-  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_forward: out");
-  check_shape(lse, {a.B, a.H, a.T}, "attention_forward: lse");
-  if (qkv.numel() == 0) return;
-  const float* pqkv = qkv.data<float>();
-  float* pout = out.data<float>();
-  float* plse = lse.data<float>();
-  const int64_t qblocks = (a.T + kBlockQ - 1) / kBlockQ;
-  const int64_t tasks = a.B * a.H * qblocks;
-  const bool par = tasks > 1 && a.B * a.H * a.T * a.T * a.D >= detail::kCpuChunk;
+void attention_forward_views(const Geometry& g, View<const float> Q, View<const float> K, View<const float> V,
+                             View<float> O, float* plse, float scale) {
+  if (g.B * g.T * g.Hq * g.D == 0) return;
+  const int64_t qblocks = (g.T + kBlockQ - 1) / kBlockQ;
+  const int64_t tasks = g.B * g.Hq * qblocks;
+  const bool par = tasks > 1 && g.B * g.Hq * g.T * g.T * g.D >= detail::kCpuChunk;
 #pragma omp parallel if (par)
   {
     std::vector<float> s;
 #pragma omp for schedule(dynamic)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t bh = task / qblocks, qb = task % qblocks;
-      const int64_t b = bh / a.H, h = bh % a.H;
-      const int64_t q0 = qb * kBlockQ, q1 = std::min(a.T, q0 + kBlockQ), nq = q1 - q0;
-      const float* q = pqkv + a.qkv_off(b, 0, h) + q0 * a.qkv_row();
-      const float* k = pqkv + a.qkv_off(b, 1, h);
-      const float* v = pqkv + a.qkv_off(b, 2, h);
-      float* o = pout + a.out_off(b, h) + q0 * a.out_row();
+      const int64_t b = bh / g.Hq, h = bh % g.Hq, hk = h / g.group();
+      const int64_t q0 = qb * kBlockQ, q1 = std::min(g.T, q0 + kBlockQ), nq = q1 - q0;
+      const float* q = Q.at(b, h) + q0 * Q.tok;
+      const float* k = K.at(b, hk);
+      const float* v = V.at(b, hk);
+      float* o = O.at(b, h) + q0 * O.tok;
       s.resize(static_cast<std::size_t>(nq * q1));
       // S[nq, q1] = scale * Q K^T; softmax rows in place; O = P V.
-      detail::gemm_f32(false, true, nq, q1, a.D, scale, q, a.qkv_row(), k, a.qkv_row(), 0.0f, s.data(), q1);
-      float* lse_bh = plse + bh * a.T;
+      detail::gemm_f32(false, true, nq, q1, g.D, scale, q, Q.tok, k, K.tok, 0.0f, s.data(), q1);
+      float* lse_bh = plse + bh * g.T;
       for (int64_t i = 0; i < nq; ++i) lse_bh[q0 + i] = softmax_row(s.data() + i * q1, q0 + i + 1, q1);
-      detail::gemm_f32(false, false, nq, a.D, q1, 1.0f, s.data(), q1, v, a.qkv_row(), 0.0f, o, a.out_row());
+      detail::gemm_f32(false, false, nq, g.D, q1, 1.0f, s.data(), q1, v, V.tok, 0.0f, o, O.tok);
     }
   }
+}
+
+struct BackwardViews {
+  View<const float> Q, K, V, O, dO;
+  View<float> dQ, dK, dV;
+};
+
+void attention_backward_views(const Geometry& g, const BackwardViews& w, const float* plse, float scale) {
+  if (g.B * g.T * g.Hq * g.D == 0) return;
+  const int64_t tasks = g.B * g.Hkv;
+  const bool par = tasks > 1 && g.B * g.Hq * g.T * g.T * g.D >= detail::kCpuChunk;
+#pragma omp parallel if (par)
+  {
+    std::vector<float> p, dp;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = task / g.Hkv, hk = task % g.Hkv;
+      const float* k = w.K.at(b, hk);
+      const float* v = w.V.at(b, hk);
+      float* dk = w.dK.at(b, hk);
+      float* dv = w.dV.at(b, hk);
+      for (int64_t t = 0; t < g.T; ++t) {
+        std::fill(dk + t * w.dK.tok, dk + t * w.dK.tok + g.D, 0.0f);
+        std::fill(dv + t * w.dV.tok, dv + t * w.dV.tok + g.D, 0.0f);
+      }
+      for (int64_t h = hk * g.group(); h < (hk + 1) * g.group(); ++h) {
+        const float* lse_bh = plse + (b * g.Hq + h) * g.T;
+        for (int64_t q0 = 0; q0 < g.T; q0 += kBlockQ) {
+          const int64_t q1 = std::min(g.T, q0 + kBlockQ), nq = q1 - q0;
+          const float* q = w.Q.at(b, h) + q0 * w.Q.tok;
+          const float* o = w.O.at(b, h) + q0 * w.O.tok;
+          const float* dout_blk = w.dO.at(b, h) + q0 * w.dO.tok;
+          float* dq = w.dQ.at(b, h) + q0 * w.dQ.tok;
+          p.resize(static_cast<std::size_t>(nq * q1));
+          dp.resize(static_cast<std::size_t>(nq * q1));
+          // P = exp(scale * Q K^T - lse), zero above the diagonal.
+          detail::gemm_f32(false, true, nq, q1, g.D, scale, q, w.Q.tok, k, w.K.tok, 0.0f, p.data(), q1);
+          for (int64_t i = 0; i < nq; ++i) {
+            const int64_t valid = q0 + i + 1;
+            float* row = p.data() + i * q1;
+            Eigen::Map<Eigen::ArrayXf> r(row, valid);
+            r = (r - lse_bh[q0 + i]).exp();
+            std::fill(row + valid, row + q1, 0.0f);
+          }
+          // dV += P^T dO; dP = dO V^T.
+          detail::gemm_f32(true, false, q1, g.D, nq, 1.0f, p.data(), q1, dout_blk, w.dO.tok, 1.0f, dv, w.dV.tok);
+          detail::gemm_f32(false, true, nq, q1, g.D, 1.0f, dout_blk, w.dO.tok, v, w.V.tok, 0.0f, dp.data(), q1);
+          // dS = P * (dP - Di) with Di = rowsum(dO * O), written over dP.
+          for (int64_t i = 0; i < nq; ++i) {
+            const float* dor = dout_blk + i * w.dO.tok;
+            const float* orow = o + i * w.O.tok;
+            float di = 0.0f;
+            for (int64_t d = 0; d < g.D; ++d) di += dor[d] * orow[d];
+            const float* prow = p.data() + i * q1;
+            float* dsrow = dp.data() + i * q1;
+#pragma omp simd
+            for (int64_t j = 0; j < q1; ++j) dsrow[j] = prow[j] * (dsrow[j] - di);
+          }
+          // dQ = scale * dS K; dK += scale * dS^T Q.
+          detail::gemm_f32(false, false, nq, g.D, q1, scale, dp.data(), q1, k, w.K.tok, 0.0f, dq, w.dQ.tok);
+          detail::gemm_f32(true, false, q1, g.D, nq, scale, dp.data(), q1, q, w.Q.tok, 1.0f, dk, w.dK.tok);
+        }
+      }
+    }
+  }
+}
+
+// Fused qkv [B, T, 3, H, D]: the three views into it (s = 0 q, 1 k, 2 v).
+Geometry fused_geometry(const Tensor& qkv, const char* what) {
+  PP3D_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "{}: qkv must be [B, T, 3, H, D], got {}", what,
+             shape_str(qkv.shape()));
+  return {qkv.size(0), qkv.size(1), qkv.size(3), qkv.size(3), qkv.size(4)};
+}
+template <typename P>
+View<P> fused_view(P* base, const Geometry& g, int64_t s) {
+  return view(base + s * g.Hq * g.D, g.T, 3 * g.Hq * g.D, g.D);
+}
+template <typename P>
+View<P> heads_view(P* base, const Geometry& g, int64_t heads) {
+  return view(base, g.T, heads * g.D, g.D);
+}
+
+}  // namespace
+
+void CpuBackend::attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) {
+  detail::cpu_check(qkv, DType::F32, "attention_forward: qkv");
+  detail::cpu_check(out, DType::F32, "attention_forward: out");
+  detail::cpu_check(lse, DType::F32, "attention_forward: lse");
+  const Geometry g = fused_geometry(qkv, "attention_forward");
+  check_shape(out, {g.B, g.T, g.Hq, g.D}, "attention_forward: out");
+  check_shape(lse, {g.B, g.Hq, g.T}, "attention_forward: lse");
+  const float* p = qkv.numel() ? qkv.data<float>() : nullptr;
+  attention_forward_views(g, fused_view(p, g, 0), fused_view(p, g, 1), fused_view(p, g, 2),
+                          heads_view(out.numel() ? out.data<float>() : nullptr, g, g.Hq),
+                          lse.numel() ? lse.data<float>() : nullptr, scale);
 }
 
 void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
@@ -98,72 +194,47 @@ void CpuBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const
   detail::cpu_check(out, DType::F32, "attention_backward: out");
   detail::cpu_check(lse, DType::F32, "attention_backward: lse");
   detail::cpu_check(dqkv, DType::F32, "attention_backward: dqkv");
-  const AttnDims a = attn_dims(qkv, "attention_backward");
-  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_backward: out");
-  check_shape(dout, {a.B, a.T, a.H, a.D}, "attention_backward: dout");
-  check_shape(lse, {a.B, a.H, a.T}, "attention_backward: lse");
+  const Geometry g = fused_geometry(qkv, "attention_backward");
+  check_shape(out, {g.B, g.T, g.Hq, g.D}, "attention_backward: out");
+  check_shape(dout, {g.B, g.T, g.Hq, g.D}, "attention_backward: dout");
+  check_shape(lse, {g.B, g.Hq, g.T}, "attention_backward: lse");
   check_shape(dqkv, qkv.shape(), "attention_backward: dqkv");
   if (qkv.numel() == 0) return;
-  const float* pqkv = qkv.data<float>();
-  const float* pout = out.data<float>();
-  const float* pdout = dout.data<float>();
-  const float* plse = lse.data<float>();
+  const float* p = qkv.data<float>();
   float* pd = dqkv.data<float>();
-  const int64_t tasks = a.B * a.H;
-  const int64_t qs = a.qkv_row(), os = a.out_row();
-  const bool par = tasks > 1 && a.B * a.H * a.T * a.T * a.D >= detail::kCpuChunk;
-#pragma omp parallel if (par)
-  {
-    std::vector<float> p, dp;
-#pragma omp for schedule(dynamic)
-    for (int64_t bh = 0; bh < tasks; ++bh) {
-      const int64_t b = bh / a.H, h = bh % a.H;
-      const float* lse_bh = plse + bh * a.T;
-      const float* k = pqkv + a.qkv_off(b, 1, h);
-      const float* v = pqkv + a.qkv_off(b, 2, h);
-      float* dk = pd + a.qkv_off(b, 1, h);
-      float* dv = pd + a.qkv_off(b, 2, h);
-      for (int64_t t = 0; t < a.T; ++t) {
-        std::fill(dk + t * qs, dk + t * qs + a.D, 0.0f);
-        std::fill(dv + t * qs, dv + t * qs + a.D, 0.0f);
-      }
-      for (int64_t q0 = 0; q0 < a.T; q0 += kBlockQ) {
-        const int64_t q1 = std::min(a.T, q0 + kBlockQ), nq = q1 - q0;
-        const float* q = pqkv + a.qkv_off(b, 0, h) + q0 * qs;
-        const float* o = pout + a.out_off(b, h) + q0 * os;
-        const float* dout_blk = pdout + a.out_off(b, h) + q0 * os;
-        float* dq = pd + a.qkv_off(b, 0, h) + q0 * qs;
-        p.resize(static_cast<std::size_t>(nq * q1));
-        dp.resize(static_cast<std::size_t>(nq * q1));
-        // P = exp(scale * Q K^T - lse), zero above the diagonal.
-        detail::gemm_f32(false, true, nq, q1, a.D, scale, q, qs, k, qs, 0.0f, p.data(), q1);
-        for (int64_t i = 0; i < nq; ++i) {
-          const int64_t valid = q0 + i + 1;
-          float* row = p.data() + i * q1;
-          Eigen::Map<Eigen::ArrayXf> r(row, valid);
-          r = (r - lse_bh[q0 + i]).exp();
-          std::fill(row + valid, row + q1, 0.0f);
-        }
-        // dV += P^T dO; dP = dO V^T.
-        detail::gemm_f32(true, false, q1, a.D, nq, 1.0f, p.data(), q1, dout_blk, os, 1.0f, dv, qs);
-        detail::gemm_f32(false, true, nq, q1, a.D, 1.0f, dout_blk, os, v, qs, 0.0f, dp.data(), q1);
-        // dS = P * (dP - Di) with Di = rowsum(dO * O), written over dP.
-        for (int64_t i = 0; i < nq; ++i) {
-          const float* dor = dout_blk + i * os;
-          const float* orow = o + i * os;
-          float di = 0.0f;
-          for (int64_t d = 0; d < a.D; ++d) di += dor[d] * orow[d];
-          const float* prow = p.data() + i * q1;
-          float* dsrow = dp.data() + i * q1;
-#pragma omp simd
-          for (int64_t j = 0; j < q1; ++j) dsrow[j] = prow[j] * (dsrow[j] - di);
-        }
-        // dQ = scale * dS K; dK += scale * dS^T Q.
-        detail::gemm_f32(false, false, nq, a.D, q1, scale, dp.data(), q1, k, qs, 0.0f, dq, qs);
-        detail::gemm_f32(true, false, q1, a.D, nq, scale, dp.data(), q1, q, qs, 1.0f, dk, qs);
-      }
-    }
-  }
+  const BackwardViews w{fused_view(p, g, 0),
+                        fused_view(p, g, 1),
+                        fused_view(p, g, 2),
+                        heads_view(out.data<float>(), g, g.Hq),
+                        heads_view(dout.data<float>(), g, g.Hq),
+                        fused_view(pd, g, 0),
+                        fused_view(pd, g, 1),
+                        fused_view(pd, g, 2)};
+  attention_backward_views(g, w, lse.data<float>(), scale);
+}
+
+void CpuBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                                       float scale) {
+  const detail::GqaDims d = detail::check_gqa(detail::cpu_check, q, k, v, out, lse, "gqa_attention_forward");
+  const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
+  if (q.numel() == 0) return;
+  attention_forward_views(g, heads_view(q.data<float>(), g, g.Hq), heads_view(k.data<float>(), g, g.Hkv),
+                          heads_view(v.data<float>(), g, g.Hkv), heads_view(out.data<float>(), g, g.Hq),
+                          lse.data<float>(), scale);
+}
+
+void CpuBackend::gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                                        const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                                        float scale) {
+  const detail::GqaDims d =
+      detail::check_gqa_backward(detail::cpu_check, dout, q, k, v, out, lse, dq, dk, dv);
+  const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
+  if (q.numel() == 0) return;
+  const BackwardViews w{heads_view(q.data<float>(), g, g.Hq),    heads_view(k.data<float>(), g, g.Hkv),
+                        heads_view(v.data<float>(), g, g.Hkv),    heads_view(out.data<float>(), g, g.Hq),
+                        heads_view(dout.data<float>(), g, g.Hq),  heads_view(dq.data<float>(), g, g.Hq),
+                        heads_view(dk.data<float>(), g, g.Hkv),   heads_view(dv.data<float>(), g, g.Hkv)};
+  attention_backward_views(g, w, lse.data<float>(), scale);
 }
 
 }  // namespace pp3d

@@ -8,7 +8,8 @@
 // count for large k). Ops run synchronously on the calling thread; one object
 // must not be used concurrently. Implementation files: cpu_backend.cpp,
 // cpu_gemm.cpp, cpu_layernorm_gelu.cpp, cpu_attention.cpp,
-// cpu_embedding_xent.cpp, cpu_adamw.cpp.
+// cpu_embedding_xent.cpp, cpu_adamw.cpp, cpu_llama_ops.cpp (RMSNorm, SwiGLU, RoPE;
+// grouped-query attention is in cpu_attention.cpp).
 #pragma once
 
 #include <algorithm>
@@ -51,6 +52,20 @@ class CpuBackend final : public Backend {
   void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                           Tensor& dqkv, float scale) override;
 
+  void rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps) override;
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+                        Tensor& dweight) override;
+  void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
+                       Tensor& dup) override;
+  void rope_forward(const Tensor& x, Tensor& y, int64_t pos0, float theta) override;
+  void rope_backward(const Tensor& dy, Tensor& dx, int64_t pos0, float theta) override;
+  void gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                             float scale) override;
+  void gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                              float scale) override;
+
   void embedding_forward(const Tensor& ids, const Tensor& table, Tensor& out, int64_t id_offset,
                          bool accumulate) override;
   void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) override;
@@ -71,6 +86,7 @@ class CpuBackend final : public Backend {
   void layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
                               const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias);
   void embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset);
+  void rope_apply(const Tensor& x, Tensor& y, int64_t pos0, float theta, float sin_sign, const char* what);
 };
 
 namespace detail {

@@ -89,6 +89,21 @@ class CudaBackend final : public Backend {
   void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
                   const AdamWParams& p) override;
 
+  // Llama-family ops (cuda_llama_ops.cpp, kernels/llama_ops.cu).
+  void rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps) override;
+  void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+                        Tensor& dweight) override;
+  void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
+                       Tensor& dup) override;
+  void rope_forward(const Tensor& x, Tensor& y, int64_t pos0, float theta) override;
+  void rope_backward(const Tensor& dy, Tensor& dx, int64_t pos0, float theta) override;
+  void gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
+                             float scale) override;
+  void gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                              const Tensor& out, const Tensor& lse, Tensor& dq, Tensor& dk, Tensor& dv,
+                              float scale) override;
+
   // ---- internals shared by the implementation files ----
   // Throws unless `t` is defined and lives on this backend's GPU (optionally with dtype dt).
   void check_tensor(const Tensor& t, const char* what) const;

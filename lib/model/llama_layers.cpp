@@ -1,0 +1,310 @@
+// The layers of pp3d::Llama, from Backend ops and pp3d's tensor-parallel
+// primitives (public headers only). Shapes: rows N = B*T tokens, N_l = B*T_l in
+// the sequence-parallel regions (norms, residuals); heads local to this TP rank.
+#include <cmath>
+
+#include "model/llama_layers.h"
+#include "pp3d/core/error.h"
+#include "pp3d/parallel/tensor_parallel.h"
+#include "pp3d/parallel/vocab_parallel.h"
+
+namespace pp3d::llama_detail {
+
+namespace {
+
+Tensor act(Backend& be, const Shape& shape) {
+  return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
+}
+
+// RMSNorm weight gradients from this rank's tokens only (sequence
+// parallelism) are partial: accumulate into a scratch, all-reduce it over TP
+// and add, so every micro-batch's contribution is complete before the
+// layer's after_backward hook. Otherwise straight into the parameter's grad.
+class NormGrads {
+ public:
+  NormGrads(const LayerEnv& env, std::vector<Parameter*> params) : env_(env), params_(std::move(params)) {
+    partial_ = env.sp && env.tp_size > 1;
+    for (Parameter* p : params_)
+      grads_.push_back(partial_ ? Tensor::zeros(p->grad.shape(), DType::F32, env.be->device(), MemCategory::Comm)
+                                : p->grad);
+  }
+  Tensor& grad(std::size_t i) { return grads_[i]; }
+  void finish() {
+    if (!partial_) return;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      env_.tp->all_reduce(grads_[i]);
+      env_.be->axpy(1.0f, grads_[i], params_[i]->grad);
+    }
+  }
+
+ private:
+  const LayerEnv& env_;
+  std::vector<Parameter*> params_;
+  std::vector<Tensor> grads_;
+  bool partial_ = false;
+};
+
+struct RmsOut {
+  Tensor y, rstd;
+};
+
+RmsOut rmsnorm(Backend& be, const Tensor& x, const Parameter& w, float eps) {
+  const int64_t C = w.value.numel(), rows = x.numel() / C;
+  RmsOut r{act(be, {rows, C}), act(be, {rows})};
+  be.rmsnorm_forward(x.reshape({rows, C}), w.value, r.y, r.rstd, eps);
+  return r;
+}
+
+// ---- embedding ------------------------------------------------------------------------
+
+struct EmbedState : LayerState {
+  Tensor ids;
+};
+
+class EmbeddingLayer final : public Layer {
+ public:
+  EmbeddingLayer(const LayerEnv& env, Parameter& embed) : env_(env), embed_(embed) {}
+  std::vector<Parameter*> parameters() override { return {&embed_}; }
+
+  Tensor forward(const Tensor& ids, MicroBatchContext& ctx, std::unique_ptr<LayerState>& saved) override {
+    const VocabShard vs = vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
+    Tensor x = vocab_parallel_embedding_forward(*env_.be, env_.tp, ids, embed_.value, vs.start, env_.sp);
+    if (ctx.train()) {
+      auto s = std::make_unique<EmbedState>();
+      s->ids = ids;
+      saved = std::move(s);
+    }
+    return x.reshape({ids.size(0), env_.local_seq(ids.size(1)), env_.cfg.hidden_size});
+  }
+
+  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<EmbedState&>(saved);
+    const VocabShard vs = vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
+    const Tensor full = env_.sp ? sequence_all_gather(*env_.be, env_.tp, dy) : dy;
+    vocab_parallel_embedding_backward(*env_.be, s.ids.reshape({s.ids.numel()}),
+                                      full.reshape({s.ids.numel(), env_.cfg.hidden_size}), embed_.grad, vs.start);
+    s.ids = Tensor();
+    return Tensor();  // token ids need no gradient
+  }
+
+ private:
+  LayerEnv env_;
+  Parameter& embed_;
+};
+
+// ---- transformer block ------------------------------------------------------------------
+
+struct BlockState : LayerState {
+  int64_t B = 0, T = 0;
+  Tensor x;  // block input [B, T_l, C] (always kept)
+  Tensor h1, rstd1, q, k, v, att, lse, x2, h2, rstd2, gate, up, a;
+  bool full() const { return q.defined(); }
+};
+
+class BlockLayer final : public Layer {
+ public:
+  BlockLayer(const LayerEnv& env, const BlockParams& p) : env_(env), p_(p) {}
+  std::vector<Parameter*> parameters() override {
+    return {p_.input_norm, p_.q, p_.k, p_.v, p_.o, p_.post_norm, p_.gate, p_.up, p_.down};
+  }
+
+  Tensor forward(const Tensor& x, MicroBatchContext& ctx, std::unique_ptr<LayerState>& saved) override {
+    auto s = std::make_unique<BlockState>();
+    s->B = x.size(0);
+    s->T = x.size(1) * (env_.sp ? env_.tp_size : 1);
+    s->x = x;
+    Tensor y = run_forward(*s);
+    if (ctx.train()) {
+      if (env_.recompute) {  // keep the input only
+        auto kept = std::make_unique<BlockState>();
+        kept->B = s->B;
+        kept->T = s->T;
+        kept->x = s->x;
+        s = std::move(kept);
+      }
+      saved = std::move(s);
+    }
+    return y;
+  }
+
+  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<BlockState&>(saved);
+    if (!s.full()) run_forward(s);  // activation recompute
+    Backend& be = *env_.be;
+    const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), Nl = B * Tl, C = env_.cfg.hidden_size;
+    const int64_t Hq = env_.local_heads(), Hkv = env_.local_kv_heads(), D = env_.cfg.head_dim();
+    const Lin l = linears();
+    NormGrads ng(env_, {p_.input_norm, p_.post_norm});
+
+    // MLP branch: y = x2 + down(silu(gate(h2)) * up(h2))
+    const Tensor da = l.down.backward(be, env_.tp, dy, s.a);
+    s.a = Tensor();
+    Tensor dgate = act(be, s.gate.shape()), dup = act(be, s.up.shape());
+    be.swiglu_backward(s.gate, s.up, da, dgate, dup);
+    s.gate = s.up = Tensor();
+    const Tensor h2 = s.h2.reshape({B, Tl, C});
+    Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2);
+    be.add(dh2, l.up.backward(be, env_.tp, dup, h2), dh2);
+    dgate = dup = Tensor();
+    Tensor dx2 = act(be, {Nl, C});
+    be.rmsnorm_backward(dh2.reshape({Nl, C}), s.x2.reshape({Nl, C}), p_.post_norm->value, s.rstd2, dx2, ng.grad(1));
+    be.add(dx2, dy.reshape({Nl, C}), dx2);  // residual
+    s.h2 = s.x2 = s.rstd2 = Tensor();
+
+    // Attention branch: x2 = x + o(gqa(rope(q(h1)), rope(k(h1)), v(h1)))
+    const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), s.att.reshape({B, T, Hq * D}));
+    Tensor dq = act(be, {B, T, Hq, D}), dk = act(be, {B, T, Hkv, D}), dv = act(be, {B, T, Hkv, D});
+    be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), s.q, s.k, s.v, s.att, s.lse, dq, dk, dv, scale());
+    s.q = s.k = s.v = s.att = s.lse = Tensor();
+    be.rope_backward(dq, dq, 0, env_.cfg.rope_theta);
+    be.rope_backward(dk, dk, 0, env_.cfg.rope_theta);
+    const Tensor h1 = s.h1.reshape({B, Tl, C});
+    Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1);
+    be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1), dh1);
+    be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1), dh1);
+    Tensor dx = act(be, {Nl, C});
+    be.rmsnorm_backward(dh1.reshape({Nl, C}), s.x.reshape({Nl, C}), p_.input_norm->value, s.rstd1, dx, ng.grad(0));
+    be.add(dx, dx2, dx);
+    s.x = s.h1 = s.rstd1 = Tensor();
+    ng.finish();
+    return dx.reshape({B, Tl, C});
+  }
+
+ private:
+  struct Lin {
+    ColumnParallelLinear q, k, v;
+    RowParallelLinear o;
+    ColumnParallelLinear gate, up;
+    RowParallelLinear down;
+  };
+  Lin linears() const {
+    const ColumnParallelLinear::Options col{false, env_.sp};
+    const RowParallelLinear::Options row{true, env_.sp};
+    return {{*p_.q, nullptr, col},    {*p_.k, nullptr, col},  {*p_.v, nullptr, col},
+            {*p_.o, nullptr, row},    {*p_.gate, nullptr, col}, {*p_.up, nullptr, col},
+            {*p_.down, nullptr, row}};
+  }
+  float scale() const { return 1.0f / std::sqrt(static_cast<float>(env_.cfg.head_dim())); }
+
+  // Fills every activation of s from s.x; returns the block output [B, T_l, C].
+  Tensor run_forward(BlockState& s) const {
+    Backend& be = *env_.be;
+    const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), C = env_.cfg.hidden_size;
+    const int64_t Hq = env_.local_heads(), Hkv = env_.local_kv_heads(), D = env_.cfg.head_dim();
+    const Lin l = linears();
+    RmsOut n1 = rmsnorm(be, s.x, *p_.input_norm, env_.cfg.norm_eps);
+    s.h1 = n1.y;
+    s.rstd1 = n1.rstd;
+    const Tensor h1 = s.h1.reshape({B, Tl, C});
+    s.q = l.q.forward(be, env_.tp, h1).reshape({B, T, Hq, D});
+    s.k = l.k.forward(be, env_.tp, h1).reshape({B, T, Hkv, D});
+    s.v = l.v.forward(be, env_.tp, h1).reshape({B, T, Hkv, D});
+    be.rope_forward(s.q, s.q, 0, env_.cfg.rope_theta);
+    be.rope_forward(s.k, s.k, 0, env_.cfg.rope_theta);
+    s.att = act(be, {B, T, Hq, D});
+    s.lse = act(be, {B, Hq, T});
+    be.gqa_attention_forward(s.q, s.k, s.v, s.att, s.lse, scale());
+    s.x2 = l.o.forward(be, env_.tp, s.att.reshape({B, T, Hq * D}));
+    be.add(s.x2, s.x, s.x2);  // residual
+    RmsOut n2 = rmsnorm(be, s.x2, *p_.post_norm, env_.cfg.norm_eps);
+    s.h2 = n2.y;
+    s.rstd2 = n2.rstd;
+    const Tensor h2 = s.h2.reshape({B, Tl, C});
+    s.gate = l.gate.forward(be, env_.tp, h2);
+    s.up = l.up.forward(be, env_.tp, h2);
+    s.a = act(be, s.gate.shape());
+    be.swiglu_forward(s.gate, s.up, s.a);
+    Tensor y = l.down.forward(be, env_.tp, s.a);
+    be.add(y, s.x2, y);  // residual
+    return y.reshape({B, Tl, C});
+  }
+
+  LayerEnv env_;
+  BlockParams p_;
+};
+
+// ---- head: final norm, LM head, vocab-parallel cross-entropy ----------------------------------
+
+struct HeadState : LayerState {
+  int64_t B = 0, T = 0;
+  float loss_weight = 0.0f;
+  Tensor x, h, rstd, logits, targets;
+  VocabParallelXent stats;
+};
+
+class HeadLayer final : public Layer {
+ public:
+  HeadLayer(const LayerEnv& env, Parameter& norm, Parameter& head) : env_(env), norm_(norm), head_(head) {}
+  std::vector<Parameter*> parameters() override { return {&norm_, &head_}; }
+
+  Tensor forward(const Tensor& x, MicroBatchContext& ctx, std::unique_ptr<LayerState>& saved) override {
+    Backend& be = *env_.be;
+    auto s = std::make_unique<HeadState>();
+    s->B = x.size(0);
+    s->T = x.size(1) * (env_.sp ? env_.tp_size : 1);
+    s->loss_weight = ctx.loss_weight;
+    s->x = x;
+    const int64_t N = s->B * s->T, C = env_.cfg.hidden_size;
+    PP3D_CHECK(ctx.targets.numel() == N, "Llama head: targets have {} elements, expected B*T = {}",
+               ctx.targets.numel(), N);
+    RmsOut n = rmsnorm(be, x, norm_, env_.cfg.norm_eps);
+    s->h = n.y;
+    s->rstd = n.rstd;
+    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp});
+    s->logits = lin.forward(be, env_.tp, s->h.reshape({s->B, env_.local_seq(s->T), C}));
+    s->targets = ctx.targets.reshape({N});
+    const Tensor logits2 = s->logits.reshape({N, s->logits.size(-1)});
+    s->stats = vocab_parallel_xent_forward(be, env_.tp, logits2, s->targets, shard());
+    ctx.loss += static_cast<double>(ctx.loss_weight) * s->stats.loss_sum;
+    if (ctx.train()) {
+      ctx.output = s->logits;  // [B, T, Vp/tp]: this rank's vocabulary columns
+      saved = std::move(s);
+    }
+    return Tensor();
+  }
+
+  Tensor backward(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
+    Backend& be = *env_.be;
+    auto& s = static_cast<HeadState&>(saved);
+    ctx.output = Tensor();
+    const int64_t N = s.B * s.T, C = env_.cfg.hidden_size, Tl = env_.local_seq(s.T);
+    Tensor dlogits = act(be, s.logits.shape());
+    Tensor dlogits2 = dlogits.reshape({N, s.logits.size(-1)});
+    vocab_parallel_xent_backward(be, s.logits.reshape({N, s.logits.size(-1)}), s.targets, shard(), s.stats,
+                                 s.loss_weight, dlogits2);
+    s.logits = Tensor();
+    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp});
+    const Tensor dh = lin.backward(be, env_.tp, dlogits, s.h.reshape({s.B, Tl, C}));
+    NormGrads ng(env_, {&norm_});
+    Tensor dx = act(be, {s.B * Tl, C});
+    be.rmsnorm_backward(dh.reshape({s.B * Tl, C}), s.x.reshape({s.B * Tl, C}), norm_.value, s.rstd, dx, ng.grad(0));
+    ng.finish();
+    const int64_t B = s.B;
+    s.x = s.h = s.rstd = s.targets = Tensor();
+    s.stats = VocabParallelXent{};
+    return dx.reshape({B, Tl, C});
+  }
+
+ private:
+  VocabShard shard() const {
+    return vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
+  }
+
+  LayerEnv env_;
+  Parameter& norm_;
+  Parameter& head_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_embedding_layer(const LayerEnv& env, Parameter& embed) {
+  return std::make_unique<EmbeddingLayer>(env, embed);
+}
+std::unique_ptr<Layer> make_block_layer(const LayerEnv& env, const BlockParams& p) {
+  return std::make_unique<BlockLayer>(env, p);
+}
+std::unique_ptr<Layer> make_head_layer(const LayerEnv& env, Parameter& norm, Parameter& head) {
+  return std::make_unique<HeadLayer>(env, norm, head);
+}
+
+}  // namespace pp3d::llama_detail

@@ -1,0 +1,35 @@
+// The layers of pp3d::Llama (internal to lib/model; public headers only):
+// the embedding, one per transformer block and the head (final norm, LM head,
+// vocab-parallel cross-entropy). Activations between layers are f32
+// [B, T_local, C] (T_local = T/tp with sequence parallelism).
+#pragma once
+
+#include <memory>
+
+#include "pp3d/model/llama.h"
+
+namespace pp3d::llama_detail {
+
+// What every layer of one Llama instance reads (the config is resolved).
+struct LayerEnv {
+  LlamaConfig cfg;
+  Backend* be = nullptr;
+  Communicator* tp = nullptr;  // nullptr when tp_size == 1
+  int tp_rank = 0, tp_size = 1;
+  bool sp = false;
+  bool recompute = false;
+  int64_t local_heads() const { return cfg.num_heads / tp_size; }
+  int64_t local_kv_heads() const { return cfg.num_kv_heads / tp_size; }
+  // Tokens per sequence in the norm / residual regions.
+  int64_t local_seq(int64_t T) const { return sp ? T / tp_size : T; }
+};
+
+struct BlockParams {
+  Parameter *input_norm, *q, *k, *v, *o, *post_norm, *gate, *up, *down;
+};
+
+std::unique_ptr<Layer> make_embedding_layer(const LayerEnv& env, Parameter& embed);
+std::unique_ptr<Layer> make_block_layer(const LayerEnv& env, const BlockParams& p);
+std::unique_ptr<Layer> make_head_layer(const LayerEnv& env, Parameter& norm, Parameter& head);
+
+}  // namespace pp3d::llama_detail

@@ -1,0 +1,90 @@
+// Reader of the PyTorch reference fixtures (tests/fixtures/*.bin, written by
+// tools/make_reference.py and tools/make_llama_fixture.py; format in
+// tools/README.md): named f32 / i32 records with their dims.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "pp3d/optim/optimizer.h"
+
+namespace pp3d::test {
+
+struct Record {
+  std::vector<int64_t> dims;
+  std::vector<float> f;
+  std::vector<int32_t> i;
+};
+
+inline std::map<std::string, Record> read_fixture(const std::string& path) {
+  std::FILE* fp = std::fopen(path.c_str(), "rb");
+  REQUIRE(fp != nullptr);
+  auto rd = [&](void* p, std::size_t n) { REQUIRE(std::fread(p, 1, n, fp) == n); };
+  char magic[8];
+  rd(magic, 8);
+  REQUIRE(std::memcmp(magic, "PP3DREF1", 8) == 0);
+  uint32_t n = 0;
+  rd(&n, 4);
+  std::map<std::string, Record> out;
+  for (uint32_t r = 0; r < n; ++r) {
+    uint32_t nl = 0, dtype = 0, nd = 0;
+    rd(&nl, 4);
+    std::string name(nl, '\0');
+    rd(name.data(), nl);
+    rd(&dtype, 4);
+    rd(&nd, 4);
+    Record rec;
+    rec.dims.resize(nd);
+    rd(rec.dims.data(), 8 * nd);
+    int64_t count = 1;
+    for (int64_t d : rec.dims) count *= d;
+    if (dtype == 0) {
+      rec.f.resize(static_cast<std::size_t>(count));
+      rd(rec.f.data(), 4 * count);
+    } else {
+      rec.i.resize(static_cast<std::size_t>(count));
+      rd(rec.i.data(), 4 * count);
+    }
+    out.emplace(name, std::move(rec));
+  }
+  std::fclose(fp);
+  return out;
+}
+
+// ||got - ref|| / ||ref|| in double (||got - ref|| when ref is all zeros).
+inline double ref_rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
+  REQUIRE(got.size() == ref.size());
+  double num = 0, den = 0;
+  for (std::size_t k = 0; k < got.size(); ++k) {
+    const double d = static_cast<double>(got[k]) - ref[k];
+    num += d * d;
+    den += static_cast<double>(ref[k]) * ref[k];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+// PP3D_REF_VERBOSE=1 prints every compared quantity (to see the margins).
+inline void report_margin(const std::string& what, double rel) {
+  static const bool verbose = std::getenv("PP3D_REF_VERBOSE") != nullptr;
+  if (verbose) std::printf("%-40s rel diff %.3e\n", what.c_str(), rel);
+}
+
+// The fixture's "adamw" record (lr, beta1, beta2, eps, weight_decay, max_norm, steps) as a config.
+inline AdamWConfig fixture_adamw(const std::vector<float>& a) {
+  AdamWConfig c;
+  c.beta1 = a.at(1);
+  c.beta2 = a.at(2);
+  c.eps = a.at(3);
+  c.weight_decay = a.at(4);
+  return c;
+}
+
+}  // namespace pp3d::test
