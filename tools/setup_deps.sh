@@ -23,4 +23,30 @@ fi
 if [ "${PP3D_WITH_TOKENIZERS:-0}" = 1 ] && ! python3 -c "import tokenizers" 2>/dev/null; then
   python3 -m pip install --quiet tokenizers
 fi
+# cuDNN frontend headers (header-only C++ graph API for the fused SDPA, lib/backend/cuda/cuda_sdpa.cpp):
+# the pinned nvidia-cudnn-frontend wheel, unpacked into .deps/cudnn_frontend (CMake looks there). Only
+# with nvcc; needs the network once, and a failed download leaves the build without fused SDPA.
+CUDNN_FRONTEND_VERSION=1.32.0
+root="$(cd "$(dirname "$0")/.." && pwd)"
+fe_dir="$root/.deps/cudnn_frontend"
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if [ ! -f "$fe_dir/include/cudnn_frontend.h" ] || [ "$(cat "$fe_dir/VERSION" 2>/dev/null)" != "$CUDNN_FRONTEND_VERSION" ]; then
+    tmp="$(mktemp -d)"
+    if python3 -m pip download --quiet --no-deps --dest "$tmp" "nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION"; then
+      rm -rf "$fe_dir" && mkdir -p "$fe_dir"
+      python3 - "$tmp"/nvidia_cudnn_frontend-*.whl "$fe_dir" <<'PY'
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in z.namelist():
+    if n.startswith("include/"):
+        z.extract(n, sys.argv[2])
+PY
+      echo "$CUDNN_FRONTEND_VERSION" > "$fe_dir/VERSION"
+      echo "setup_deps: cuDNN frontend $CUDNN_FRONTEND_VERSION headers in $fe_dir"
+    else
+      echo "setup_deps: could not download nvidia-cudnn-frontend==$CUDNN_FRONTEND_VERSION (no network?): fused SDPA not built"
+    fi
+    rm -rf "$tmp"
+  fi
+fi
 echo "setup_deps: all dependencies present"

@@ -53,6 +53,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--activation-dtype", c.activation_dtype, "storage of saved activations and the hidden state between blocks: "
       "f32 | param (the 16-bit parameter dtype, compute stays f32; needs --bf16/--fp16)")
       ->check(CLI::IsMember({"f32", "param"}));
+  opt("--compute-dtype", c.compute_dtype, "operand dtype of every Linear GEMM: f32 | param (activations and their "
+      "gradients rounded to the 16-bit parameter dtype at each GEMM, f32 accumulation: tensor cores on CUDA; needs "
+      "--bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
   opt("--initial-loss-scale", c.loss_scaler.init_scale, "--fp16: initial loss scale (DeepSpeed 2^initial_scale_power)");
   opt("--loss-scale-window", c.loss_scaler.scale_window, "--fp16: clean steps before the loss scale doubles");
   opt("--hysteresis", c.loss_scaler.hysteresis, "--fp16: overflows tolerated before the loss scale halves");
@@ -126,7 +129,7 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"warmup_steps", c.warmup_steps}, {"lr_schedule", c.lr_schedule}, {"weight_decay", c.weight_decay},
           {"adam_eps", c.adam_eps}, {"grad_clip", c.grad_clip}, {"seed", c.seed}, {"recompute", c.recompute},
           {"bf16", c.bf16}, {"fp16", c.fp16}, {"grad_dtype", c.grad_dtype},
-          {"activation_dtype", c.activation_dtype},
+          {"activation_dtype", c.activation_dtype}, {"compute_dtype", c.compute_dtype},
           {"initial_loss_scale", c.loss_scaler.init_scale},
           {"loss_scale_window", c.loss_scaler.scale_window}, {"hysteresis", c.loss_scaler.hysteresis},
           {"min_loss_scale", c.loss_scaler.min_scale},

@@ -11,6 +11,34 @@ Tensor value_as_f32(Backend& be, const Tensor& value) {
   return out;
 }
 
+namespace {
+
+// `t` rounded to the 16-bit `dt` (a Workspace cast on be's device), or `t` itself when already dt.
+Tensor as_gemm16_operand(Backend& be, const Tensor& t, DType dt, const char* what) {
+  PP3D_CHECK(t.defined(), "gemm16: {} is undefined", what);
+  if (t.dtype() == dt) return t;
+  PP3D_CHECK(t.dtype() == DType::F32, "gemm16: {} is {}: it must be f32 (rounded here) or the input dtype {}", what,
+             dtype_name(t.dtype()), dtype_name(dt));
+  Tensor out = Tensor::empty(t.shape(), dt, be.device(), MemCategory::Workspace);
+  be.cast(t, out);
+  return out;
+}
+
+}  // namespace
+
+void Backend::gemm16(DType input_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const Tensor& a, const Tensor& b, float beta, Tensor& c, int64_t batch, int64_t stride_a,
+                     int64_t stride_b, int64_t stride_c) {
+  PP3D_CHECK(input_dtype == DType::BF16 || input_dtype == DType::F16,
+             "gemm16: input dtype must be bf16 or f16, got {}", dtype_name(input_dtype));
+  PP3D_CHECK(c.defined() && (c.dtype() == DType::F32 || c.dtype() == input_dtype),
+             "gemm16: c must be f32 or the input dtype {}, got {}", dtype_name(input_dtype),
+             c.defined() ? c.str() : std::string("undefined"));
+  const Tensor a16 = as_gemm16_operand(*this, a, input_dtype, "a");
+  const Tensor b16 = as_gemm16_operand(*this, b, input_dtype, "b");
+  gemm(trans_a, trans_b, m, n, k, alpha, a16, b16, beta, c, batch, stride_a, stride_b, stride_c);
+}
+
 // Llama-family ops a backend has not implemented (yet) fail with a clear error.
 #define PP3D_UNIMPLEMENTED(op) PP3D_FAIL("the {} backend does not implement {} yet", name(), op)
 void Backend::rmsnorm_forward(const Tensor&, const Tensor&, Tensor&, Tensor&, float) {

@@ -25,6 +25,10 @@ Gpt::Gpt(const GptConfig& config, Backend& backend, const GptLayout& layout, con
              "GptOptions::activation_dtype must be f32 or the parameter dtype {}, got {} (16-bit activations "
              "need 16-bit parameters)",
              dtype_name(opts_.param_dtype), dtype_name(opts_.activation_dtype));
+  PP3D_CHECK(opts_.compute_dtype == DType::F32 || opts_.compute_dtype == opts_.param_dtype,
+             "GptOptions::compute_dtype must be f32 or the parameter dtype {}, got {} (16-bit GEMMs need "
+             "16-bit parameters)",
+             dtype_name(opts_.param_dtype), dtype_name(opts_.compute_dtype));
   layout_.last_layer = layout_.end_layer(cfg_);
   layout_.validate(cfg_);
   build_parameters();
@@ -94,6 +98,7 @@ void Gpt::build_parameters() {
     b->tp = layout_.tp_group.get();
     b->sequence_parallel = layout_.sequence_parallel;
     b->act_dtype = opts_.activation_dtype;
+    b->gemm_dtype = opts_.compute_dtype;
     blocks_.push_back(std::move(b));
   }
   if (layout_.has_head) {

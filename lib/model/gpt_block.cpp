@@ -68,10 +68,10 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   const int64_t Tl = sp_rows(T, tp, sequence_parallel), Nl = B * Tl;
   const int64_t C = ln1_w->value.numel(), H = local_heads, D = head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel});
-  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel});
-  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel});
-  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
+  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel, gemm_dtype});
+  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel, gemm_dtype});
+  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel, gemm_dtype});
+  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel, gemm_dtype});
 
   const Tensor x = detail::activation_f32(be, a.x);  // compute in f32 (a.x may be 16-bit storage)
   a.ln1 = new_activation(be, {Nl, C});
@@ -107,10 +107,10 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   const int64_t Tl = sp_rows(T, tp, sequence_parallel), Nl = B * Tl, N = B * T;
   const int64_t C = ln1_w->value.numel(), H = local_heads, D = head_dim;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel});
-  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel});
-  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel});
-  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel});
+  const ColumnParallelLinear c_attn(*qkv_w, qkv_b, {false, sequence_parallel, gemm_dtype});
+  const RowParallelLinear attn_proj(*attn_proj_w, attn_proj_b, {true, sequence_parallel, gemm_dtype});
+  const ColumnParallelLinear c_fc(*fc_w, fc_b, {false, sequence_parallel, gemm_dtype});
+  const RowParallelLinear mlp_proj(*mlp_proj_w, mlp_proj_b, {true, sequence_parallel, gemm_dtype});
   // LayerNorm grads from the local tokens are partial under sequence parallelism.
   detail::PartialGrads ln(be, tp, sequence_parallel, {ln1_w, ln1_b, ln2_w, ln2_b});
   // 16-bit activation storage: each saved tensor is read through an f32 copy

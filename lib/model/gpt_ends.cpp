@@ -67,7 +67,7 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   be.layernorm_forward(detail::activation_f32(be, x), value_as_f32(be, lnf_w_->value),
                        value_as_f32(be, lnf_b_->value), lnf, mean, rstd, cfg_.ln_eps);
   // logits [N, Vp/tp] = ln_f(x) . head_local^T: a column-parallel Linear without bias.
-  const ColumnParallelLinear head(*head_, nullptr, {false, sp});
+  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype});
   Tensor logits = head.forward(be, tp_group(), lnf.reshape({B, Tl, C})).reshape({N, shard.local});
   Tensor tgt = detail::on_device(be, targets).reshape({N});
   VocabParallelXent st = vocab_parallel_xent_forward(be, tp_group(), logits, tgt, shard);
@@ -96,7 +96,7 @@ Tensor Gpt::head_backward(detail::GptCacheState& s) {
   vocab_parallel_xent_backward(be, s.logits, s.targets, shard, st, s.loss_weight, dlogits);  // no communication
   s.logits = Tensor();
   // Head GEMM backward; d(ln_f out) summed over TP (all-reduce / reduce-scatter).
-  const ColumnParallelLinear head(*head_, nullptr, {false, sp});
+  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype});
   Tensor dlnf = head.backward(be, tp_group(), dlogits, detail::activation_f32(be, s.lnf).reshape({B, Tl, C}), true,
                               s.split_backward ? &s.weight_grads : nullptr)
                     .reshape({Nl, C});

@@ -99,6 +99,7 @@ struct Gpt::Block {
   Communicator* tp = nullptr;  // tensor-parallel group (not owned)
   bool sequence_parallel = false;
   DType act_dtype = DType::F32;  // GptOptions::activation_dtype: storage of the saved activations and output
+  DType gemm_dtype = DType::F32;  // GptOptions::compute_dtype: operand dtype of the four Linear GEMMs
 
   // Fills a (a.x must be set, [N_local, C], f32 or act_dtype) and returns the
   // block output [N_local, C] in act_dtype; T is the full sequence length. The

@@ -46,10 +46,26 @@ Tensor gather_features(Backend& be, Communicator* tp, const Tensor& y_local) {
   return detail::swap_leading_dims(be, buf, n, rows, f, with_last_dim(y_local.shape(), f * n));
 }
 
+// A layer's GEMM with operands as stored (gemm_dtype F32) or rounded to 16 bits (Backend::gemm16).
+void linear_gemm(Backend& be, DType gemm_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                 const Tensor& a, const Tensor& b, float beta, Tensor& c) {
+  if (gemm_dtype == DType::F32) be.gemm(trans_a, trans_b, m, n, k, 1.0f, a, b, beta, c);
+  else be.gemm16(gemm_dtype, trans_a, trans_b, m, n, k, 1.0f, a, b, beta, c);
+}
+
+void check_gemm_dtype(DType gemm_dtype, const Parameter* w, const char* what) {
+  const DType wt = w->value.dtype();
+  PP3D_CHECK(gemm_dtype == DType::F32 || ((gemm_dtype == DType::BF16 || gemm_dtype == DType::F16) &&
+                                          (wt == DType::F32 || wt == gemm_dtype)),
+             "{} '{}': gemm_dtype must be f32, or bf16 / f16 with a weight of f32 or that dtype, got {} with a {} "
+             "weight",
+             what, w->name, dtype_name(gemm_dtype), dtype_name(wt));
+}
+
 // grad(w) += dy^T . x, grad(b) += colsum(dy) now, or later when `defer` is given.
-void weight_grad(Backend& be, Parameter* w, Parameter* b, const Tensor& dy, const Tensor& x,
+void weight_grad(Backend& be, Parameter* w, Parameter* b, const Tensor& dy, const Tensor& x, DType gemm_dtype,
                  std::vector<LinearWeightGrad>* defer) {
-  LinearWeightGrad job{w, b, dy, x};
+  LinearWeightGrad job{w, b, dy, x, gemm_dtype};
   if (defer != nullptr) {
     defer->push_back(std::move(job));
     return;
@@ -62,7 +78,7 @@ void weight_grad(Backend& be, Parameter* w, Parameter* b, const Tensor& dy, cons
 void LinearWeightGrad::run(Backend& be) {
   PP3D_CHECK(weight != nullptr && dy.defined() && x.defined(), "LinearWeightGrad::run: empty or already run");
   const int64_t out = weight->value.size(0), in = weight->value.size(1), rows = x.numel() / in;
-  be.gemm(true, false, out, in, rows, 1.0f, dy, x, 1.0f, weight->grad);
+  linear_gemm(be, gemm_dtype, true, false, out, in, rows, dy, x, 1.0f, weight->grad);
   if (bias != nullptr) be.bias_grad(dy, bias->grad);
   dy = x = Tensor();
 }
@@ -72,6 +88,7 @@ void LinearWeightGrad::run(Backend& be) {
 ColumnParallelLinear::ColumnParallelLinear(Parameter& weight, Parameter* bias, Options options)
     : w_(&weight), b_(bias), opts_(options) {
   check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "ColumnParallelLinear");
+  check_gemm_dtype(opts_.gemm_dtype, w_, "ColumnParallelLinear");
 }
 
 Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x) const {
@@ -80,7 +97,7 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
   const Tensor X = opts_.sequence_parallel ? sequence_all_gather(be, tp, x) : x;
   const int64_t rows = X.numel() / in;
   Tensor y = activation(be, with_last_dim(X.shape(), out_l));
-  be.gemm(false, true, rows, out_l, in, 1.0f, X, w_->value, 0.0f, y);
+  linear_gemm(be, opts_.gemm_dtype, false, true, rows, out_l, in, X, w_->value, 0.0f, y);
   if (b_ != nullptr) {
     Tensor y2 = y.reshape({rows, out_l});
     be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
@@ -102,10 +119,10 @@ Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tenso
              dy.defined() ? dy.str() : std::string("undefined"));
   const Tensor dyl = (opts_.gather_output && n > 1) ? take_middle_block(be, dy, rows, n, out_l, tp->rank())
                                                     : dy.reshape({rows, out_l});
-  weight_grad(be, w_, b_, dyl, X, defer_weight);
+  weight_grad(be, w_, b_, dyl, X, opts_.gemm_dtype, defer_weight);
   if (!input_grad) return Tensor();
   Tensor dx = activation(be, X.shape());
-  be.gemm(false, false, rows, in, out_l, 1.0f, dyl, w_->value, 0.0f, dx);
+  linear_gemm(be, opts_.gemm_dtype, false, false, rows, in, out_l, dyl, w_->value, 0.0f, dx);
   if (n == 1) return opts_.sequence_parallel ? sequence_reduce_scatter(be, tp, dx) : dx;
   // "f" backward: every rank holds a partial dx (its output columns only).
   if (opts_.sequence_parallel) return sequence_reduce_scatter(be, tp, dx);
@@ -118,6 +135,7 @@ Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tenso
 RowParallelLinear::RowParallelLinear(Parameter& weight, Parameter* bias, Options options)
     : w_(&weight), b_(bias), opts_(options) {
   check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "RowParallelLinear");
+  check_gemm_dtype(opts_.gemm_dtype, w_, "RowParallelLinear");
   PP3D_CHECK(!opts_.sequence_parallel || opts_.input_is_parallel,
              "RowParallelLinear '{}': sequence_parallel needs input_is_parallel", weight.name);
 }
@@ -129,7 +147,7 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
   check_input(xl, in_l, "RowParallelLinear::forward");
   const int64_t rows = xl.numel() / in_l;
   Tensor y = activation(be, with_last_dim(xl.shape(), out));
-  be.gemm(false, true, rows, out, in_l, 1.0f, xl, w_->value, 0.0f, y);
+  linear_gemm(be, opts_.gemm_dtype, false, true, rows, out, in_l, xl, w_->value, 0.0f, y);
   // "g" forward: sum the partial products (reduce-scatter to the local tokens with SP).
   if (opts_.sequence_parallel) {
     y = sequence_reduce_scatter(be, tp, y);
@@ -155,10 +173,10 @@ Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& 
              opts_.sequence_parallel ? " after the sequence all-gather" : "",
              dy.defined() ? dy.str() : std::string("undefined"));
   const Tensor dy2 = dY.reshape({rows, out});
-  weight_grad(be, w_, b_, dy2, xl, defer_weight);
+  weight_grad(be, w_, b_, dy2, xl, opts_.gemm_dtype, defer_weight);
   if (!input_grad) return Tensor();
   Tensor dxl = activation(be, xl.shape());
-  be.gemm(false, false, rows, in_l, out, 1.0f, dy2, w_->value, 0.0f, dxl);
+  linear_gemm(be, opts_.gemm_dtype, false, false, rows, in_l, out, dy2, w_->value, 0.0f, dxl);
   return opts_.input_is_parallel ? dxl : gather_features(be, tp, dxl);
 }
 

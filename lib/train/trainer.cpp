@@ -81,6 +81,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   opts.param_dtype = mp_.param_dtype();
   opts.grad_dtype = cfg_.grad_dtype == "param" ? mp_.param_dtype() : DType::F32;
   opts.activation_dtype = cfg_.activation_dtype == "param" ? mp_.param_dtype() : DType::F32;
+  opts.compute_dtype = cfg_.compute_dtype == "param" ? mp_.param_dtype() : DType::F32;
   PipelineConfig pc;
   pc.schedule = parse_schedule(cfg_.schedule);
   pc.virtual_stages = cfg_.virtual_stages;

@@ -60,8 +60,10 @@ void Trainer::log_header() {
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
   const char* half = cfg_.bf16 ? "bf16" : "fp16";
-  const std::string grads = fmt::format("{} gradients, {} activations", cfg_.grad_dtype == "param" ? half : "f32",
-                                        cfg_.activation_dtype == "param" ? half : "f32");
+  const std::string grads = fmt::format("{} gradients, {} activations, {} GEMM operands",
+                                        cfg_.grad_dtype == "param" ? half : "f32",
+                                        cfg_.activation_dtype == "param" ? half : "f32",
+                                        cfg_.compute_dtype == "param" ? half : "f32");
   if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);
   if (cfg_.fp16)
     log->info("mixed precision: fp16 parameters, {}, f32 master weights / Adam state; dynamic loss scale "
@@ -92,8 +94,11 @@ StepMetrics Trainer::run() {
   const detail::StopSignalGuard signals;
   stop_signal_ = 0;
   detail::ProgressBar bar(rank0 && cfg_.progress && !cfg_.quiet);
-  const std::optional<double> peak_tflops = detail::peak_tflops_for(backend_->device(), cfg_.bf16 || cfg_.fp16,
-                                                                    cfg_.peak_tflops);
+  // MFU against the peak of the precision the GEMMs actually run in: 16-bit tensor cores only with
+  // --compute-dtype param; --bf16 / --fp16 alone multiply f32 activations by widened weights (fp32 peak).
+  const bool gemm16 = cfg_.compute_dtype == "param" && (cfg_.bf16 || cfg_.fp16);
+  const std::string gemm_dtype = gemm16 ? (cfg_.bf16 ? "bf16" : "fp16") : "f32";
+  const std::optional<double> peak_tflops = detail::peak_tflops_for(backend_->device(), gemm16, cfg_.peak_tflops);
   const auto t_run = std::chrono::steady_clock::now();
   while (step_ < cfg_.max_steps) {
     StepMetrics m = train_step();
@@ -131,6 +136,7 @@ StepMetrics Trainer::run() {
       j["tp"] = layout_.tp;
       j["pp"] = layout_.pp;
       j["model_flops"] = m.model_flops;
+      j["gemm_dtype"] = gemm_dtype;  // operand precision of the Linear GEMMs (the peak mfu is measured against)
       j["tflops"] = tflops;  // achieved per rank
       if (peak_tflops) j["mfu"] = tflops / *peak_tflops;
       j["compute_ms"] = m.compute_ms;

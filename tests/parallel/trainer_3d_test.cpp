@@ -99,6 +99,7 @@ void apply_args(TrainConfig& c, std::vector<int>& stages, int argc, char** argv)
     else if (a == "--norm-tol") g_norm_tol = std::stod(next());
     else if (a == "--grad-dtype") c.grad_dtype = next();  // the serial reference uses it too
     else if (a == "--activation-dtype") c.activation_dtype = next();  // likewise
+    else if (a == "--compute-dtype") c.compute_dtype = next();        // likewise
     else if (a == "--batch-size") c.micro_batch_size = std::stoll(next());
     else if (a == "--sequence-parallel") c.sequence_parallel = true;
     else if (a == "--bucket-size-mb") c.bucket_size_mb = std::stod(next());
@@ -148,7 +149,8 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
                                        par.schedule, par.virtual_stages, par.sequence_parallel ? " sp" : "") +
                            (par.bf16 ? " bf16" : par.fp16 ? " fp16" : "") +
                            (par.grad_dtype == "param" ? " 16-bit grads" : "") +
-                           (par.activation_dtype == "param" ? " 16-bit activations" : "");
+                           (par.activation_dtype == "param" ? " 16-bit activations" : "") +
+                           (par.compute_dtype == "param" ? " 16-bit GEMMs" : "");
   // Model-state memory of this rank at start vs the ZeRO formulas (+ padding), on every rank.
   ModelStateBytes used = allocator_model_state_bytes();
   used.params -= base.params, used.grads -= base.grads, used.optimizer -= base.optimizer;

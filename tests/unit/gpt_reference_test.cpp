@@ -27,29 +27,12 @@ using pp3d::test::report_margin;
 TEST_CASE("gpt reference: loss, logits, gradients and 5 AdamW steps match PyTorch", "[model][reference]") {
   const auto fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/gpt_reference.bin");
   const auto& c = fx.at("config").i;
-  const int64_t L = c[0], C = c[1], H = c[2], V = c[3], Vp = c[4], T = c[5], B = c[6], max_seq = c[7];
-  GptConfig cfg;
-  cfg.vocab_size = V;
-  cfg.padded_vocab_size = Vp;
-  cfg.max_seq_len = max_seq;
-  cfg.num_layers = L;
-  cfg.num_heads = H;
-  cfg.hidden_size = C;
-  cfg.init_std = fx.at("init_std").f[0];
-  cfg.wpe_init_std = fx.at("init_std").f[1];
+  const int64_t V = c[3], Vp = c[4], T = c[5], B = c[6];
   GptOptions opts;
   opts.seed = static_cast<uint64_t>(c[8]);
   auto be = make_cpu_backend();
-  Gpt model(cfg, *be, {}, opts);
-
-  const auto& tok = fx.at("tokens").i;
-  std::vector<int32_t> ids, tgt;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      ids.push_back(tok[static_cast<std::size_t>(b * (T + 1) + t)]);
-      tgt.push_back(tok[static_cast<std::size_t>(b * (T + 1) + t + 1)]);
-    }
-  const Tensor tids = Tensor::from_vector_i32({B, T}, ids), ttgt = Tensor::from_vector_i32({B, T}, tgt);
+  Gpt model(pp3d::test::fixture_gpt_config(fx), *be, {}, opts);
+  const auto [tids, ttgt] = pp3d::test::fixture_batch(fx);
 
   // forward + backward at the initial weights
   ActivationCache cache;

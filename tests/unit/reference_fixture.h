@@ -10,10 +10,13 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "pp3d/core/tensor.h"
+#include "pp3d/model/gpt_config.h"
 #include "pp3d/optim/optimizer.h"
 
 namespace pp3d::test {
@@ -75,6 +78,35 @@ inline double ref_rel_l2(const std::vector<float>& got, const std::vector<float>
 inline void report_margin(const std::string& what, double rel) {
   static const bool verbose = std::getenv("PP3D_REF_VERBOSE") != nullptr;
   if (verbose) std::printf("%-40s rel diff %.3e\n", what.c_str(), rel);
+}
+
+// The GPT config of a make_reference.py-family fixture ("config", "init_std" records).
+inline GptConfig fixture_gpt_config(const std::map<std::string, Record>& fx) {
+  const auto& c = fx.at("config").i;
+  GptConfig cfg;
+  cfg.num_layers = c[0];
+  cfg.hidden_size = c[1];
+  cfg.num_heads = c[2];
+  cfg.vocab_size = c[3];
+  cfg.padded_vocab_size = c[4];
+  cfg.max_seq_len = c[7];
+  cfg.init_std = fx.at("init_std").f[0];
+  cfg.wpe_init_std = fx.at("init_std").f[1];
+  return cfg;
+}
+
+// The fixture's "tokens" [B, T+1] as ids = [:, :T] and targets = [:, 1:] ([B, T] i32 tensors).
+inline std::pair<Tensor, Tensor> fixture_batch(const std::map<std::string, Record>& fx) {
+  const auto& c = fx.at("config").i;
+  const int64_t T = c[5], B = c[6];
+  const auto& tok = fx.at("tokens").i;
+  std::vector<int32_t> ids, tgt;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      ids.push_back(tok[static_cast<std::size_t>(b * (T + 1) + t)]);
+      tgt.push_back(tok[static_cast<std::size_t>(b * (T + 1) + t + 1)]);
+    }
+  return {Tensor::from_vector_i32({B, T}, ids), Tensor::from_vector_i32({B, T}, tgt)};
 }
 
 // The fixture's "adamw" record (lr, beta1, beta2, eps, weight_decay, max_norm, steps) as a config.

@@ -285,6 +285,25 @@ TEST_CASE("TrainConfig: --activation-dtype param needs --bf16 / --fp16", "[train
   CHECK_NOTHROW(c.validate());
 }
 
+TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16; a bf16 run logs 16-bit GEMMs in metrics",
+          "[trainer][mixed][gemm16]") {
+  TrainConfig c = tiny();
+  c.compute_dtype = "param";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--compute-dtype param runs the GEMMs"));
+  c.compute_dtype = "bf16";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--compute-dtype must be f32 or param"));
+  c.compute_dtype = "param";
+  c.bf16 = true;
+  c.max_steps = 2;
+  c.warmup_steps = 0;
+  c.output_dir = tmp("compute16");
+  CHECK_NOTHROW(Trainer(c).run());
+  std::ifstream in(c.output_dir + "/metrics.jsonl");
+  std::string line;
+  REQUIRE(std::getline(in, line));
+  CHECK(nlohmann::json::parse(line)["gemm_dtype"] == "bf16");
+}
+
 TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {
   TrainConfig c = tiny();
   c.fp16 = true;

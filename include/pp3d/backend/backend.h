@@ -53,6 +53,20 @@ class Backend {
                     const Tensor& b, float beta, Tensor& c, int64_t batch = 1, int64_t stride_a = 0,
                     int64_t stride_b = 0, int64_t stride_c = 0) = 0;
 
+  // ---- 16-bit GEMM (mixed-precision compute, tensor cores) ----------------------
+  // gemm with both operands in `input_dtype` (bf16 or f16): an operand stored in
+  // f32 is first rounded to input_dtype (nearest even; one cast on this backend's
+  // device into a MemCategory::Workspace tensor), an operand already in
+  // input_dtype is read as is (another 16-bit dtype is an error). Products
+  // accumulate in f32; c is f32, or input_dtype (the f32 result
+  // alpha*op(A)op(B) + beta*C rounded once). Arguments otherwise as in gemm.
+  // The default runs gemm on the rounded operands: on CPU exactly the f32 GEMM
+  // of the 16-bit values (the emulation of the GPU path), on CUDA cuBLASLt with
+  // 16-bit A and B and CUBLAS_COMPUTE_32F (tensor cores).
+  virtual void gemm16(DType input_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                      const Tensor& a, const Tensor& b, float beta, Tensor& c, int64_t batch = 1,
+                      int64_t stride_a = 0, int64_t stride_b = 0, int64_t stride_c = 0);
+
   // ---- elementwise (f32) ------------------------------------------------------
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out = a + b (out may alias)
   virtual void scale(Tensor& x, float alpha) = 0;                      // x *= alpha

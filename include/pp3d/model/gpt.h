@@ -80,6 +80,13 @@ struct GptOptions {
   // head returns its hidden state in this dtype (pipeline p2p in 16-bit) and
   // accepts it (or f32) as input (docs/MIXED_PRECISION.md).
   DType activation_dtype = DType::F32;
+  // Operand dtype of every Linear GEMM (the four per block and the LM head):
+  // F32 (default: operands as stored, 16-bit weights read through f32), or,
+  // with a 16-bit param_dtype, that dtype (--compute-dtype param): activations
+  // and activation gradients are rounded to 16 bits at each GEMM input,
+  // products accumulate in f32, outputs (and logits) stay f32
+  // (Backend::gemm16; tensor cores on CUDA; docs/MIXED_PRECISION.md).
+  DType compute_dtype = DType::F32;
 };
 
 class Gpt : public Module {

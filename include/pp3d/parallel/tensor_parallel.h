@@ -76,6 +76,7 @@ struct LinearWeightGrad {
   Parameter* weight = nullptr;
   Parameter* bias = nullptr;
   Tensor dy, x;
+  DType gemm_dtype = DType::F32;  // the layer's Options::gemm_dtype
   // Accumulates the gradients and releases dy and x.
   void run(Backend& be);
 };
@@ -85,6 +86,10 @@ class ColumnParallelLinear {
   struct Options {
     bool gather_output = false;      // all-gather y to [..., out] (backward takes the local columns of dy)
     bool sequence_parallel = false;  // input is the local sequence slice [B, T/tp, in]
+    // Operand dtype of the three GEMMs (y = x W^T, dx = dy W, dW += dy^T x): F32 (the
+    // operands as stored, a 16-bit weight read through f32), or BF16 / F16 (Backend::gemm16:
+    // x and dy rounded to 16 bits, f32 accumulation; tensor cores on CUDA). y and dx stay f32.
+    DType gemm_dtype = DType::F32;
   };
 
   // weight: local [out/tp, in]; bias: local [out/tp] or nullptr. Not owned.
@@ -117,6 +122,7 @@ class RowParallelLinear {
   struct Options {
     bool input_is_parallel = true;   // x holds this rank's in/tp features; false: the full x is split here
     bool sequence_parallel = false;  // output is the local sequence slice [B, T/tp, out] (needs input_is_parallel)
+    DType gemm_dtype = DType::F32;   // as ColumnParallelLinear::Options::gemm_dtype
   };
 
   // weight: local [out, in/tp]; bias: full [out] (replicated) or nullptr. Not owned.

@@ -83,6 +83,7 @@ struct TrainConfig {
   bool fp16 = false;               // --fp16: f16 parameters + dynamic loss scaling (exclusive with bf16)
   std::string grad_dtype = "f32";  // --grad-dtype f32 | param (16-bit gradients in the param dtype; needs --bf16/--fp16)
   std::string activation_dtype = "f32";  // --activation-dtype f32 | param (saved activations + hidden state in 16-bit)
+  std::string compute_dtype = "f32";     // --compute-dtype f32 | param (Linear GEMM operands in 16-bit, f32 accumulation)
   LossScalerConfig loss_scaler;    // --fp16 only: --initial-loss-scale, --loss-scale-window, --hysteresis, --min-loss-scale
   // ---- parallelism (dp = world size / (tp * pp))
   int tp = 1;                      // tensor-parallel size (divides num_heads)

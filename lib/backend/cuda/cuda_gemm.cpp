@@ -13,6 +13,8 @@
 // (broadcast) is run as a loop of single products. Pointer alignment is passed to the
 // heuristic (views may be unaligned), and the chosen algorithm is cached per
 // configuration so the choice, hence the result, is stable from call to call.
+// Tensor cores: Backend::gemm16 (backend.cpp) rounds an f32 operand to bf16/f16 with one
+// cast kernel and lands here with two 16-bit operands, i.e. on the native path above.
 #include <fmt/format.h>
 
 #include "backend/cuda/cuda_backend.h"
