@@ -1,14 +1,12 @@
-// safetensors reader and writer (see pp3d/core/safetensors.h).
+// safetensors writer (see pp3d/core/safetensors.h; the readers are in safetensors_load.cpp).
 #include "pp3d/core/safetensors.h"
 
 #include <cstdint>
-#include <cstring>
 #include <fstream>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
-#include "pp3d/core/dtype.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
@@ -40,67 +38,6 @@ void write_safetensors(const std::string& path, const std::vector<SafeTensor>& t
   for (const auto& t : tensors)
     out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(4 * t.data.size()));
   PP3D_CHECK(out.good(), "write error on '{}'", path);
-}
-
-std::map<std::string, SafeTensor> read_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  PP3D_CHECK(in.good(), "cannot open safetensors file '{}'", path);
-  in.seekg(0, std::ios::end);
-  const uint64_t size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
-  unsigned char len[8] = {};
-  in.read(reinterpret_cast<char*>(len), 8);
-  uint64_t n = 0;
-  for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
-  PP3D_CHECK(in.good() && size >= 8 && n <= size - 8, "'{}' is not a safetensors file (header length {} in {} bytes)",
-             path, n, size);
-  std::string hs(n, '\0');
-  in.read(hs.data(), static_cast<std::streamsize>(n));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(hs);
-  } catch (const nlohmann::json::exception& e) {
-    PP3D_FAIL("'{}': bad safetensors header: {}", path, e.what());
-  }
-  const uint64_t base = 8 + n;
-  std::map<std::string, SafeTensor> out;
-  for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
-    SafeTensor t;
-    t.name = name;
-    std::string dtype;
-    uint64_t b0 = 0, b1 = 0;
-    try {
-      dtype = info.at("dtype").get<std::string>();
-      t.shape = info.at("shape").get<Shape>();
-      b0 = info.at("data_offsets").at(0).get<uint64_t>();
-      b1 = info.at("data_offsets").at(1).get<uint64_t>();
-    } catch (const nlohmann::json::exception& e) {
-      PP3D_FAIL("'{}': tensor '{}': bad header entry: {}", path, name, e.what());
-    }
-    const int64_t count = shape_numel(t.shape);
-    const uint64_t esize = dtype == "F32" ? 4 : (dtype == "BF16" || dtype == "F16") ? 2 : 0;
-    PP3D_CHECK(esize != 0, "'{}': tensor '{}' has dtype {} (supported: F32, BF16, F16)", path, name, dtype);
-    PP3D_CHECK(b1 >= b0 && b1 - b0 == esize * static_cast<uint64_t>(count) && base + b1 <= size,
-               "'{}': tensor '{}' data offsets [{}, {}) do not hold {} {} values inside the file", path, name, b0, b1,
-               count, dtype);
-    std::vector<unsigned char> raw(b1 - b0);
-    in.seekg(static_cast<std::streamoff>(base + b0));
-    in.read(reinterpret_cast<char*>(raw.data()), static_cast<std::streamsize>(raw.size()));
-    PP3D_CHECK(in.good(), "'{}': read error in tensor '{}'", path, name);
-    t.data.resize(static_cast<std::size_t>(count));
-    for (int64_t i = 0; i < count; ++i) {
-      const unsigned char* p = raw.data() + i * esize;
-      if (esize == 4) {
-        std::memcpy(&t.data[static_cast<std::size_t>(i)], p, 4);
-      } else {
-        const uint16_t h = static_cast<uint16_t>(p[0] | (p[1] << 8));
-        t.data[static_cast<std::size_t>(i)] = dtype == "BF16" ? bf16_to_f32(h) : f16_to_f32(h);
-      }
-    }
-    out.emplace(name, std::move(t));
-  }
-  return out;
 }
 
 }  // namespace pp3d

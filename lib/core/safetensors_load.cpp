@@ -1,16 +1,16 @@
-// Parameters loaded by name from safetensors checkpoints, each rank reading
-// only the bytes of its own slice (see pp3d/core/safetensors.h).
+// Reading safetensors files (see pp3d/core/safetensors.h): whole files, and
+// parameters loaded by name with each rank reading only the bytes of its slice.
+// One header parser (SafetensorsFile) serves both.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <limits>
 #include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
+#include "pp3d/core/dtype.h"
 #include "pp3d/core/error.h"
 #include "pp3d/core/safetensors.h"
 #include "pp3d/core/user_error.h"
@@ -20,22 +20,6 @@ namespace pp3d {
 namespace fs = std::filesystem;
 
 namespace {
-
-float bf16_to_f32(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = (h >> 15) & 1u, exp = (h >> 10) & 0x1Fu, man = h & 0x3FFu;
-  float v;
-  if (exp == 0) v = std::ldexp(static_cast<float>(man), -24);                           // subnormal / zero
-  else if (exp == 31) v = man ? std::numeric_limits<float>::quiet_NaN() : INFINITY;    // inf / nan
-  else v = std::ldexp(static_cast<float>(man | 0x400u), static_cast<int>(exp) - 25);
-  return sign ? -v : v;
-}
 
 // One safetensors file: its parsed header and an open stream.
 class SafetensorsFile {
@@ -80,8 +64,8 @@ class SafetensorsFile {
           PP3D_REQUIRE(off[1] - off[0] == static_cast<uint64_t>(shape_numel(e.shape) * e.elem), "'{}': tensor '{}' "
                        "holds {} bytes, not {} ({} x {})", path_, name, off[1] - off[0], shape_numel(e.shape) * e.elem,
                        shape_str(e.shape), e.dtype);
-          PP3D_REQUIRE(data0 + off[1] <= size, "'{}': tensor '{}' ends at byte {}, past the end of the file ({} "
-                       "bytes): the file is truncated", path_, name, data0 + off[1], size);
+          PP3D_REQUIRE(data0 + off[1] <= size, "'{}': tensor '{}' data offsets end at byte {}, past the end of the "
+                       "file ({} bytes): the file is truncated", path_, name, data0 + off[1], size);
         }
         e.begin = data0 + off[0];
         entries_[name] = e;
@@ -92,6 +76,7 @@ class SafetensorsFile {
   }
 
   const std::string& path() const { return path_; }
+  const std::map<std::string, Entry>& entries() const { return entries_; }
   const Entry* find(const std::string& name) const {
     const auto it = entries_.find(name);
     return it == entries_.end() ? nullptr : &it->second;
@@ -205,6 +190,19 @@ void load_safetensors_parameters(const std::string& path, const std::vector<Para
     host.fill_from(values);
     p->value.copy_from(host);
   }
+}
+
+std::map<std::string, SafeTensor> read_safetensors(const std::string& path) {
+  SafetensorsFile file(path);
+  std::map<std::string, SafeTensor> out;
+  for (const auto& [name, e] : file.entries()) {
+    PP3D_REQUIRE(e.elem > 0, "'{}': tensor '{}' has dtype {} (supported: F32, BF16, F16)", path, name, e.dtype);
+    SafeTensor t{name, e.shape, {}};
+    t.data.reserve(static_cast<std::size_t>(shape_numel(e.shape)));
+    file.read(e, 0, shape_numel(e.shape), t.data);
+    out.emplace(name, std::move(t));
+  }
+  return out;
 }
 
 }  // namespace pp3d
