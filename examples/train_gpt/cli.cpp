@@ -92,12 +92,13 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--prefetch-layers", c.prefetch_layers, "ZeRO-3: layers gathered ahead of use");
   // ---- data, files, reporting
   app.add_option("--data", c.data, "text file/folder, .bin token shard(s) or a folder of them (memory-mapped; "
-                 "tools/prepare_data writes them), or a weighted blend 'W1 PATH1 W2 PATH2 ...'; default: embedded "
-                 "synthetic corpus");
+                 "tools/prepare_data writes them), or a weighted blend 'W1 PATH1 W2 PATH2 ...' or a YAML blend file "
+                 "(blend.yaml: a list of {weight, path}); default: embedded synthetic corpus");
   opt("--sampler", c.sampler, "epoch: shuffled epochs of non-overlapping windows (without replacement); random: "
       "independent random windows; auto: random for the embedded corpus, epoch otherwise")
       ->check(CLI::IsMember({"auto", "epoch", "random"}));
-  app.add_option("--init-from", c.init_from, "llm.c GPT-2 checkpoint (fp32) to start from");
+  app.add_option("--init-from", c.init_from, "llm.c GPT-2 checkpoint (fp32) to start from; with --arch llama a "
+                 "Hugging Face Llama directory (config.json + model.safetensors or its sharded index)");
   opt("--output-dir", c.output_dir, "where train.log and metrics.jsonl go");
   opt("--log-interval", c.log_interval, "steps between log lines");
   opt("--eval-interval", c.eval_interval, "steps between validations (0: only at the end)");
