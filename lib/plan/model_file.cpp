@@ -5,7 +5,7 @@
 #include <set>
 
 #include "pp3d/core/error.h"
-#include "pp3d/model/llama.h"
+#include "pp3d/model/arch_config.h"
 
 namespace pp3d {
 
@@ -83,23 +83,6 @@ GptConfig load_gpt_config_yaml(const std::string& path) {
   return cfg;
 }
 
-GptConfig llama_plan_config(const LlamaConfig& llama) {
-  const LlamaConfig l = llama.resolved();
-  GptConfig c;
-  c.arch = ModelArch::Llama;
-  c.vocab_size = l.vocab_size;
-  c.padded_vocab_size = l.padded_vocab_size;
-  c.max_seq_len = l.max_seq_len;
-  c.num_layers = l.num_layers;
-  c.num_heads = l.num_heads;
-  c.num_kv_heads = l.num_kv_heads;
-  c.hidden_size = l.hidden_size;
-  c.mlp_hidden_size = l.mlp_hidden_size;
-  c.ln_eps = l.norm_eps > 0 ? l.norm_eps : 1e-5f;
-  c.init_std = l.init_std;
-  c.tied_embeddings = l.tied_embeddings;
-  c.validate();
-  return c;
-}
+GptConfig llama_plan_config(const LlamaConfig& llama) { return to_gpt_config(llama); }
 
 }  // namespace pp3d

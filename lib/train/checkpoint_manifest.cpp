@@ -47,6 +47,11 @@ json info_to_json(const CheckpointInfo& info) {
                 {"mlp_hidden_size", m.mlp_hidden()}, {"ln_eps", m.ln_eps},
                 {"init_std", m.init_std},       {"wpe_init_std", m.wpe_init_std},
                 {"tied_embeddings", m.tied_embeddings}};
+  if (m.is_llama()) {  // absent for GPT-2, so older readers and GPT manifests are unchanged
+    j["model"]["arch"] = "llama";
+    j["model"]["num_kv_heads"] = m.kv_heads();
+    j["model"]["rope_theta"] = m.rope_theta;
+  }
   const CheckpointLayout& l = info.layout;
   j["layout"] = {{"tp", l.tp}, {"pp", l.pp}, {"dp", l.dp}, {"zero_stage", l.zero_stage},
                  {"virtual_stages", l.virtual_stages}, {"split", l.split}};
@@ -82,6 +87,14 @@ CheckpointInfo info_from_json(const json& j, const std::string& where) {
     c.init_std = m.at("init_std").get<float>();
     c.wpe_init_std = m.at("wpe_init_std").get<float>();
     c.tied_embeddings = m.at("tied_embeddings").get<bool>();
+    const std::string arch = m.value("arch", std::string("gpt2"));
+    PP3D_CHECK(arch == "gpt2" || arch == "llama", "checkpoint manifest '{}': unknown model arch '{}' (gpt2 | llama)",
+               where, arch);
+    if (arch == "llama") {
+      c.arch = ModelArch::Llama;
+      c.num_kv_heads = m.at("num_kv_heads").get<int64_t>();
+      c.rope_theta = m.at("rope_theta").get<float>();
+    }
     const json& l = j.at("layout");
     info.layout.tp = l.at("tp").get<int>();
     info.layout.pp = l.at("pp").get<int>();

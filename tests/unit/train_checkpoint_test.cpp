@@ -16,6 +16,7 @@
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/core/rng.h"
 #include "pp3d/model/gpt.h"
+#include "pp3d/model/arch_config.h"
 #include "pp3d/train/checkpoint.h"
 #include "pp3d/optim/optimizer.h"
 
@@ -304,4 +305,43 @@ TEST_CASE("checkpoint: retention keeps the newest N, latest follows, re-save rep
   save_checkpoint(dir.str(), info, checkpoint_tensors(o), comm, so);
   REQUIRE(read_checkpoint_info((dir.path / "checkpoint-4").string()).seed == 42);
   REQUIRE_THAT(error_of([&] { resolve_checkpoint((dir.path / "nothing").string()); }), Catch::Contains("does not exist"));
+}
+
+TEST_CASE("checkpoint: a Llama model description survives the manifest", "[train][checkpoint]") {
+  TempDir dir;
+  LlamaConfig l;
+  l.vocab_size = 97;
+  l.hidden_size = 96;
+  l.num_layers = 3;
+  l.num_heads = 6;
+  l.num_kv_heads = 2;
+  l.mlp_hidden_size = 160;
+  l.max_seq_len = 16;
+  l.rope_theta = 500000.0f;
+  l.norm_eps = 1e-6f;
+  auto be = make_cpu_backend();
+  Llama m(l, *be);
+  LocalCommunicator comm;
+  CheckpointInfo info;
+  info.step = 1;
+  info.model = to_gpt_config(l);
+  const std::string path = save_checkpoint(dir.str(), info, parameter_checkpoint_tensors(m.parameters()), comm);
+  const CheckpointInfo back = read_checkpoint_info(path);
+  REQUIRE(back.model.is_llama());
+  const LlamaConfig r = to_llama_config(back.model);
+  REQUIRE(r.num_kv_heads == 2);
+  REQUIRE(r.rope_theta == 500000.0f);
+  REQUIRE(r.norm_eps == 1e-6f);
+  REQUIRE(r.mlp_hidden_size == 160);
+  REQUIRE(r.padded_vocab_size == 128);
+  REQUIRE(!r.tied_embeddings);
+  // A GPT manifest has no arch key and reads back as GPT-2.
+  CheckpointInfo g;
+  g.step = 2;
+  g.model = tiny();
+  Gpt gm(tiny(), *be);
+  const std::string gpath = save_checkpoint(dir.str(), g, parameter_checkpoint_tensors(gm.parameters()), comm);
+  REQUIRE(!nlohmann::json::parse(std::ifstream(gpath + "/manifest.json")).at("model").contains("arch"));
+  REQUIRE(!read_checkpoint_info(gpath).model.is_llama());
+  REQUIRE_THROWS_WITH(to_llama_config(tiny()), Catch::Contains("not a Llama"));
 }

@@ -35,6 +35,7 @@ struct GptConfig {
   bool tied_embeddings = true;  // LM head = wte; false: a separate "lm_head.weight" [Vp, C]
   ModelArch arch = ModelArch::Gpt2;  // Llama: a planner description only (see ModelArch)
   int64_t num_kv_heads = 0;          // Llama: key/value heads (0: num_heads); Gpt2 must leave it 0
+  float rope_theta = 10000.0f;       // Llama: RoPE base theta (ignored for Gpt2); ln_eps is RMSNorm's eps
 
   // Effective values (defaults resolved).
   int64_t padded_vocab() const;
