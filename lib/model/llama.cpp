@@ -65,6 +65,10 @@ const InitSpec kOnes{InitKind::Ones, 0.0f, 0.0f};
 Llama::Llama(const LlamaConfig& config, Backend& backend, const LlamaLayout& layout, const LlamaOptions& options)
     : cfg_(config.resolved()), be_(backend), layout_(layout), opts_(options) {
   cfg_.validate(layout_.tp_size);
+  // Placeholder until the Llama layers implement 16-bit storage and compute (issue 22).
+  PP3D_CHECK(opts_.param_dtype == DType::F32 && opts_.grad_dtype == DType::F32 &&
+                 opts_.activation_dtype == DType::F32 && opts_.compute_dtype == DType::F32,
+             "Llama: 16-bit parameters, gradients, activations or compute are not supported yet (f32 only)");
   if (layout_.end_layer < 0) layout_.end_layer = cfg_.num_layers;
   PP3D_CHECK(0 <= layout_.first_layer && layout_.first_layer <= layout_.end_layer &&
                  layout_.end_layer <= cfg_.num_layers,

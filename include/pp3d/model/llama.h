@@ -91,6 +91,14 @@ struct LlamaLayout {
 struct LlamaOptions {
   uint64_t seed = 1337;
   bool recompute = false;  // keep only each block's input; rerun its forward in backward
+  // Mixed precision, with GPT's meanings (GptOptions, docs/MIXED_PRECISION.md):
+  // parameter storage F32 | BF16 | F16; gradients F32 or the param dtype;
+  // saved activations / hidden state F32 or the param dtype; Linear GEMM
+  // operands F32 or the param dtype (f32 accumulation).
+  DType param_dtype = DType::F32;
+  DType grad_dtype = DType::F32;
+  DType activation_dtype = DType::F32;
+  DType compute_dtype = DType::F32;
 };
 
 class Llama final : public Module {
