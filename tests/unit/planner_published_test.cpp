@@ -38,7 +38,7 @@ TEST_CASE("planner vs published GPT training runs: per-GPU-family error gates", 
   REQUIRE(hopper.size() >= 12);
   REQUIRE(held_out.size() >= 18);
   // Issue 20's gates. A100: 7.8% mean / 32.9% worst (MT-NLG 3360) before the
-  // Hopper work; 6.2% / 28.5% now. H100: 10% / 20%; 8.6% / 18.1% now.
+  // Hopper work; 6.2% / 28.5% now. H100: 10% / 20%; 8.2% / 18.1% now.
   CHECK(mean_abs_error(a100) <= 0.078);
   CHECK(max_abs_error(a100) <= 0.329);
   CHECK(mean_abs_error(hopper) <= 0.100);
