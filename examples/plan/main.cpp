@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
   int gpus = 8, gpus_per_node = 8, top = 10;
   int64_t global_batch = 512, seq_len = 0, max_mb = 64;
   bool json = false, auto_mode = false, fp32 = false, no_flash = false, dropout = false, uneven = false, gpipe = false;
-  bool fp8 = false, tp_overlap = false;
+  bool fp8 = false, tp_overlap = false, pp_overlap = false;
   double exposed = 0.3, mem_fraction = 1.0, workspace_gb = 1.0, bucket_mb = 25;
   std::string published_path;
   app.add_option("--validate-published", published_path,
@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
   fp8_flag->excludes(app.get_option("--fp32"));
   app.add_flag("--tp-overlap", tp_overlap,
                "overlap tensor-parallel all-gather/reduce-scatter with the adjacent GEMMs (needs SP; userbuffers)");
+  app.add_flag("--pp-overlap", pp_overlap,
+               "overlap interleaved-pipeline send/receive with the next chunk's compute (Megatron --overlap-p2p-communication)");
   app.add_flag("--no-flash", no_flash, "attention materialises the s x s scores");
   app.add_flag("--dropout", dropout, "count dropout masks (Korthikanti et al.'s model)");
   app.add_flag("--uneven", uneven, "also try pp that does not divide num_layers");
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
     PP3D_CHECK(!fp8 || cluster.gpu.fp8_peak_flops > 0, "--fp8: GPU '{}' has no FP8 tensor cores (use --gpu h100/h200 "
                "or set fp8_peak_tflops in the cluster file)", cluster.gpu.name);
     req.options.tp_overlap = tp_overlap;
+    req.options.pp_overlap = pp_overlap;
     req.options.flash_attention = !no_flash;
     req.options.dropout = dropout;
     req.options.dp_exposed_fraction = exposed;

@@ -25,7 +25,8 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
   static const std::set<std::string> known = {
       "name", "source", "gpu", "gpus_per_node", "layers", "hidden", "heads", "vocab", "seq_len", "gpus", "tp", "pp",
       "zero", "micro_batch", "schedule", "virtual_stages", "recompute", "sequence_parallel", "global_batch", "metric",
-      "published", "dp_overlap", "precision", "flash_attention", "dropout", "tp_overlap", "holdout"};
+      "published", "dp_overlap", "precision", "flash_attention", "dropout", "tp_overlap", "holdout", "arch",
+      "kv_heads", "ffn", "pp_overlap"};
   std::vector<PublishedRun> out;
   for (const YAML::Node& n : root["runs"]) {
     PublishedRun r;
@@ -54,6 +55,17 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     r.model.vocab_size = get("vocab", int64_t(51200));
     r.model.max_seq_len = get("seq_len", int64_t(2048));
     r.model.tied_embeddings = false;  // Megatron's GPT unties nothing, but counts the head once: FLOPs are the same
+    const std::string arch = get("arch", std::string("gpt2"));
+    PP3D_CHECK(arch == "gpt2" || arch == "llama", "'{}', run '{}': arch must be gpt2 or llama, got '{}'", path, r.name,
+               arch);
+    if (arch == "llama") {  // Llama 2/3: SwiGLU of width ffn, grouped-query attention, untied head
+      PP3D_CHECK(n["ffn"], "'{}', run '{}': arch llama needs 'ffn' (the SwiGLU width)", path, r.name);
+      r.model.arch = ModelArch::Llama;
+      r.model.num_kv_heads = get("kv_heads", int64_t(0));
+      r.model.mlp_hidden_size = get("ffn", int64_t(0));
+    } else {
+      PP3D_CHECK(!n["kv_heads"] && !n["ffn"], "'{}', run '{}': kv_heads and ffn need arch: llama", path, r.name);
+    }
     r.gpus = get("gpus", 0);
     Layout& l = r.layout;
     l.tp = get("tp", 1);
@@ -81,11 +93,13 @@ std::vector<PublishedRun> load_published_runs(const std::string& path) {
     r.flash_attention = get("flash_attention", false);
     r.dropout = get("dropout", true);
     r.tp_overlap = get("tp_overlap", false);
+    r.pp_overlap = get("pp_overlap", false);
     r.holdout = get("holdout", false);
     r.global_batch = get("global_batch", int64_t(0));
     r.metric = get("metric", std::string());
-    PP3D_CHECK(r.metric == "hardware_tflops" || r.metric == "model_tflops",
-               "'{}', run '{}': metric must be hardware_tflops or model_tflops, got '{}'", path, r.name, r.metric);
+    PP3D_CHECK(r.metric == "hardware_tflops" || r.metric == "model_tflops" || r.metric == "tokens_per_gpu",
+               "'{}', run '{}': metric must be hardware_tflops, model_tflops or tokens_per_gpu, got '{}'", path, r.name,
+               r.metric);
     r.published = get("published", 0.0);
     PP3D_CHECK(r.published > 0, "'{}', run '{}': published must be > 0", path, r.name);
     out.push_back(std::move(r));
@@ -104,6 +118,7 @@ std::vector<PublishedComparison> compare_published(const std::vector<PublishedRu
     req.options.flash_attention = r.flash_attention;
     req.options.dropout = r.dropout;
     req.options.tp_overlap = r.tp_overlap;
+    req.options.pp_overlap = r.pp_overlap;
     if (!r.dp_overlap) req.options.dp_exposed_fraction = 1.0;
     const Planner planner(r.model, cluster, req);
     PublishedComparison c;
@@ -124,7 +139,9 @@ std::vector<PublishedComparison> compare_published(const std::vector<PublishedRu
       PP3D_CHECK(found, "published run '{}': no micro-batch of 1..8 fits or divides the batch", r.name);
     }
     const TimeBreakdown& t = c.predicted.time;
-    c.predicted_tflops = r.metric == "model_tflops" ? t.model_flops / (t.step * r.gpus) / 1e12 : t.tflops_per_gpu;
+    c.predicted_tflops = r.metric == "model_tflops"    ? t.model_flops / (t.step * r.gpus) / 1e12
+                         : r.metric == "tokens_per_gpu" ? t.tokens_per_s / r.gpus
+                                                        : t.tflops_per_gpu;
     c.error = c.predicted_tflops / r.published - 1;
     rows.push_back(std::move(c));
   }
@@ -146,12 +163,20 @@ double max_abs_error(const std::vector<PublishedComparison>& rows) {
 }
 
 std::vector<PublishedComparison> rows_on(const std::vector<PublishedComparison>& rows,
-                                         const std::vector<std::string>& gpus, bool holdout) {
+                                         const std::vector<std::string>& gpus, bool holdout, ModelArch arch) {
   std::vector<PublishedComparison> out;
   for (const auto& r : rows)
-    if (r.run.holdout == holdout && std::find(gpus.begin(), gpus.end(), r.run.gpu) != gpus.end()) out.push_back(r);
+    if (r.run.holdout == holdout && r.run.model.arch == arch &&
+        std::find(gpus.begin(), gpus.end(), r.run.gpu) != gpus.end())
+      out.push_back(r);
   return out;
 }
+
+namespace {
+const char* metric_label(const std::string& metric) {
+  return metric == "model_tflops" ? "model" : metric == "tokens_per_gpu" ? "tok/s" : "HW";
+}
+}  // namespace
 
 std::string published_table(const std::vector<PublishedComparison>& rows) {
   std::string out = "| run | source | GPU | GPUs | (t, p, d) | batch | mb | recompute | precision | metric | published | "
@@ -165,22 +190,23 @@ std::string published_table(const std::vector<PublishedComparison>& rows) {
     out += fmt::format("| {} | {} | {} | {} | ({}, {}, {}){} | {} | {}{} | {} | {} | {} | {:.1f} | {:.1f} | {:+.1f}% |\n",
                        r.run.name + (r.run.holdout ? " †" : ""), r.run.source, r.run.gpu, r.run.gpus, l.tp, l.pp,
                        l.dp, extras, r.run.global_batch, l.micro_batch, r.run.layout.micro_batch == 0 ? "*" : "",
-                       recompute_name(l.recompute), r.run.precision, r.run.metric == "model_tflops" ? "model" : "HW",
-                       r.run.published, r.predicted_tflops, 100 * r.error);
+                       recompute_name(l.recompute), r.run.precision, metric_label(r.run.metric), r.run.published, r.predicted_tflops, 100 * r.error);
   }
   out += "\n";
-  for (const bool holdout : {false, true}) {
-    for (const auto& [label, gpus] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-             {"A100", {"a100"}}, {"H100/H200", {"h100", "h200"}}}) {
-      const auto part = rows_on(rows, gpus, holdout);
-      if (part.empty()) continue;
-      out += fmt::format("{}{}: mean absolute error {:.1f}%, max {:.1f}% over {} runs\n", label,
-                         holdout ? " held out" : "", 100 * mean_abs_error(part), 100 * max_abs_error(part),
-                         part.size());
+  for (const ModelArch arch : {ModelArch::Gpt2, ModelArch::Llama}) {
+    for (const bool holdout : {false, true}) {
+      for (const auto& [label, gpus] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+               {"A100", {"a100"}}, {"H100/H200", {"h100", "h200"}}}) {
+        const auto part = rows_on(rows, gpus, holdout, arch);
+        if (part.empty()) continue;
+        out += fmt::format("{}{}{}: mean absolute error {:.1f}%, max {:.1f}% over {} runs\n", label,
+                           arch == ModelArch::Llama ? " Llama" : "", holdout ? " held out" : "",
+                           100 * mean_abs_error(part), 100 * max_abs_error(part), part.size());
+      }
     }
   }
   out += fmt::format("all: mean absolute error {:.1f}% over {} runs (* micro-batch not stated: the planner's fastest; "
-                     "metric HW = hardware TFLOP/s with recompute, model = model TFLOP/s; † held out)\n",
+                     "metric HW = hardware TFLOP/s with recompute, model = model TFLOP/s, tok/s = tokens/s per GPU; † held out)\n",
                      100 * mean_abs_error(rows), rows.size());
   return out;
 }

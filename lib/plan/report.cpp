@@ -44,12 +44,13 @@ std::string Planner::explain(const Layout& layout) const {
        req_.gpus, cluster_.gpu.name, cluster_.gpus_per_node, cluster_.gpu.peak(req_.precision.mixed) / 1e12,
        gb(cluster_.gpu.memory_bytes), cluster_.gpu.hbm_bw / 1e12, cluster_.gpu.hbm_stream_bw() / 1e12,
        cluster_.intra.beta / 1e9, cluster_.inter.beta / 1e9);
-  line("precision  {}{}; flash attention {}, dropout {}{}",
+  line("precision  {}{}; flash attention {}, dropout {}{}{}",
        req_.precision.mixed ? "mixed (bf16 + fp32 master, K=12)" : "fp32",
        req_.precision.fp8_gemm ? fmt::format(", FP8 linear layers at {:.0f} TFLOP/s", cluster_.gpu.fp8_peak_flops / 1e12)
                                : std::string(),
        req_.options.flash_attention ? "on" : "off", req_.options.dropout ? "on" : "off",
-       req_.options.tp_overlap ? ", TP comm overlapped with GEMMs" : "");
+       req_.options.tp_overlap ? ", TP comm overlapped with GEMMs" : "",
+       req_.options.pp_overlap ? ", PP p2p overlapped with compute" : "");
   line("");
   line("memory per GPU (stage {} of {}, the largest)", m.stage, l.pp);
   line("  params       {:9.3f} GB   ({:.1f} M parameters on this rank, ZeRO-{})", gb(m.params), m.psi / 1e6,

@@ -179,7 +179,13 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   }
   if (l.pp > 1) {  // receive/send activations forward, gradients backward; one pair per chunk
     const LinkSpec& pp_link = gpus <= c.gpus_per_node ? c.intra : c.inter;
-    r.p2p = 2.0 * l.virtual_stages * pp_link.time(bs * h * ab / t);
+    const double transfer = pp_link.time(bs * h * ab / t), v = l.virtual_stages;
+    r.p2p = 2.0 * v * transfer;
+    if (opt.pp_overlap && l.schedule == Schedule::Interleaved) {
+      // Overlapped with the next chunk's forward (one pass) or backward (two).
+      const double chunk_pass = (r.gemm + r.elementwise + r.tp) / (passes * v);
+      r.p2p = v * (std::max(0.0, transfer - chunk_pass) + std::max(0.0, transfer - 2 * chunk_pass));
+    }
   }
   return r;
 }

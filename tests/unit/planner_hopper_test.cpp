@@ -109,6 +109,38 @@ TEST_CASE("tp_overlap hides TP collectives behind long GEMMs down to one chunk i
         Approx(predict_time(cfg, no_sp, Precision::bf16(), work, h100, plain).tp_comm));
 }
 
+TEST_CASE("pp_overlap hides interleaved p2p behind the next chunk's compute, only when it is shorter", "[planner][hopper]") {
+  const GptConfig cfg = gpt3_5b();
+  const Cluster h100 = cluster_preset("h100", 8);
+  const Workload work{64, 0};
+  Layout l = layout(1, 4, 4, 1);  // 16 GPUs on 2 nodes: the slowest stage's p2p crosses IB
+  l.schedule = Schedule::Interleaved;
+  l.virtual_stages = 2;
+  ModelOptions plain, overlap;
+  overlap.pp_overlap = true;
+  const TimeBreakdown a = predict_time(cfg, l, Precision::bf16(), work, h100, plain);
+  const TimeBreakdown b = predict_time(cfg, l, Precision::bf16(), work, h100, overlap);
+  // Without overlap: v x (send forward + send backward) of bsh bf16 over IB.
+  const double transfer = 10e-6 + 2048.0 * 4096 * 2 / 50e9;
+  CHECK(a.pp_p2p == Approx(2 * 2 * transfer).epsilon(1e-9));
+  // A chunk of 3 layers computes for milliseconds; a 16 MB transfer takes
+  // 0.35 ms: fully hidden.
+  CHECK(b.pp_p2p == 0);
+  CHECK(b.gemm == a.gemm);
+  CHECK(b.step < a.step);
+  // 1F1B has no next chunk to overlap with: no change.
+  Layout f1b = layout(1, 4, 4, 1);
+  CHECK(predict_time(cfg, f1b, Precision::bf16(), work, h100, overlap).pp_p2p ==
+        predict_time(cfg, f1b, Precision::bf16(), work, h100, plain).pp_p2p);
+  // A slow link (0.1 GB/s) outlasts the compute: the excess stays exposed.
+  Cluster slow = h100;
+  slow.inter.beta = 0.1e9;
+  const TimeBreakdown c = predict_time(cfg, l, Precision::bf16(), work, slow, overlap);
+  const TimeBreakdown d = predict_time(cfg, l, Precision::bf16(), work, slow, plain);
+  CHECK(c.pp_p2p > 0);
+  CHECK(c.pp_p2p < d.pp_p2p);
+}
+
 TEST_CASE("a ring spanning nodes drives one NIC per rank on the node", "[planner][hopper]") {
   // 16 GPUs on 2 nodes: tp 1 puts 8 DP ranks on each node (8 NICs, capped by
   // NVLink); tp 8 leaves one DP rank per node (one NIC).

@@ -105,6 +105,11 @@ struct ModelOptions {
   // exchanged while the adjacent GEMM computes on the chunks already there, so
   // only max(one chunk, comm - GEMM) of it is on the critical path.
   bool tp_overlap = false;
+  // Pipeline p2p overlap (Megatron's --overlap-p2p-communication, NeMo's
+  // overlap_p2p_comm; interleaved schedule only): each chunk's activation or
+  // gradient send/receive runs while the next chunk computes, so only
+  // max(0, transfer - that chunk's compute) of it is on the critical path.
+  bool pp_overlap = false;
 };
 
 }  // namespace pp3d
