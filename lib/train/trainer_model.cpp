@@ -42,6 +42,7 @@ GptConfig model_description(const TrainConfig& c) {
     if (!c.init_from.empty()) {
       mc = to_gpt_config(load_llama_hf_config(c.init_from));
       mc.max_seq_len = c.seq_len;  // RoPE: no position table, any context
+      mc.padded_vocab_size = c.padded_vocab_size;  // HF files hold vocab_size rows; pp3d pads (to 64, or 64 x tp)
       return mc;
     }
     mc.arch = ModelArch::Llama;
