@@ -17,15 +17,23 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   };
   app.add_option("--device", c.device, "cpu | cuda | auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))->capture_default_str();
   // ---- model
+  opt("--arch", c.arch, "model family: gpt2 (learned positions, LayerNorm, GELU) | llama (RoPE, RMSNorm, SwiGLU, "
+      "grouped-query attention; docs/LLAMA.md)")->check(CLI::IsMember({"gpt2", "llama"}));
   opt("--num-layers", c.num_layers, "transformer blocks");
   opt("--hidden-size", c.hidden_size, "model width C");
   opt("--num-heads", c.num_heads, "attention heads (must divide --hidden-size, and be divisible by --tp)");
   opt("--seq-len", c.seq_len, "tokens per sequence (also the model's context)");
   opt("--vocab-size", c.vocab_size, "0 = the data's vocabulary");
   opt("--padded-vocab-size", c.padded_vocab_size, "0 = vocab rounded up to 64 (64 x tp when 64 does not divide)");
-  opt("--mlp-hidden-size", c.mlp_hidden_size, "0 = 4 x --hidden-size");
-  opt("--tied-embeddings", c.tied_embeddings, "true: the LM head is wte; false: separate lm_head");
-  opt("--ln-eps", c.ln_eps, "LayerNorm epsilon");
+  opt("--mlp-hidden-size", c.mlp_hidden_size, "0 = 4 x --hidden-size (llama: 8 x --hidden-size / 3 rounded up to 64)");
+  app.add_option_function<bool>("--tied-embeddings", [&c](const bool& v) { c.tied_embeddings = v; },
+                                "true: the LM head is the token embedding; false: a separate lm_head (default: true "
+                                "for gpt2, false for llama)");
+  opt("--ln-eps", c.ln_eps, "LayerNorm epsilon (llama: the RMSNorm epsilon, also --norm-eps)");
+  opt("--num-kv-heads", c.num_kv_heads, "llama: key/value heads (divides --num-heads; --tp must divide it; 0 = "
+      "--num-heads)");
+  opt("--rope-theta", c.rope_theta, "llama: RoPE base theta");
+  opt("--norm-eps", c.ln_eps, "llama: RMSNorm epsilon (the same setting as --ln-eps)");
   opt("--init-std", c.init_std, "std of the normal initialisation of wte and the linear weights");
   // ---- batch
   opt("--batch-size", c.micro_batch_size, "micro-batch rows per forward/backward");
@@ -103,7 +111,9 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--log-interval", c.log_interval, "steps between log lines");
   opt("--eval-interval", c.eval_interval, "steps between validations (0: only at the end)");
   opt("--eval-batches", c.eval_batches, "validation batches of --batch-size rows per evaluation");
-  app.add_option("--export-safetensors", c.export_safetensors, "write the final weights (HF GPT-2 names) here");
+  app.add_option("--export-safetensors", c.export_safetensors, "write the final weights here, gathered from any "
+                 "layout: a safetensors file with HF GPT-2 names; with --arch llama a Hugging Face Llama directory "
+                 "(model.safetensors + config.json)");
   opt("--save-interval", c.save_interval, "checkpoint every N steps and after the last (0: never); "
       "<output-dir>/checkpoint-<step>/, reloadable into any layout. SIGINT/SIGTERM always save one at the next "
       "step boundary and exit 0 (continue with --resume-from latest)");
@@ -121,10 +131,11 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
 }
 
 nlohmann::ordered_json config_json(const TrainConfig& c) {
-  return {{"device", c.device}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden_size},
+  return {{"device", c.device}, {"arch", c.arch}, {"num_layers", c.num_layers}, {"hidden_size", c.hidden_size},
           {"num_heads", c.num_heads}, {"seq_len", c.seq_len}, {"vocab_size", c.vocab_size},
           {"padded_vocab_size", c.padded_vocab_size}, {"mlp_hidden_size", c.mlp_hidden_size},
-          {"tied_embeddings", c.tied_embeddings}, {"ln_eps", c.ln_eps}, {"init_std", c.init_std},
+          {"tied_embeddings", c.tied()}, {"ln_eps", c.ln_eps}, {"num_kv_heads", c.num_kv_heads},
+          {"rope_theta", c.rope_theta}, {"init_std", c.init_std},
           {"batch_size", c.micro_batch_size}, {"global_batch_size", c.global_batch_size},
           {"micro_batches", c.micro_batches}, {"max_steps", c.max_steps}, {"lr", c.lr}, {"min_lr", c.min_lr},
           {"warmup_steps", c.warmup_steps}, {"lr_schedule", c.lr_schedule}, {"weight_decay", c.weight_decay},

@@ -1,4 +1,4 @@
-// pp3d-train: train a GPT on one process or on many (mpirun, or torchrun-style
+// pp3d-train: train a GPT (or, --arch llama, a Llama) on one process or on many (mpirun, or torchrun-style
 // RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT) with tensor, pipeline and data
 // parallelism + ZeRO. All logic lives in pp3d::Trainer; this file maps the
 // command line (and --config YAML / --deepspeed-config JSON) to a TrainConfig.
@@ -8,7 +8,6 @@
 
 #include "cli.h"
 #include "cli_errors.h"
-#include "llama_train.h"
 #include "pp3d/comm/bootstrap.h"
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
@@ -41,8 +40,6 @@ int main(int argc, char** argv) {
                "update (exit 2)."};
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   pp3d::cli::add_train_options(app, c);
-  pp3d::cli::ArchFlags arch;
-  pp3d::cli::add_arch_options(app, arch);
   app.config_formatter(std::make_shared<pp3d::cli::YamlConfig>(&app));
   app.set_config("--config", "", "YAML file of flag values (keys = flag names without dashes; also "
                  "configs/models/*.yaml); command-line flags override it");
@@ -70,7 +67,6 @@ int main(int argc, char** argv) {
   try {
     if (!deepspeed.empty()) pp3d::cli::apply_deepspeed_config(deepspeed, app, c);
     const std::vector<std::string> notes = pp3d::cli::clamp_derived_defaults(app, c);
-    if (arch.arch == "llama") pp3d::cli::check_llama_supported(c);
     if (print_config || check_ranks > 0) {
       const int ranks = check_ranks > 0 ? check_ranks : std::max(c.tp, 1) * std::max(c.pp, 1);
       const std::string summary = resolve_and_validate(c, ranks, plan_gpu);
@@ -98,12 +94,8 @@ int main(int argc, char** argv) {
       pp3d::finalize_world();
       return 2;
     }
-    if (arch.arch == "llama") {
-      pp3d::cli::run_llama(c, arch, app, world);
-    } else {
-      pp3d::Trainer trainer(c, world);
-      trainer.run();
-    }
+    pp3d::Trainer trainer(c, world);  // gpt2 or llama (--arch)
+    trainer.run();
   } catch (const pp3d::Error& e) {
     pp3d::cli::report_error(e, world && world->size() > 1 ? world->rank() : -1);
     return 2;

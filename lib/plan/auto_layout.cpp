@@ -68,19 +68,8 @@ int64_t auto_global_batch(const TrainConfig& c, int world_size) {
 
 GptConfig trainer_model_config(const TrainConfig& c, int tp) {
   PP3D_CHECK(tp >= 1, "trainer_model_config: tp must be >= 1, got {}", tp);
-  GptConfig mc;
-  if (!c.init_from.empty()) {
-    mc = read_llmc_config(c.init_from);
-  } else {
-    mc.num_layers = c.num_layers;
-    mc.hidden_size = c.hidden_size;
-    mc.num_heads = c.num_heads;
-    mc.mlp_hidden_size = c.mlp_hidden_size;
-    mc.tied_embeddings = c.tied_embeddings;
-    mc.vocab_size = c.vocab_size > 0 ? c.vocab_size : data_vocab(c.data);
-    mc.padded_vocab_size = c.padded_vocab_size;
-    mc.max_seq_len = c.seq_len;
-  }
+  GptConfig mc = model_description(c);  // arch gpt2 or llama, as the Trainer builds it
+  if (c.init_from.empty()) mc.vocab_size = c.vocab_size > 0 ? c.vocab_size : data_vocab(c.data);
   if (mc.padded_vocab_size == 0 && mc.padded_vocab() % tp != 0) mc.padded_vocab_size = round_up_vocab(mc.vocab_size, 64 * tp);
   return mc;
 }

@@ -8,6 +8,7 @@
 #include "pp3d/comm/local_communicator.h"
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
+#include "pp3d/core/user_error.h"
 #include "pp3d/model/gpt_pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
@@ -35,21 +36,12 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   layout_ = cfg_.resolve_layout(world_->size());
   const Device device = rank_device(cfg_.device, world_->size());
 
-  GptConfig mc;
-  if (!cfg_.init_from.empty()) {
-    mc = read_llmc_config(cfg_.init_from);
-    PP3D_CHECK(cfg_.seq_len <= mc.max_seq_len, "--seq-len {} exceeds the checkpoint's context {} ('{}')",
-               cfg_.seq_len, mc.max_seq_len, cfg_.init_from);
-    PP3D_CHECK(mc.num_heads % cfg_.tp == 0, "--tp {} does not divide the checkpoint's {} heads", cfg_.tp,
-               mc.num_heads);
-  } else {
-    mc.num_layers = cfg_.num_layers;
-    mc.hidden_size = cfg_.hidden_size;
-    mc.num_heads = cfg_.num_heads;
-    mc.mlp_hidden_size = cfg_.mlp_hidden_size;
-    mc.tied_embeddings = cfg_.tied_embeddings;
-    mc.ln_eps = cfg_.ln_eps;
-    mc.init_std = cfg_.init_std;
+  GptConfig mc = model_description(cfg_);
+  if (!cfg_.init_from.empty()) {  // the flags' shape was checked by validate()
+    PP3D_REQUIRE(mc.num_heads % cfg_.tp == 0, "--tp {} does not divide the {} heads of --init-from '{}'", cfg_.tp,
+                 mc.num_heads, cfg_.init_from);
+    PP3D_REQUIRE(mc.kv_heads() % cfg_.tp == 0, "--tp {} does not divide the {} key/value heads of --init-from '{}'",
+                 cfg_.tp, mc.kv_heads(), cfg_.init_from);
   }
   // llm.c shards are checked against the model's vocabulary (GPT-2's unless --vocab-size says otherwise).
   const int64_t shard_vocab = cfg_.vocab_size > 0 && cfg_.init_from.empty() ? cfg_.vocab_size : mc.vocab_size;
@@ -57,7 +49,6 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   if (cfg_.init_from.empty()) {
     mc.vocab_size = cfg_.vocab_size > 0 ? cfg_.vocab_size : data->vocab_size;
     mc.padded_vocab_size = cfg_.padded_vocab_size;
-    mc.max_seq_len = cfg_.seq_len;
   }
   PP3D_CHECK(data->vocab_size <= mc.vocab_size,
              "the data's vocabulary ({} tokens) does not fit the model's ({}); raise --vocab-size", data->vocab_size,
@@ -75,26 +66,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
 
   grid_ = std::make_unique<ProcessGrid>(world_, cfg_.tp, cfg_.pp);
   backend_ = make_backend(device);
-  GptOptions opts;
-  opts.seed = cfg_.seed;
-  opts.recompute = cfg_.recompute;
-  opts.param_dtype = mp_.param_dtype();
-  opts.grad_dtype = cfg_.grad_dtype == "param" ? mp_.param_dtype() : DType::F32;
-  opts.activation_dtype = cfg_.activation_dtype == "param" ? mp_.param_dtype() : DType::F32;
-  opts.compute_dtype = cfg_.compute_dtype == "param" ? mp_.param_dtype() : DType::F32;
-  PipelineConfig pc;
-  pc.schedule = parse_schedule(cfg_.schedule);
-  pc.virtual_stages = cfg_.virtual_stages;
-  pc.split = cfg_.pipeline_split;
-  pc.micro_batch_size = layout_.micro_batch;
-  pc.seq_len = cfg_.seq_len;
-  GptLayout base;
-  base.sequence_parallel = cfg_.sequence_parallel && cfg_.tp > 1;
-  stage_ = std::make_unique<GptPipelineStage>(mc, *backend_, *grid_, pc, base, opts);
-  if (!cfg_.init_from.empty()) {
-    // Every rank reads exactly the slices it holds (both wte copies included).
-    load_llmc_checkpoint(cfg_.init_from, stage_->chunk(0).config(), stage_->parameters());
-  }
+  build_model(mc);  // stage_, model_config_ and --init-from (trainer_model.cpp)
 
   ZeroConfig zc;
   zc.stage = cfg_.zero_stage;
@@ -102,9 +74,7 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
   zc.prefetch_layers = cfg_.prefetch_layers;
   zc.adamw.weight_decay = cfg_.weight_decay;
   zc.adamw.eps = cfg_.adam_eps;
-  std::vector<Gpt*> chunks;
-  for (int c = 0; c < stage_->num_chunks(); ++c) chunks.push_back(&stage_->chunk(c));
-  zero_ = std::make_unique<ZeroOptimizer>(*backend_, chunks, grid_->dp_group(), zc);
+  zero_ = std::make_unique<ZeroOptimizer>(*backend_, stage_->modules(), grid_->dp_group(), zc);
   zero_->set_micro_batches_per_step(static_cast<int>(layout_.micro_batches));
   // Global gradient norm: ZeRO sums over DP; the TP x PP partial sums are added here
   // (counted_in_norm keeps replicated tensors and the tied wte copy from counting twice).
@@ -122,7 +92,10 @@ Trainer::Trainer(TrainConfig config, std::shared_ptr<Communicator> world)
 
 Trainer::~Trainer() = default;
 
-const GptConfig& Trainer::model_config() const { return stage_->chunk(0).config(); }
-Gpt& Trainer::model() { return stage_->chunk(0); }
+Gpt& Trainer::model() {
+  PP3D_CHECK(!model_config_.is_llama(), "Trainer::model() is the GPT chunk; this run's model is a Llama (use "
+             "pipeline().module(0))");
+  return static_cast<GptPipelineStage&>(*stage_).chunk(0);
+}
 
 }  // namespace pp3d

@@ -8,7 +8,7 @@
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
-#include "pp3d/model/gpt_pipeline.h"
+#include "pp3d/core/user_error.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"
@@ -50,6 +50,12 @@ std::string Trainer::tokenizer_kind() const {
 
 void Trainer::resume() {
   const std::string dir = resolve_checkpoint(cfg_.resume_from, cfg_.output_dir);
+  // A model of another family has other tensors: say so before the loader reports a missing name.
+  const GptConfig saved = read_checkpoint_info(dir).model;
+  auto arch_name = [](const GptConfig& m) { return m.is_llama() ? "llama" : "gpt2"; };
+  PP3D_REQUIRE(saved.arch == model_config_.arch, "--resume-from '{}' holds a {} model ({}), but this run builds --arch "
+               "{} ({}): resume with --arch {}", dir, arch_name(saved), saved.str(), arch_name(model_config_),
+               model_config_.str(), arch_name(saved));
   const CheckpointInfo info = load_checkpoint(dir, checkpoint_tensors(*zero_));
   PP3D_CHECK(info.step < cfg_.max_steps, "--resume-from '{}' is at step {}, not before --max-steps {}", dir,
              info.step, cfg_.max_steps);

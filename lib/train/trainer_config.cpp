@@ -61,9 +61,15 @@ ParallelLayout TrainConfig::resolve_layout(int world_size) const {
   }
   PP3D_REQUIRE(num_heads % tp == 0, "--num-heads {} is not divisible by --tp {} (attention heads are split over "
                "tensor-parallel ranks)", num_heads, tp);
-  const int64_t mlp = mlp_hidden_size > 0 ? mlp_hidden_size : 4 * hidden_size;
-  PP3D_REQUIRE(mlp % tp == 0, "the MLP width {} (--mlp-hidden-size, default 4 x --hidden-size) is not divisible by "
-               "--tp {}", mlp, tp);
+  if (init_from.empty()) {  // else the checkpoint's shape (checked by the Trainer)
+    PP3D_REQUIRE(mlp_width() % tp == 0, "the MLP width {} (--mlp-hidden-size, default {}) is not divisible by --tp {}",
+                 mlp_width(), is_llama() ? "8 x --hidden-size / 3 rounded up to 64" : "4 x --hidden-size", tp);
+    if (is_llama()) {
+      const int64_t kv = num_kv_heads > 0 ? num_kv_heads : num_heads;
+      PP3D_REQUIRE(kv % tp == 0, "--tp {} does not divide the {} key/value heads (--num-kv-heads {}; k and v are "
+                   "split by head over tensor-parallel ranks)", tp, kv, num_kv_heads);
+    }
+  }
   PP3D_REQUIRE(!sequence_parallel || seq_len % tp == 0,
                "--sequence-parallel needs --seq-len {} divisible by --tp {}", seq_len, tp);
   ScheduleKind kind{};
@@ -120,12 +126,26 @@ void TrainConfig::validate(int world_size) const {
   PP3D_REQUIRE(hidden_size % num_heads == 0, "--hidden-size {} is not divisible by --num-heads {}", hidden_size,
                num_heads);
   PP3D_REQUIRE(seq_len >= 1, "--seq-len must be >= 1, got {}", seq_len);
-  PP3D_REQUIRE(vocab_size >= 0 && vocab_size <= 65536, "--vocab-size must be in [0, 65536], got {}", vocab_size);
+  PP3D_REQUIRE(arch == "gpt2" || arch == "llama", "--arch '{}' is not one of gpt2, llama", arch);
+  // Token ids travel as int32 (uint32 .bin shards hold vocabularies above 65536).
+  PP3D_REQUIRE(vocab_size >= 0 && vocab_size <= (int64_t{1} << 31) - 1, "--vocab-size must be in [0, 2^31 - 1], got {}",
+               vocab_size);
   PP3D_REQUIRE(padded_vocab_size == 0 || padded_vocab_size >= vocab_size,
                "--padded-vocab-size {} is smaller than --vocab-size {}", padded_vocab_size, vocab_size);
   PP3D_REQUIRE(mlp_hidden_size >= 0, "--mlp-hidden-size must be >= 0 (0 = 4 x --hidden-size), got {}",
                mlp_hidden_size);
-  PP3D_REQUIRE(std::isfinite(ln_eps) && ln_eps > 0.0f, "--ln-eps must be > 0, got {}", ln_eps);
+  PP3D_REQUIRE(std::isfinite(ln_eps) && ln_eps > 0.0f, "--{} must be > 0, got {}", is_llama() ? "norm-eps" : "ln-eps",
+               ln_eps);
+  if (is_llama()) {
+    PP3D_REQUIRE(num_kv_heads >= 0, "--num-kv-heads must be >= 0 (0 = --num-heads), got {}", num_kv_heads);
+    PP3D_REQUIRE(num_kv_heads == 0 || num_heads % num_kv_heads == 0,
+                 "--num-kv-heads {} does not divide --num-heads {} (each key/value head serves a group of query heads)",
+                 num_kv_heads, num_heads);
+    PP3D_REQUIRE(std::isfinite(rope_theta) && rope_theta > 0.0f, "--rope-theta must be > 0, got {}", rope_theta);
+  } else {
+    PP3D_REQUIRE(num_kv_heads == 0, "--num-kv-heads {} is for --arch llama (GPT-2 has one key/value head per head)",
+                 num_kv_heads);
+  }
   PP3D_REQUIRE(std::isfinite(init_std) && init_std > 0.0f, "--init-std must be > 0, got {}", init_std);
   (void)resolve_layout(world_size);
   PP3D_REQUIRE(max_steps >= 1, "--max-steps must be >= 1, got {}", max_steps);

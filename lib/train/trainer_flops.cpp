@@ -8,7 +8,10 @@ namespace pp3d::detail {
 
 int64_t matmul_parameters(const GptConfig& c) {
   const int64_t C = c.hidden_size, F = c.mlp_hidden();
-  return c.num_layers * (4 * C * C + 2 * C * F) + c.padded_vocab() * C;
+  // Llama: q and o (C^2 each), k and v (C x Ckv each, grouped-query), gate, up and down (3 C F).
+  const int64_t block = c.is_llama() ? 2 * C * C + 2 * C * c.kv_heads() * c.head_dim() + 3 * C * F
+                                     : 4 * C * C + 2 * C * F;
+  return c.num_layers * block + c.padded_vocab() * C;
 }
 
 double model_flops_per_token(const GptConfig& c, int64_t seq_len) {

@@ -6,7 +6,9 @@
 // N_matmul counts the weights that take part in matrix multiplications: per
 // block qkv (3 C^2), attention projection (C^2) and the MLP (2 C F), plus the
 // LM head (Vp C, counted once whether or not it is tied to wte, because the
-// head GEMM runs either way). Embedding lookups (wte, wpe), LayerNorms and
+// head GEMM runs either way). A Llama block (arch Llama) has q and o (2 C^2),
+// k and v (2 C Ckv, Ckv = kv_heads * head_dim) and the SwiGLU MLP (3 C F), as
+// the planner counts it. Embedding lookups (wte, wpe), LayerNorms and
 // biases are left out (they are not matmuls; < 1% for GPT-2 sizes). The
 // attention term is QK^T and AV (2 * 2 T C FLOPs per token and layer,
 // forward) without halving for the causal mask, as Megatron and nanoGPT do.

@@ -1,15 +1,20 @@
 // Trainer::gather_full_parameters: the whole model's tensors on global rank 0
 // (TP shards all-gathered and placed by their ShardSpec, pipeline stages sent
-// to pipeline rank 0 of the (tp 0, dp 0) pipeline; ZeRO-3 shards gathered first).
+// to pipeline rank 0 of the (tp 0, dp 0) pipeline; ZeRO-3 shards gathered first)
+// and the --export-safetensors writer built on it (GPT-2 or Hugging Face Llama names).
 #include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
 
 #include "pp3d/core/error.h"
-#include "pp3d/model/gpt_pipeline.h"
+#include "pp3d/core/log.h"
+#include "pp3d/model/arch_config.h"
+#include "pp3d/model/llama_hf.h"
+#include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
+#include "pp3d/train/interop.h"
 #include "pp3d/train/trainer.h"
 
 namespace pp3d {
@@ -64,9 +69,12 @@ std::vector<Parameter> Trainer::gather_full_parameters() {
   if (stage3) zero_->gather_parameters();
   std::vector<Parameter> mine;
   for (int c = 0; c < stage_->num_chunks(); ++c) {
-    Gpt& g = stage_->chunk(c);
-    for (Parameter* p : g.parameters()) {
-      if (p->name == "wte" && !g.layout().has_embedding) continue;  // the head's tied copy
+    Module& m = stage_->module(c);
+    // A chunk without the embedding (virtual stage 0) holds shared parameters as copies: the head's tied copy.
+    const bool copies = !(c == 0 && grid_->pp_rank() == 0);
+    const std::vector<Parameter*> shared = m.shared_parameters();
+    for (Parameter* p : m.parameters()) {
+      if (copies && std::find(shared.begin(), shared.end(), p) != shared.end()) continue;
       mine.push_back(full_parameter(*p, tp_full(*p, *grid_->tp_group())));
     }
   }
@@ -118,6 +126,24 @@ std::vector<Parameter> Trainer::gather_full_parameters() {
     }
   }
   return mine;
+}
+
+void Trainer::export_weights(const std::string& path) {
+  std::vector<Parameter> full = gather_full_parameters();
+  if (world_->rank() != 0) return;
+  std::vector<Parameter*> ptrs;
+  for (Parameter& p : full) ptrs.push_back(&p);
+  if (model_config_.is_llama()) {
+    save_llama_hf(path, to_llama_config(model_config_), ptrs);  // + config.json
+  } else {
+    export_safetensors(path, model_config_, ptrs);
+  }
+  if (cfg_.quiet) return;
+  if (model_config_.is_llama()) {
+    logger()->info("exported {}/model.safetensors + config.json (Hugging Face Llama)", path);
+  } else {
+    logger()->info("exported safetensors to '{}'", path);
+  }
 }
 
 }  // namespace pp3d

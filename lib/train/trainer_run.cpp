@@ -10,7 +10,7 @@
 
 #include "pp3d/core/error.h"
 #include "pp3d/core/log.h"
-#include "pp3d/model/gpt_pipeline.h"
+#include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/train/checkpoint.h"
 #include "pp3d/train/interop.h"
@@ -42,6 +42,10 @@ void Trainer::log_header() {
   log->info("model {} ({:.3f} M parameters, recompute {}) on {}", mc.str(),
             static_cast<double>(mc.num_parameters()) * 1e-6, cfg_.recompute ? "on" : "off",
             backend_->device().str());
+  if (mc.is_llama())
+    log->info("llama: {} layers, hidden {}, {} heads / {} kv heads, ffn {}, vocab {} (padded {}), rope theta {}, norm "
+              "eps {}, {} embeddings", mc.num_layers, mc.hidden_size, mc.num_heads, mc.kv_heads(), mc.mlp_hidden(),
+              mc.vocab_size, mc.padded_vocab(), mc.rope_theta, mc.ln_eps, mc.tied_embeddings ? "tied" : "untied");
   log->info("layout: {}", layout_.str());
   if (layout_.tp > 1 || layout_.pp > 1 || layout_.dp > 1)
     log->info("parallel: tp {}{}, pp {} ({} schedule, {} virtual stage(s), split {}), dp {} with ZeRO stage {} "
@@ -49,7 +53,8 @@ void Trainer::log_header() {
               cfg_.schedule, cfg_.virtual_stages, stage_->split().str(), layout_.dp, cfg_.zero_stage,
               cfg_.bucket_size_mb,
               cfg_.zero_stage == 3 ? fmt::format(", prefetch {} layer(s)", cfg_.prefetch_layers) : std::string());
-  if (!cfg_.init_from.empty()) log->info("initialised from llm.c checkpoint '{}'", cfg_.init_from);
+  if (!cfg_.init_from.empty())
+    log->info("init from '{}' ({})", cfg_.init_from, mc.is_llama() ? "Hugging Face Llama" : "llm.c checkpoint");
   log->info("data: {}", dataset_->description);
   log->info("sampler: {}{}", sampler_name(loader_->sampler()), loader_->sampler() == Sampler::Epoch ?
             fmt::format(" ({} windows per epoch)", fmt::join(loader_->epoch_windows(), " / ")) : std::string());
@@ -199,15 +204,7 @@ StepMetrics Trainer::run() {
     if (!cfg_.trace.empty() && rank0) log->info("pipeline trace of step {} written to '{}'",
                                                 std::min(cfg_.trace_step, cfg_.max_steps - 1) + 1, cfg_.trace);
   }
-  if (!cfg_.export_safetensors.empty()) {
-    std::vector<Parameter> full = gather_full_parameters();
-    if (rank0) {
-      std::vector<Parameter*> ptrs;
-      for (Parameter& p : full) ptrs.push_back(&p);
-      export_safetensors(cfg_.export_safetensors, model_config(), ptrs);
-      if (!cfg_.quiet) log->info("exported safetensors to '{}'", cfg_.export_safetensors);
-    }
-  }
+  if (!cfg_.export_safetensors.empty()) export_weights(cfg_.export_safetensors);
   return last;
 }
 

@@ -7,7 +7,7 @@
 #include "pp3d/comm/collectives_util.h"
 #include "pp3d/core/allocator.h"
 #include "pp3d/core/error.h"
-#include "pp3d/model/gpt_pipeline.h"
+#include "pp3d/parallel/pipeline.h"
 #include "pp3d/parallel/process_grid.h"
 #include "pp3d/parallel/zero_optimizer.h"
 #include "pp3d/train/checkpoint.h"
@@ -159,19 +159,19 @@ double Trainer::eval_batch(int64_t index, int source) {
   double loss = 0.0;
   for (int s = 0; s < S; ++s) {
     if (s % pp != rank) continue;
-    Gpt& g = stage_->chunk(s / pp);
+    Module& g = stage_->module(s / pp);
     Tensor in;
     if (s == 0) {
       in = on_device(b.inputs, dev);
     } else if (pp > 1) {
-      in = Tensor::empty(g.hidden_shape(rows, T), g.options().activation_dtype, dev, MemCategory::Activations);
+      in = Tensor::empty(g.input_shape(rows, T), g.activation_dtype(), dev, MemCategory::Activations);
       pg.recv(in, (s - 1) % pp, s);
     } else {
       in = hidden;
     }
     ActivationCache cache;
     const Tensor target = s == S - 1 ? on_device(b.targets, dev) : Tensor();
-    Tensor out = g.forward(in, target, 1.0f / static_cast<float>(rows * T), cache, ForwardMode::Eval);
+    Tensor out = module_forward(g, in, target, 1.0f / static_cast<float>(rows * T), cache, ForwardMode::Eval);
     if (s == S - 1) {
       loss = static_cast<float>(cache.loss());  // as Gpt::evaluate (the serial trainer's value)
     } else if (pp > 1) {

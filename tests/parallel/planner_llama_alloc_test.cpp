@@ -2,7 +2,7 @@
 // pp3d accounting) against pp3d's allocator. For each layout a tiny pp3d::Llama
 // (GQA: 4 heads / 2 kv heads, SwiGLU, untied head; one tied case) trains two
 // steps the way pp3d-train --arch llama does (PipelineStage + ZeroOptimizer,
-// examples/train_gpt/llama_train.cpp) on the ranks it needs; the second
+// lib/train/trainer_model.cpp) on the ranks it needs; the second
 // step's allocator peaks per category (reset at the start of the step) are
 // compared on every rank with predict_stage_memory() for that rank's pipeline
 // stage. Params, grads, optimizer state and activations must agree within 5%,

@@ -13,6 +13,7 @@
 // Adam m / v wiped to zero (as if the optimizer state had not been loaded; the
 // step counter and the weights are kept); its losses must then miss the
 // uninterrupted run by far more than the tolerance.
+// `--arch llama` runs the same matrix on pp3d::Llama.
 // Prints the measured worst differences on rank 0; exits non-zero if any rank failed.
 #include <unistd.h>
 
@@ -45,9 +46,13 @@ constexpr double kTol = 1e-5;
 
 double rel(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
 
+// "llama" with --arch llama (argv): the same matrix for pp3d::Llama (4 kv heads: tp 4 divides them).
+std::string g_arch = "gpt2";
+
 // L4 C64 H4 T16 (tp 4 divides the heads and the MLP), byte vocabulary, global batch 8.
 TrainConfig tiny_run() {
   TrainConfig c;
+  c.arch = g_arch;
   c.num_layers = 4;
   c.hidden_size = 64;
   c.num_heads = 4;
@@ -130,7 +135,9 @@ Worst compare(const Trajectory& a, const Trajectory& ref) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--arch") g_arch = argv[2];
+  PP3D_CHECK(argc == 1 || argc == 3, "usage: resume_matrix_test [--arch gpt2|llama]");
   auto world = init_world();
   const int rank = world->rank();
   PP3D_CHECK(world->size() == 8, "resume_matrix_test needs 8 ranks, got {}", world->size());
@@ -223,7 +230,8 @@ int main() {
   }
   world->barrier();
   if (rank == 0) fs::remove_all(dir);
-  const int rc = pp3d::tptest::finish(*world, "resume_matrix_test");
+  const std::string name = "resume_matrix_test --arch " + g_arch;
+  const int rc = pp3d::tptest::finish(*world, name.c_str());
   finalize_world();
   return rc;
 }

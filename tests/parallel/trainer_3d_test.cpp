@@ -5,12 +5,14 @@
 // only) and grad norms, the final validation loss, the final weights (gathered
 // over TP/PP/ZeRO-3 onto rank 0; attention key biases, whose true gradient is
 // zero, bounded separately), the loss agreeing on every rank, the metrics
-// fields, (pp > 1) the merged Chrome trace, and the run's step-10 checkpoint
-// resumed by the serial trainer continuing the serial losses; the rank's
+// fields, (pp > 1) the merged Chrome trace, and the run's mid-run checkpoint
+// (step max_steps / 2) resumed by the serial trainer continuing the serial losses; the rank's
 // model-state memory at start (allocator) against the ZeRO formulas within 5 %
 // plus the stated padding (every rank), the formula and the gradient-overlap
 // fields of metrics.jsonl. `--zero-stage 0,1,2,3` runs the layout once per
 // stage in this one process (one serial reference, one mpirun start-up).
+// `--arch llama` (with --num-kv-heads, --tied-embeddings) runs the same checks
+// on pp3d::Llama through the same Trainer (issue 16).
 // Prints the measured worst differences on rank 0; exits non-zero if any rank failed.
 #include <unistd.h>
 
@@ -103,6 +105,10 @@ void apply_args(TrainConfig& c, std::vector<int>& stages, int argc, char** argv)
     else if (a == "--batch-size") c.micro_batch_size = std::stoll(next());
     else if (a == "--sequence-parallel") c.sequence_parallel = true;
     else if (a == "--bucket-size-mb") c.bucket_size_mb = std::stod(next());
+    else if (a == "--arch") c.arch = next();  // llama: the same checks for pp3d::Llama
+    else if (a == "--num-kv-heads") c.num_kv_heads = std::stoll(next());
+    else if (a == "--tied-embeddings") c.tied_embeddings = true;
+    else if (a == "--max-steps") c.max_steps = std::stoll(next());
     else if (a == "--bf16") c.bf16 = true;  // the serial reference is bf16 too
     else if (a == "--fp16") c.fp16 = true;
     else PP3D_CHECK(false, "unknown argument '{}'", a);
@@ -140,12 +146,14 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
   const double pid0 = broadcast_double(*world, static_cast<double>(getpid()), 0);
   const std::string dir = (fs::temp_directory_path() / fmt::format("pp3d_trainer3d_{}_z{}", pid0, par.zero_stage)).string();
   par.output_dir = dir;
-  par.save_interval = 10;  // checkpoint-10 and checkpoint-20
+  par.save_interval = par.max_steps / 2;  // checkpoint-10 and checkpoint-20 (of the default 20 steps)
   if (par.pp > 1) par.trace = dir + "/trace.json";
   const ModelStateBytes base = allocator_model_state_bytes();
   Trainer t(par, world);
   const ParallelLayout& L = t.layout();
-  const std::string what = fmt::format("tp{} pp{} dp{} zero{} {} v{}{}", L.tp, L.pp, L.dp, par.zero_stage,
+  const std::string what = (par.is_llama() ? fmt::format("llama (kv heads {}, {}) ", t.model_config().kv_heads(),
+                                                         par.tied() ? "tied" : "untied") : std::string()) +
+                           fmt::format("tp{} pp{} dp{} zero{} {} v{}{}", L.tp, L.pp, L.dp, par.zero_stage,
                                        par.schedule, par.virtual_stages, par.sequence_parallel ? " sp" : "") +
                            (par.bf16 ? " bf16" : par.fp16 ? " fp16" : "") +
                            (par.grad_dtype == "param" ? " 16-bit grads" : "") +
@@ -190,10 +198,11 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
   double worst_resume = 0;
   {
     TrainConfig r = ser.cfg;
-    r.resume_from = dir + "/checkpoint-10";
+    const int64_t saved = par.save_interval;
+    r.resume_from = fmt::format("{}/checkpoint-{}", dir, saved);
     Trainer rt(r, std::make_shared<LocalCommunicator>("serial", rank));
-    TP_EXPECT(rt.step() == 10, "{}: resumed at step {}", what, rt.step());
-    for (int s = 10; s < ser.cfg.max_steps; ++s) {
+    TP_EXPECT(rt.step() == saved, "{}: resumed at step {}", what, rt.step());
+    for (int64_t s = saved; s < ser.cfg.max_steps; ++s) {
       const double loss = rt.train_step().loss, want = ser.loss[static_cast<std::size_t>(s)];
       worst_resume = std::max(worst_resume, rel(loss, want));
       TP_EXPECT(rel(loss, want) <= loss_tol, "{}: resumed step {} loss {} vs serial {}", what, s + 1, loss, want);
@@ -275,7 +284,7 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
     }
     std::printf("%s: worst relative differences vs serial over %lld steps: loss %.3g, grad norm %.3g, val loss "
                 "%.3g, weights %.3g (%s; max abs diff of the attention key biases %.3g); serial resumed from the "
-                "step-10 checkpoint: loss %.3g; memory at start (worst rank, worst category) |measured/formula - 1| "
+                "mid-run checkpoint: loss %.3g; memory at start (worst rank, worst category) |measured/formula - 1| "
                 "= %.4f, rank 0 total %.0f B vs formula %s = %.0f B + padding %.0f B; grad comm hidden %s\n",
                 what.c_str(), static_cast<long long>(par.max_steps), worst_loss, worst_norm, rel(val, ser.val),
                 worst_w, worst_w_name.c_str(), worst_key_bias, worst_resume, mem_max, mem.measured.total(),

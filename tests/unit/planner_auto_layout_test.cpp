@@ -183,3 +183,28 @@ TEST_CASE("schedule auto picks zb-h1 for its bubble, 1f1b when zb-h1's activatio
   (void)resolve_auto_layout(fallback, 2, tight, AutoLayoutRequest::from(fallback));
   CHECK(fallback.schedule == "1f1b");
 }
+
+TEST_CASE("auto layout for --arch llama: the Llama description, tp only over whole kv heads", "[planner][auto][llama]") {
+  TrainConfig c = tiny();
+  c.arch = "llama";
+  c.num_kv_heads = 1;  // grouped-query: 4 query heads share one kv head, so tp must be 1
+  const GptConfig m = trainer_model_config(c, 1);
+  CHECK(m.is_llama());
+  CHECK(m.kv_heads() == 1);
+  CHECK(m.mlp_hidden() == 192);    // Llama's 8C/3 rounded up to 64, not 4C
+  CHECK_FALSE(m.tied_embeddings);  // Llama's default
+  std::vector<Candidate> all = rank_trainer_layouts(c, 8, cpu_ranks_cluster(8), AutoLayoutRequest::from(c));
+  REQUIRE_FALSE(all.empty());
+  for (const Candidate& k : all) CHECK(k.layout.tp == 1);
+  c.num_kv_heads = 2;  // tp 2 becomes possible (the GPT description would allow tp 4 too)
+  all = rank_trainer_layouts(c, 8, cpu_ranks_cluster(8), AutoLayoutRequest::from(c));
+  bool tp2 = false;
+  for (const Candidate& k : all) {
+    CHECK(k.layout.tp <= 2);
+    tp2 = tp2 || k.layout.tp == 2;
+  }
+  CHECK(tp2);
+  TrainConfig r = c;
+  (void)resolve_auto_layout(r, 8, cpu_ranks_cluster(8), AutoLayoutRequest::from(r));
+  CHECK_NOTHROW(r.validate(8));
+}

@@ -5,7 +5,9 @@
 // One code path for every layout: the world (a LocalCommunicator when none is
 // given) is split into a ProcessGrid (tp x dp x pp, dp = world / (tp * pp)); the
 // model is always a PipelineStage (pp may be 1) and the optimizer always a
-// ZeroOptimizer over the DP group (stage 0 = plain DDP; dp may be 1). Rows of
+// ZeroOptimizer over the DP group (stage 0 = plain DDP; dp may be 1). The
+// model is a GPT (GptPipelineStage) or, with arch "llama", a pp3d::Llama
+// (PipelineStage over make_llama_chunks); everything else is the same code. Rows of
 // the step's global batch are split by DP rank, then into micro-batches; the
 // loss weight is 1 / (global batch * seq_len), so every layout computes the
 // serial run (DESIGN.md section 1; tests/parallel/trainer_3d_test.cpp).
@@ -37,7 +39,7 @@
 namespace pp3d {
 
 class ProcessGrid;
-class GptPipelineStage;
+class PipelineStage;
 class ZeroOptimizer;
 
 // The parallel layout of a run, derived from a TrainConfig and the world size.
@@ -52,15 +54,18 @@ struct ParallelLayout {
 
 struct TrainConfig {
   // ---- model (ignored, except seq_len, with init_from: the checkpoint's shape is used)
+  std::string arch = "gpt2";  // gpt2 (learned positions, LayerNorm, GELU) | llama (RoPE, RMSNorm, SwiGLU, GQA)
   int64_t num_layers = 4;
   int64_t hidden_size = 128;
   int64_t num_heads = 4;
   int64_t seq_len = 64;     // tokens per row; also the model's max_seq_len
   int64_t vocab_size = 0;   // 0: the dataset's (256 for bytes, 50257 for llm.c shards)
   int64_t padded_vocab_size = 0;  // 0: vocab rounded up to a multiple of 64 (GptConfig)
-  int64_t mlp_hidden_size = 0;    // 0: 4 * hidden_size
-  bool tied_embeddings = true;    // LM head = wte
-  float ln_eps = 1e-5f;
+  int64_t mlp_hidden_size = 0;    // 0: 4 * hidden_size (gpt2); 8 C / 3 rounded up to a multiple of 64 (llama)
+  std::optional<bool> tied_embeddings;  // LM head = wte; unset: true for gpt2, false for llama
+  float ln_eps = 1e-5f;           // LayerNorm epsilon (gpt2); RMSNorm epsilon (llama, --norm-eps)
+  int64_t num_kv_heads = 0;       // llama: key/value heads (0: num_heads); divides num_heads, tp divides it
+  float rope_theta = 10000.0f;    // llama: RoPE base
   float init_std = 0.02f;
   // ---- batch
   int64_t micro_batch_size = 16;   // rows per forward/backward
@@ -99,7 +104,7 @@ struct TrainConfig {
   std::string device = "cpu";  // cpu | cuda | auto
   std::string data;            // "" = embedded synthetic corpus; text file/folder; .bin shard(s); "W1 P1 W2 P2" blend
   std::string sampler = "auto";  // epoch | random | auto (random for the embedded corpus, epoch otherwise)
-  std::string init_from;       // llm.c GPT-2 checkpoint to start from
+  std::string init_from;       // llm.c GPT-2 checkpoint to start from; llama: a Hugging Face Llama directory
   std::string output_dir = "output";
   std::string export_safetensors;  // write the final weights here ("" = no export)
   int64_t save_interval = 0;       // > 0: checkpoint (any-layout reloadable) every N steps and after the last
@@ -115,6 +120,12 @@ struct TrainConfig {
   bool log_all_ranks = false;  // every rank logs (default: global rank 0 only)
   bool progress = true;        // rank 0's progress bar with ETA when stderr is a terminal (--no-progress: off)
   double peak_tflops = 0.0;    // > 0: per-rank peak TFLOP/s for metrics.jsonl's mfu (0: known GPUs only)
+
+  bool is_llama() const { return arch == "llama"; }
+  // tied_embeddings with the architecture's default filled in.
+  bool tied() const { return tied_embeddings.value_or(!is_llama()); }
+  // The FFN width: mlp_hidden_size, or the architecture's default (4 C; Llama: 8 C / 3 rounded up to 64).
+  int64_t mlp_width() const;
 
   // Serial layout (dp = 1) shorthands.
   int64_t effective_global_batch() const { return resolve_layout(1).global_batch; }
@@ -183,20 +194,28 @@ class Trainer {
   // step's metrics.
   StepMetrics run();
   // The full (unsharded, f32, host) tensors of every parameter of the model
-  // (one "wte"), gathered over TP, PP (and ZeRO-3 DP) onto global rank 0;
+  // (one "wte" / "model.embed_tokens.weight"), gathered over TP, PP (and ZeRO-3 DP) onto global rank 0;
   // empty on the other ranks. Collective over the world.
   std::vector<Parameter> gather_full_parameters();
+  // Writes the current weights from any layout (gathered as above; global rank 0
+  // writes): gpt2 a safetensors file with Hugging Face GPT-2 names at `path`;
+  // llama a Hugging Face Llama directory `path` (model.safetensors + config.json,
+  // loadable with --init-from). run() calls it with export_safetensors. Collective.
+  void export_weights(const std::string& path);
 
   int64_t step() const { return step_; }
   // The SIGINT / SIGTERM that made run() stop early (after saving a checkpoint), 0 when none.
   int stop_signal() const { return stop_signal_; }
   const TrainConfig& config() const { return cfg_; }
   const ParallelLayout& layout() const { return layout_; }
-  const GptConfig& model_config() const;
+  // The model's description (arch Gpt2 or Llama; pp3d/model/arch_config.h), resolved.
+  const GptConfig& model_config() const { return model_config_; }
   // This rank's first model chunk (the whole model when tp = pp = 1). Under
   // ZeRO-2/3 gradients (and with ZeRO-3 values) are undefined between steps.
+  // GPT only: throws pp3d::Error for --arch llama (use pipeline().module(0)).
   Gpt& model();
-  GptPipelineStage& pipeline() { return *stage_; }
+  // This rank's pipeline stage: Gpt chunks (gpt2) or Llama chunks (llama).
+  PipelineStage& pipeline() { return *stage_; }
   ZeroOptimizer& optimizer() { return *zero_; }
   const MixedPrecision& mixed_precision() const { return mp_; }
   const ProcessGrid& grid() const { return *grid_; }
@@ -223,7 +242,9 @@ class Trainer {
   int64_t prefetch_step_ = -1;
   std::vector<Batch> step_batches(int64_t step) const;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<GptPipelineStage> stage_;
+  void build_model(const GptConfig& mc);  // stage_, model_config_ and init_from for either arch (trainer_model.cpp)
+  GptConfig model_config_;
+  std::unique_ptr<PipelineStage> stage_;
   std::unique_ptr<ZeroOptimizer> zero_;
   SumSquaresReducer mp_reducer_;
   MixedPrecision mp_;  // --bf16 / --fp16 policy (loss scaler for fp16)
@@ -232,6 +253,13 @@ class Trainer {
   int64_t step_ = 0;
   int stop_signal_ = 0;
 };
+
+// The model a TrainConfig describes before its data is read (arch Gpt2 or
+// Llama, pp3d/model/arch_config.h): with init_from the checkpoint's (llm.c
+// header; llama: the Hugging Face config.json, context = seq_len), else the
+// flags with vocab_size = --vocab-size (0: GptConfig's default; the Trainer
+// then takes the data's). Throws a user error naming the flag for a bad shape.
+GptConfig model_description(const TrainConfig& c);
 
 // Parses a --device value: "cpu", "cuda" (needs a CUDA build and a GPU) or "auto".
 Device resolve_device(const std::string& device);
