@@ -21,7 +21,8 @@
 //
 // Tensor parallelism: a Llama with tp_size > 1 decodes collectively over its
 // tp_group (heads split by kv head, o/down all-reduced, the logits
-// all-gathered), so every rank gets the full logits. Sequence parallelism
+// all-gathered), so every rank gets the full logits (tests/parallel/
+// llama_generate_tp_test.cpp). Sequence parallelism
 // does not change the parameters and is not used while decoding. Pipeline
 // stages (a Llama without the embedding, the head or every layer) are rejected.
 //
