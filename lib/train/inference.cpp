@@ -135,8 +135,8 @@ std::string describe_model(const Llama& model) {
     (p->name == "model.embed_tokens.weight" ? emb : block ? blocks : head) += p->global_numel();
   }
   const LlamaLayout& l = model.layout();
-  return fmt::format("llama L{} C{} H{}/{}kv F{} V{}({}) T{} theta {}, {} parameters (embeddings {}, {} blocks {}, "
-                     "head {}{}), {} on this rank, tp rank {} of {}, device {}",
+  return fmt::format("llama L{} C{} H{}/{}kv F{} V{}({}) T{}, rope theta {}, {} parameters (embeddings {}, {} blocks "
+                     "{}, head {}{}), {} on this rank, tp rank {} of {}, device {}",
                      c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.mlp_hidden_size, c.vocab_size,
                      c.padded_vocab_size, c.max_seq_len, c.rope_theta, count_str(emb + blocks + head),
                      count_str(emb), c.num_layers, count_str(blocks), count_str(head),

@@ -8,10 +8,11 @@
 #   - pp3d-eval --init-from DIR prints a val_loss well below the corpus's unigram
 #     entropy (read from a 1-step GPT run's log: the same corpus pp3d-eval reads),
 #     and, when the training run recorded a final val_loss in metrics.jsonl, equal
-#     to it within 1e-5 (same --batch-size, --seq-len, --eval-batches and seed).
-# Usage: llama_generate_eval_test.sh PP3D_TRAIN PP3D_GENERATE PP3D_EVAL WORKDIR
+#     to it within 1e-5 (same --batch-size, --seq-len, --eval-batches and seed);
+#   - tools/test_model --init-from DIR (given BUILD_DIR, where it finds both programs) ends OK.
+# Usage: llama_generate_eval_test.sh PP3D_TRAIN PP3D_GENERATE PP3D_EVAL WORKDIR [BUILD_DIR]
 set -euo pipefail
-train="$1" gen="$2" eval="$3" work="$4"
+train="$1" gen="$2" eval="$3" work="$4" build="${5:-}"
 rm -rf "$work"
 mkdir -p "$work"
 export OMP_NUM_THREADS=1
@@ -66,5 +67,11 @@ if [ -n "$want" ]; then
 else
   echo "note: the llama training run recorded no val_loss (metrics.jsonl); the equality with the trainer's" \
        "arithmetic is checked by the unit test 'llama inference: ...'"
+fi
+if [ -n "$build" ]; then
+  "$(dirname "$0")/../../tools/test_model" --init-from "$work/hf" --bin-dir "$build" --batches 2 --batch-size 4 \
+    >"$work/test_model.out" 2>&1 || { cat "$work/test_model.out"; fail "tools/test_model failed"; }
+  tail -n 2 "$work/test_model.out"
+  grep -q "^test_model: OK" "$work/test_model.out" || fail "tools/test_model did not end OK"
 fi
 echo "OK"

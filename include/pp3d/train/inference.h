@@ -55,7 +55,7 @@ InferenceModel load_inference_model(const std::string& checkpoint, const std::st
 // One line: "L4 H4 C128 V256(256) T64, 0.83M parameters (embeddings 41.0K, 4 blocks 792.58K, head 256
 // + tied wte), 0.83M on this rank, tp rank 0 of 1, device cpu".
 std::string describe_model(const Gpt& model);
-// One line: "llama L2 C64 H4/2kv F176 V256(256) T64 theta 10000, ... parameters (...), ..., device cpu".
+// One line: "llama L2 C64 H4/2kv F192 V256(256) T64, rope theta 10000, 131.39K parameters (...), ..., device cpu".
 std::string describe_model(const Llama& model);
 std::string describe_model(const InferenceModel& model);
 
