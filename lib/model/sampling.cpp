@@ -111,7 +111,10 @@ std::string decode_tokens(const std::vector<int32_t>& tokens, int64_t vocab_size
     }
     return s;
   }
-  for (std::size_t i = 0; i < tokens.size(); ++i) s += (i ? " " : "") + std::to_string(tokens[i]);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    if (i > 0) s += ' ';
+    s += std::to_string(tokens[i]);
+  }
   return s;
 }
 
