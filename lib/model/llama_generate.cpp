@@ -213,9 +213,8 @@ Tensor forward_decode(Llama& model, const Tensor& ids_in, LlamaKvCache& cache, b
   const Dims d{B, Tn, t0, cfg.num_heads / lay.tp_size, cache.local_kv_heads(), cache.head_dim(), cache.max_len()};
 
   const VocabShard shard = vocab_shard(cfg.vocab_size, cfg.padded_vocab_size, lay.tp_rank, lay.tp_size);
-  Tensor x = vocab_parallel_embedding_forward(be, tp, ids, value_as_f32(be, param(model, "model.embed_tokens.weight").value),
-                                              shard.start, false)
-                 .reshape({N, C});
+  const Tensor embed = value_as_f32(be, param(model, "model.embed_tokens.weight").value);
+  Tensor x = vocab_parallel_embedding_forward(be, tp, ids, embed, shard.start, false).reshape({N, C});
   for (int64_t l = 0; l < cfg.num_layers; ++l) {
     const auto i = static_cast<std::size_t>(l);
     x = decode_block(be, tp, cfg, block_params(model, l), x, cache.k_[i], cache.v_[i], d);

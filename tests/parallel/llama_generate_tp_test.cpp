@@ -59,7 +59,8 @@ void compare(Backend& be, const std::shared_ptr<Communicator>& world, int64_t kv
     std::vector<int32_t> chunk;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = t0; t < t0 + n; ++t) chunk.push_back(ids[static_cast<std::size_t>(b * T + t)]);
-    const std::vector<float> lg = forward_decode(model, Tensor::from_vector_i32({B, n}, chunk), cache, true).to_vector();
+    const std::vector<float> lg =
+        forward_decode(model, Tensor::from_vector_i32({B, n}, chunk), cache, true).to_vector();
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < n; ++j)
         std::copy_n(lg.begin() + (b * n + j) * Vp, Vp, got.begin() + (b * T + t0 + j) * Vp);

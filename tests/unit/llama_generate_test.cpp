@@ -238,7 +238,8 @@ TEST_CASE("llama forward_decode reproduces the PyTorch fixture's logits", "[gene
       z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
       z ^= z >> 31;
       const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
-      v[static_cast<std::size_t>(e)] = static_cast<float>(norm ? 1.0 + cf[3] * (2.0 * u - 1.0) : cf[2] * (2.0 * u - 1.0));
+      const double x = 2.0 * u - 1.0;
+      v[static_cast<std::size_t>(e)] = static_cast<float>(norm ? 1.0 + cf[3] * x : cf[2] * x);
     }
     p->value.copy_from(Tensor::from_vector(p->value.shape(), v));
   }
