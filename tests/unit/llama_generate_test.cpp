@@ -190,7 +190,7 @@ TEST_CASE("llama generation equals recomputing the full forward for every token"
     g.on_token = nullptr;
     CHECK(generate_uncached(model, prompt, g) == greedy);
     // Sampling (temperature, top-k, top-p) draws the same tokens as the brute force.
-    g.sampling = {0.9f, 20, 0.8f, 42};
+    g.sampling = {.temperature = 0.9f, .top_k = 20, .seed = 42, .top_p = 0.8f};
     const std::vector<int32_t> sampled = generate(model, prompt, g);
     CHECK(sampled == reference_tokens(model, prompt, g));
     CHECK(sampled != greedy);

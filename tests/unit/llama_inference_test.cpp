@@ -113,7 +113,7 @@ TEST_CASE("llama inference: pp3d checkpoint and Hugging Face directory load, gen
   const std::vector<int32_t> prompt = encode_bytes("alice ");
   GenerateOptions g;
   g.max_new_tokens = 12;
-  g.sampling = {0.8f, 0, 0.9f, 5};
+  g.sampling = {.temperature = 0.8f, .top_k = 0, .seed = 5, .top_p = 0.9f};
   const std::vector<int32_t> want_tokens = generate(ref, prompt, g);
   CHECK(generate(from_ckpt, prompt, g) == want_tokens);
   CHECK(generate(from_hf, prompt, g) == want_tokens);

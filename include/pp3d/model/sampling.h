@@ -18,8 +18,9 @@ namespace pp3d {
 struct SamplingOptions {
   float temperature = 1.0f;  // 0: greedy (argmax); > 0: softmax(logits / temperature)
   int64_t top_k = 0;         // > 0: sample among the k most likely tokens only (0: all)
-  float top_p = 1.0f;        // (0, 1): nucleus sampling, the most likely tokens holding top_p of the mass (1: all)
   uint64_t seed = 1337;      // token i uses rng_uniform(rng_key(seed, "sample"), i)
+  float top_p = 1.0f;        // (0, 1): nucleus sampling, the most likely tokens holding top_p of the mass (1: all)
+                             // (last, so existing {temperature, top_k, seed} initialisers keep their meaning)
   // Throws pp3d::Error naming --temperature / --top-k / --top-p when out of range.
   void validate() const;
 };
