@@ -1,4 +1,4 @@
-// pp3d-eval: validation loss and perplexity of a trained GPT on the same data
+// pp3d-eval: validation loss and perplexity of a trained GPT or Llama on the same data
 // options as pp3d-train (embedded corpus, text, llm.c shards). With the
 // trainer's --seed, --batch-size, --seq-len and --eval-batches (here
 // --batches) it prints the number the trainer logged as val_loss
@@ -16,13 +16,16 @@
 #include "pp3d/train/trainer.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"pp3d-eval: validation loss / perplexity of a trained GPT (see docs/GENERATION.md)"};
+  CLI::App app{"pp3d-eval: validation loss / perplexity of a trained GPT or Llama (see docs/GENERATION.md, "
+               "docs/LLAMA.md)"};
   std::string checkpoint, init_from, data, device = "cpu";
   pp3d::EvalOptions o;
   std::optional<uint64_t> seed;
   bool json = false;
-  app.add_option("--checkpoint", checkpoint, "pp3d checkpoint directory (or a run's output dir holding 'latest')");
-  app.add_option("--init-from", init_from, "llm.c GPT-2 checkpoint file (fp32)");
+  app.add_option("--checkpoint", checkpoint, "pp3d checkpoint directory, GPT or Llama (or a run's output dir "
+                 "holding 'latest')");
+  app.add_option("--init-from", init_from, "llm.c GPT-2 checkpoint file (fp32), or a Hugging Face Llama directory "
+                 "(config.json + safetensors, e.g. from pp3d-train --arch llama --export-safetensors)");
   app.add_option("--data", data, "text file/folder, .bin token shard(s) or a blend 'W1 PATH1 W2 PATH2'; default: "
                  "embedded synthetic corpus");
   app.add_option("--batches", o.batches, "validation batches (pp3d-train: --eval-batches)")->capture_default_str();
@@ -42,7 +45,7 @@ int main(int argc, char** argv) {
     o.validate();
     pp3d::InferenceModel m = pp3d::load_inference_model(checkpoint, init_from, pp3d::resolve_device(device));
     o.seed = seed.value_or(m.seed);
-    std::fprintf(stderr, "model: %s\nfrom: %s\n", pp3d::describe_model(*m.model).c_str(), m.source.c_str());
+    std::fprintf(stderr, "model: %s\nfrom: %s\n", pp3d::describe_model(m).c_str(), m.source.c_str());
     auto ds = std::make_shared<pp3d::TokenDataset>(pp3d::load_dataset(data, 20240601, m.config.vocab_size));
     std::fprintf(stderr, "data: %s\n", ds->description.c_str());
     const bool tty = isatty(fileno(stderr)) != 0;
@@ -55,7 +58,7 @@ int main(int argc, char** argv) {
       if (done == total) std::fputc('\n', stderr);
       std::fflush(stderr);
     };
-    const pp3d::EvalResult r = pp3d::evaluate_validation(*m.model, ds, o);
+    const pp3d::EvalResult r = pp3d::evaluate_validation(m, ds, o);
     const int64_t T = r.tokens / (o.batches * o.batch_size);
     if (json) {
       std::printf("{\"val_loss\": %.9g, \"perplexity\": %.9g, \"batches\": %lld, \"batch_size\": %lld, "

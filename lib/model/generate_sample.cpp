@@ -1,61 +1,11 @@
-// Sampling (greedy / temperature / top-k, counter-based RNG), the generation
-// loop over a KvCache, and byte-level (de)tokenisation. See generate.h.
+// The generation loop of a GPT over its KvCache (generate.h); sampling and
+// the loop itself are model independent (sampling.cpp).
 #include <algorithm>
-#include <cmath>
-#include <numeric>
-
-#include <fmt/format.h>
 
 #include "pp3d/core/error.h"
-#include "pp3d/core/rng.h"
 #include "pp3d/model/generate.h"
 
 namespace pp3d {
-
-void SamplingOptions::validate() const {
-  PP3D_CHECK(std::isfinite(temperature) && temperature >= 0.0f,
-             "--temperature must be a finite number >= 0 (0 = greedy), got {}", temperature);
-  PP3D_CHECK(top_k >= 0, "--top-k must be >= 0 (0 = no limit), got {}", top_k);
-}
-
-int32_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& o, uint64_t token_index) {
-  o.validate();
-  PP3D_CHECK(vocab >= 1, "sample_token: vocab must be >= 1, got {}", vocab);
-  for (int64_t i = 0; i < vocab; ++i)
-    PP3D_CHECK(!std::isnan(logits[i]), "sample_token: logit {} is NaN (diverged or corrupt model?)", i);
-  const auto greater = [&](int64_t a, int64_t b) {  // larger logit first, lower id on ties
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  };
-  if (o.temperature == 0.0f || o.top_k == 1) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < vocab; ++i)
-      if (greater(i, best)) best = i;
-    return static_cast<int32_t>(best);
-  }
-  // Candidate ids in increasing order: all, or the top_k largest.
-  std::vector<int64_t> ids(static_cast<std::size_t>(vocab));
-  std::iota(ids.begin(), ids.end(), 0);
-  if (o.top_k > 0 && o.top_k < vocab) {
-    std::nth_element(ids.begin(), ids.begin() + (o.top_k - 1), ids.end(), greater);
-    ids.resize(static_cast<std::size_t>(o.top_k));
-    std::sort(ids.begin(), ids.end());
-  }
-  float mx = logits[ids[0]];
-  for (int64_t i : ids) mx = std::max(mx, logits[i]);
-  std::vector<double> p(ids.size());
-  double sum = 0.0;
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    p[i] = std::exp((static_cast<double>(logits[ids[i]]) - mx) / o.temperature);
-    sum += p[i];
-  }
-  const double target = static_cast<double>(rng_uniform(rng_key(o.seed, "sample"), token_index)) * sum;
-  double cum = 0.0;
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    cum += p[i];
-    if (cum > target) return static_cast<int32_t>(ids[i]);
-  }
-  return static_cast<int32_t>(ids.back());  // rounding: u * sum == sum
-}
 
 std::vector<int32_t> generate(Gpt& model, const std::vector<int32_t>& prompt, const GenerateOptions& o) {
   o.sampling.validate();
@@ -69,38 +19,10 @@ std::vector<int32_t> generate(Gpt& model, const std::vector<int32_t>& prompt, co
              "the prompt ({} tokens) + --max-new-tokens {} needs {} positions but the model's context is {} tokens "
              "(learned positions); shorten the prompt or lower --max-new-tokens",
              P, o.max_new_tokens, needed, cfg.max_seq_len);
-  std::vector<int32_t> out;
-  if (o.max_new_tokens == 0) return out;
+  if (o.max_new_tokens == 0) return {};
   KvCache cache(model, 1, needed);
-  Tensor logits = forward_decode(model, Tensor::from_vector_i32({1, P}, prompt), cache);
-  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
-    const int32_t tok = sample_token(logits.data<float>(), cfg.vocab_size, o.sampling, static_cast<uint64_t>(i));
-    out.push_back(tok);
-    if (o.on_token) o.on_token(tok);
-    if (tok == o.stop_token || i + 1 == o.max_new_tokens) break;
-    logits = forward_decode(model, Tensor::from_vector_i32({1, 1}, {tok}), cache);
-  }
-  return out;
-}
-
-std::vector<int32_t> encode_bytes(std::string_view text) {
-  std::vector<int32_t> ids;
-  ids.reserve(text.size());
-  for (char c : text) ids.push_back(static_cast<int32_t>(static_cast<unsigned char>(c)));
-  return ids;
-}
-
-std::string decode_tokens(const std::vector<int32_t>& tokens, int64_t vocab_size) {
-  std::string s;
-  if (vocab_size == 256) {
-    for (int32_t t : tokens) {
-      PP3D_CHECK(t >= 0 && t < 256, "decode_tokens: token {} is not a byte", t);
-      s.push_back(static_cast<char>(static_cast<unsigned char>(t)));
-    }
-    return s;
-  }
-  for (std::size_t i = 0; i < tokens.size(); ++i) s += (i ? " " : "") + std::to_string(tokens[i]);
-  return s;
+  return generate_with([&](const Tensor& ids) { return forward_decode(model, ids, cache); }, cfg.vocab_size, prompt,
+                       o);
 }
 
 }  // namespace pp3d

@@ -2,7 +2,7 @@
 // generation equals the argmax of a full forward pass recomputed over the
 // growing sequence (no cache); determinism; top-k = 1 is greedy; seeds;
 // the sampled frequencies follow softmax(logits / temperature) restricted to
-// the top k; byte-level (de)tokenisation.
+// the top k, and top-p keeps the nucleus; byte-level (de)tokenisation.
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -137,6 +137,41 @@ TEST_CASE("sample_token follows softmax(logits / T) over the top k", "[generate]
   o.top_k = 0;
   const std::vector<float> bad = {0.0f, std::nanf("")};
   CHECK_THROWS_WITH(sample_token(bad.data(), 2, o, 0), Catch::Contains("logit 1 is NaN"));
+}
+
+TEST_CASE("sample_token with top-p keeps the smallest most likely set reaching p", "[generate]") {
+  // probabilities at temperature 1 (sorted): ids 1 and 3 (e^3 each), 5 (e^2), 0 (e^1), 2 (e^0.5), 4 (e^-2).
+  const std::vector<float> logits = {1.0f, 3.0f, 0.5f, 3.0f, -2.0f, 2.0f};
+  const auto V = static_cast<int64_t>(logits.size());
+  double total = 0.0;
+  for (float l : logits) total += std::exp(static_cast<double>(l));
+  const double e3 = std::exp(3.0), e2 = std::exp(2.0);
+  REQUIRE(2 * e3 < 0.8 * total);  // so top-p 0.8 needs ids 1, 3 and 5 ...
+  REQUIRE(2 * e3 + e2 >= 0.8 * total);
+  REQUIRE(e3 >= 0.3 * total);  // ... and top-p 0.3 id 1 alone (the lower id of the tie)
+  SamplingOptions o;
+  o.seed = 4;
+  o.top_p = 0.3f;
+  for (int i = 0; i < 200; ++i) REQUIRE(sample_token(logits.data(), V, o, i) == 1);
+  o.top_p = 0.8f;
+  const int n = 20000;
+  std::vector<int> count(static_cast<std::size_t>(V), 0);
+  for (int i = 0; i < n; ++i) ++count[static_cast<std::size_t>(sample_token(logits.data(), V, o, i))];
+  const std::vector<double> want = {0, e3 / (2 * e3 + e2), 0, e3 / (2 * e3 + e2), 0, e2 / (2 * e3 + e2)};
+  for (int64_t i = 0; i < V; ++i) {
+    const double w = want[static_cast<std::size_t>(i)], got = count[static_cast<std::size_t>(i)] / double(n);
+    INFO("token " << i << " freq " << got << " want " << w);
+    CHECK(std::fabs(got - w) <= 4.0 * std::sqrt(w * (1 - w) / n) + 1e-12);  // 4 sigma
+  }
+  // top-p 1 is no limit: the same draws as without it.
+  SamplingOptions all;
+  all.seed = 4;
+  o.top_p = 1.0f;
+  for (int i = 0; i < 100; ++i) REQUIRE(sample_token(logits.data(), V, o, i) == sample_token(logits.data(), V, all, i));
+  for (float bad : {0.0f, -0.5f, 1.5f, std::nanf("")}) {
+    o.top_p = bad;
+    CHECK_THROWS_WITH(sample_token(logits.data(), V, o, 0), Catch::Contains("--top-p must be in (0, 1]"));
+  }
 }
 
 TEST_CASE("byte-level tokenisation round-trips; other vocabularies print ids", "[generate]") {

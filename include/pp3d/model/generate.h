@@ -1,5 +1,7 @@
-// Text generation with a GPT: incremental decoding with a key/value cache,
-// sampling (greedy, temperature, top-k) and byte-level detokenisation.
+// Text generation with a GPT: incremental decoding with a key/value cache.
+// Sampling, the generation loop and byte-level (de)tokenisation are model
+// independent (pp3d/model/sampling.h, included here); Llama has its own cache
+// (pp3d/model/llama_generate.h).
 //
 // KvCache holds, for every transformer layer of a Gpt, the keys and values of
 // the tokens decoded so far: K and V [B, H_local, T_max, D] f32 on the model's
@@ -30,6 +32,7 @@
 #include <vector>
 
 #include "pp3d/model/gpt.h"
+#include "pp3d/model/sampling.h"  // SamplingOptions, GenerateOptions, sample_token, encode_bytes
 
 namespace pp3d {
 
@@ -71,31 +74,6 @@ class KvCache {
 // would overflow. Collective over the model's tp_group when tp_size > 1.
 Tensor forward_decode(Gpt& model, const Tensor& ids, KvCache& cache, bool all_positions = false);
 
-struct SamplingOptions {
-  float temperature = 1.0f;  // 0: greedy (argmax); > 0: softmax(logits / temperature)
-  int64_t top_k = 0;         // > 0: sample among the k most likely tokens only (0: all)
-  uint64_t seed = 1337;      // token i uses rng_uniform(rng_key(seed, "sample"), i)
-  // Throws pp3d::Error naming --temperature / --top-k when out of range.
-  void validate() const;
-};
-
-// Picks a token id in [0, vocab) from logits[0, vocab). Greedy (temperature 0,
-// or top_k == 1): the largest logit, the lowest id on ties. Otherwise the
-// probabilities p = softmax(logits / temperature) (computed in double) are
-// restricted to the top_k largest (ties: lower id first) and renormalised, and
-// the token is the first whose cumulative probability, in increasing id order,
-// exceeds u = rng_uniform(rng_key(seed, "sample"), token_index). A pure
-// function of its arguments.
-int32_t sample_token(const float* logits, int64_t vocab, const SamplingOptions& options, uint64_t token_index);
-
-struct GenerateOptions {
-  int64_t max_new_tokens = 64;
-  SamplingOptions sampling;
-  int32_t stop_token = -1;  // >= 0: stop after emitting this token (it is included)
-  // Called with each new token as soon as it is chosen (streaming output).
-  std::function<void(int32_t token)> on_token;
-};
-
 // Autoregressive generation for one sequence: prefills `prompt` (non-empty,
 // ids < vocab_size) in one forward_decode call, then decodes one token at a
 // time; new token i is sampled with token_index i. Returns the new tokens
@@ -103,10 +81,5 @@ struct GenerateOptions {
 // Collective over the tp_group (every rank passes the same arguments and gets
 // the same tokens).
 std::vector<int32_t> generate(Gpt& model, const std::vector<int32_t>& prompt, const GenerateOptions& options);
-
-// Byte-level tokenisation (vocab 256, pp3d's text data): one token per byte.
-std::vector<int32_t> encode_bytes(std::string_view text);
-// vocab_size 256: the bytes as text; otherwise the ids separated by spaces.
-std::string decode_tokens(const std::vector<int32_t>& tokens, int64_t vocab_size);
 
 }  // namespace pp3d

@@ -1,0 +1,285 @@
+// KV-cached decoding of a Llama (include/pp3d/model/llama_generate.h):
+//  - the logits of every position equal the full forward (module_forward) of
+//    the same prefix, fed one token at a time, all at once or in chunks, for
+//    multi-query (1 kv head), grouped (2) and multi-head (= num_heads) models;
+//  - greedy and sampled generation equal a brute-force recompute-from-scratch
+//    loop written here;
+//  - decoding the PyTorch fixture (tests/fixtures/llama_reference.bin) one
+//    token at a time reproduces torch's logits.
+// PP3D_REF_VERBOSE=1 prints the largest differences.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "pp3d/core/error.h"
+#include "pp3d/model/llama_generate.h"
+#include "reference_fixture.h"
+
+using namespace pp3d;
+
+namespace {
+
+// Non-trivial weights (std 0.2: attention far from uniform), odd vocabulary,
+// a small RoPE theta so that positions matter a lot at these lengths.
+LlamaConfig decode_config(int64_t kv_heads) {
+  LlamaConfig c;
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = kv_heads;
+  c.mlp_hidden_size = 48;
+  c.max_seq_len = 24;
+  c.rope_theta = 100.0f;
+  c.init_std = 0.2f;
+  return c;
+}
+
+std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
+  std::vector<int32_t> ids(static_cast<std::size_t>(n));
+  uint32_t s = seed;
+  for (auto& id : ids) {
+    s = s * 1664525u + 1013904223u;
+    id = static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(vocab));
+  }
+  return ids;
+}
+
+// Full-forward logits [B, T, Vp] of ids [B, T] (Train mode publishes them).
+std::vector<float> full_logits(Llama& model, const Tensor& ids) {
+  ActivationCache cache;
+  (void)module_forward(model, ids, ids, 0.0f, cache, ForwardMode::Train);
+  std::vector<float> out = cache.logits().to_vector();
+  cache.clear();
+  return out;
+}
+
+double g_worst = 0.0;  // largest |got - want| / max |logit| seen (reported)
+
+// |got - want| <= 1e-5 * (|want| + max |logit| of the position): fp32 relative
+// accuracy of a sum of terms as large as the largest logit.
+void require_logits_close(const std::vector<float>& got, const std::vector<float>& want, int64_t Vp,
+                          int64_t valid, const std::string& what) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t p = 0; p < want.size() / static_cast<std::size_t>(Vp); ++p) {
+    const float* w = want.data() + p * static_cast<std::size_t>(Vp);
+    const float* g = got.data() + p * static_cast<std::size_t>(Vp);
+    float scale = 0.0f;
+    for (int64_t v = 0; v < valid; ++v) scale = std::max(scale, std::fabs(w[v]));
+    REQUIRE(scale > 0.5f);  // the logits are not trivially small
+    for (int64_t v = 0; v < valid; ++v) {
+      g_worst = std::max(g_worst, static_cast<double>(std::fabs(g[v] - w[v]) / scale));
+      const double tol = 1e-5 * (std::fabs(w[v]) + scale);
+      if (!(std::fabs(g[v] - w[v]) <= tol)) {
+        INFO(what << ": position " << p << " token " << v << " got " << g[v] << " want " << w[v]);
+        REQUIRE(false);
+      }
+    }
+  }
+}
+
+// Tokens by brute force: a full forward over the whole sequence for every new
+// token, sampled with sample_token as generate() does.
+std::vector<int32_t> reference_tokens(Llama& model, std::vector<int32_t> seq, const GenerateOptions& g) {
+  const int64_t Vp = model.config().padded_vocab_size, V = model.config().vocab_size;
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < g.max_new_tokens; ++i) {
+    const auto T = static_cast<int64_t>(seq.size());
+    const std::vector<float> lg = full_logits(model, Tensor::from_vector_i32({1, T}, seq));
+    const int32_t tok = sample_token(lg.data() + (T - 1) * Vp, V, g.sampling, static_cast<uint64_t>(i));
+    out.push_back(tok);
+    seq.push_back(tok);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("llama forward_decode matches the full forward at every position", "[generate][llama]") {
+  auto be = make_cpu_backend();
+  for (const int64_t kv : {1, 2, 4}) {
+    CAPTURE(kv);
+    const LlamaConfig cfg = decode_config(kv);
+    LlamaOptions opts;
+    opts.seed = 7;
+    Llama model(cfg, *be, {}, opts);
+    const int64_t B = 2, T = 19, Vp = model.config().padded_vocab_size, V = cfg.vocab_size;
+    const std::vector<int32_t> ids = random_ids(B * T, V, 11);
+    const Tensor ids_t = Tensor::from_vector_i32({B, T}, ids);
+    const std::vector<float> want = full_logits(model, ids_t);
+    REQUIRE(static_cast<int64_t>(want.size()) == B * T * Vp);
+
+    {  // one token at a time
+      LlamaKvCache cache(model, B);
+      REQUIRE(cache.local_kv_heads() == kv);  // grouped kv heads cached once
+      REQUIRE(cache.keys(1).shape() == Shape{B, kv, cfg.max_seq_len, cfg.hidden_size / cfg.num_heads});
+      std::vector<float> got(want.size());
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<int32_t> step(static_cast<std::size_t>(B));
+        for (int64_t b = 0; b < B; ++b) step[static_cast<std::size_t>(b)] = ids[static_cast<std::size_t>(b * T + t)];
+        const Tensor lg = forward_decode(model, Tensor::from_vector_i32({B, 1}, step), cache);
+        REQUIRE(lg.shape() == Shape{B, 1, Vp});
+        REQUIRE(cache.length() == t + 1);
+        const std::vector<float> v = lg.to_vector();
+        for (int64_t b = 0; b < B; ++b) std::copy_n(v.begin() + b * Vp, Vp, got.begin() + (b * T + t) * Vp);
+      }
+      require_logits_close(got, want, Vp, V, "one token at a time");
+    }
+    {  // the whole prefix at once (prefill), all positions
+      LlamaKvCache cache(model, B, T);
+      const Tensor lg = forward_decode(model, ids_t, cache, true);
+      REQUIRE(lg.shape() == Shape{B, T, Vp});
+      require_logits_close(lg.to_vector(), want, Vp, V, "prefill");
+    }
+    {  // chunks of 5, 1 and 13 tokens; last-position logits
+      LlamaKvCache cache(model, B);
+      int64_t t0 = 0;
+      for (int64_t n : {5, 1, 13}) {
+        std::vector<int32_t> chunk;
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t t = t0; t < t0 + n; ++t) chunk.push_back(ids[static_cast<std::size_t>(b * T + t)]);
+        const Tensor lg = forward_decode(model, Tensor::from_vector_i32({B, n}, chunk), cache);
+        t0 += n;
+        std::vector<float> want_last;
+        for (int64_t b = 0; b < B; ++b)
+          want_last.insert(want_last.end(), want.begin() + (b * T + t0 - 1) * Vp, want.begin() + (b * T + t0) * Vp);
+        require_logits_close(lg.to_vector(), want_last, Vp, V, "chunk ending at " + std::to_string(t0));
+      }
+    }
+  }
+  if (std::getenv("PP3D_REF_VERBOSE") != nullptr)
+    std::printf("llama decode: max |cached - full| / max |logit| = %.3e\n", g_worst);
+}
+
+TEST_CASE("llama forward_decode: tied head, cache reuse after reset", "[generate][llama]") {
+  auto be = make_cpu_backend();
+  LlamaConfig cfg = decode_config(2);
+  cfg.tied_embeddings = true;
+  Llama model(cfg, *be);
+  const int64_t T = 9, Vp = model.config().padded_vocab_size;
+  const std::vector<int32_t> ids = random_ids(T, cfg.vocab_size, 5);
+  const std::vector<float> want = full_logits(model, Tensor::from_vector_i32({1, T}, ids));
+  LlamaKvCache cache(model, 1, T);
+  (void)forward_decode(model, Tensor::from_vector_i32({1, 3}, random_ids(3, cfg.vocab_size, 99)), cache);
+  cache.reset();
+  const Tensor lg = forward_decode(model, Tensor::from_vector_i32({1, T}, ids), cache, true);
+  require_logits_close(lg.to_vector(), want, Vp, cfg.vocab_size, "tied head after reset");
+}
+
+TEST_CASE("llama generation equals recomputing the full forward for every token", "[generate][llama]") {
+  auto be = make_cpu_backend();
+  for (const int64_t kv : {1, 4}) {
+    CAPTURE(kv);
+    LlamaOptions opts;
+    opts.seed = 5;
+    Llama model(decode_config(kv), *be, {}, opts);
+    const std::vector<int32_t> prompt = {3, 14, 15, 92, 65};
+    GenerateOptions g;
+    g.max_new_tokens = 15;
+    g.sampling.temperature = 0.0f;
+    std::vector<int32_t> streamed;
+    g.on_token = [&](int32_t t) { streamed.push_back(t); };
+    const std::vector<int32_t> greedy = generate(model, prompt, g);
+    CHECK(greedy == reference_tokens(model, prompt, g));
+    CHECK(streamed == greedy);
+    g.on_token = nullptr;
+    CHECK(generate_uncached(model, prompt, g) == greedy);
+    // Sampling (temperature, top-k, top-p) draws the same tokens as the brute force.
+    g.sampling = {.temperature = 0.9f, .top_k = 20, .seed = 42, .top_p = 0.8f};
+    const std::vector<int32_t> sampled = generate(model, prompt, g);
+    CHECK(sampled == reference_tokens(model, prompt, g));
+    CHECK(sampled != greedy);
+    // The context: prompt + max_new_tokens - 1 positions fit exactly, one more does not.
+    g.max_new_tokens = 24 - static_cast<int64_t>(prompt.size()) + 1;
+    CHECK(static_cast<int64_t>(generate(model, prompt, g).size()) == g.max_new_tokens);
+    g.max_new_tokens += 1;
+    CHECK_THROWS_WITH(generate(model, prompt, g), Catch::Contains("the model's context is 24 tokens"));
+  }
+}
+
+TEST_CASE("llama forward_decode reproduces the PyTorch fixture's logits", "[generate][llama][reference]") {
+  using namespace pp3d::test;
+  const auto fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/llama_reference.bin");
+  const auto& c = fx.at("config").i;
+  const auto& cf = fx.at("config_f").f;
+  LlamaConfig cfg;
+  cfg.num_layers = c[0];
+  cfg.hidden_size = c[1];
+  cfg.num_heads = c[2];
+  cfg.num_kv_heads = c[3];
+  cfg.mlp_hidden_size = c[4];
+  cfg.vocab_size = c[5];
+  const int64_t B = c[6], T = c[7], V = cfg.vocab_size;
+  cfg.max_seq_len = T;
+  cfg.rope_theta = cf[0];
+  cfg.norm_eps = cf[1];
+  auto be = make_cpu_backend();
+  Llama model(cfg, *be);
+  // The fixture's weights (tools/make_llama_fixture.py: fixture_value), as in llama_reference_test.
+  auto fnv1a64 = [](const std::string& s) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    for (unsigned char ch : s) h = (h ^ ch) * 0x100000001B3ull;
+    return h;
+  };
+  for (Parameter* p : model.parameters()) {
+    const bool norm = p->global_shape.size() == 1;
+    const int64_t rows = p->global_shape[0] == model.config().padded_vocab_size ? V : p->global_shape[0];
+    const int64_t n = rows * (norm ? 1 : p->global_shape[1]);
+    std::vector<float> v(static_cast<std::size_t>(p->value.numel()), 0.0f);
+    const uint64_t base = fnv1a64(p->name);
+    for (int64_t e = 0; e < n; ++e) {
+      uint64_t z = base + static_cast<uint64_t>(e) + 0x9E3779B97F4A7C15ull;
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      z ^= z >> 31;
+      const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+      const double x = 2.0 * u - 1.0;
+      v[static_cast<std::size_t>(e)] = static_cast<float>(norm ? 1.0 + cf[3] * x : cf[2] * x);
+    }
+    p->value.copy_from(Tensor::from_vector(p->value.shape(), v));
+  }
+  const auto& tok = fx.at("tokens").i;
+  const int64_t Vp = model.config().padded_vocab_size;
+  LlamaKvCache cache(model, B);
+  std::vector<float> got(static_cast<std::size_t>(B * T * V));
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> step;
+    for (int64_t b = 0; b < B; ++b) step.push_back(tok[static_cast<std::size_t>(b * (T + 1) + t)]);
+    const std::vector<float> lg = forward_decode(model, Tensor::from_vector_i32({B, 1}, step), cache).to_vector();
+    for (int64_t b = 0; b < B; ++b) std::copy_n(lg.begin() + b * Vp, V, got.begin() + (b * T + t) * V);
+  }
+  const double err = ref_rel_l2(got, fx.at("logits").f);
+  report_margin("llama decode vs torch logits", err);
+  CHECK(err <= 1e-6);
+}
+
+TEST_CASE("llama forward_decode and LlamaKvCache reject bad input", "[generate][llama]") {
+  auto be = make_cpu_backend();
+  const LlamaConfig cfg = decode_config(2);
+  Llama model(cfg, *be);
+  CHECK_THROWS_WITH(LlamaKvCache(model, 1, cfg.max_seq_len + 1), Catch::Contains("max_seq_len 24"));
+  CHECK_THROWS_WITH(LlamaKvCache(model, 0), Catch::Contains("batch must be >= 1"));
+  LlamaKvCache cache(model, 1, 4);
+  CHECK_THROWS_WITH(forward_decode(model, Tensor::from_vector_i32({1, 5}, {1, 2, 3, 4, 5}), cache),
+                    Catch::Contains("exceed the cache's 4 positions"));
+  CHECK_THROWS_WITH(forward_decode(model, Tensor::from_vector_i32({1, 1}, {97}), cache),
+                    Catch::Contains("outside the vocabulary [0, 97)"));
+  CHECK_THROWS_WITH(forward_decode(model, Tensor::from_vector_i32({2, 1}, {1, 2}), cache),
+                    Catch::Contains("ids must be i32 [1, T_new >= 1]"));
+  Llama other(cfg, *be);
+  CHECK_THROWS_WITH(forward_decode(other, Tensor::from_vector_i32({1, 1}, {1}), cache),
+                    Catch::Contains("another model"));
+  LlamaLayout stage;
+  stage.end_layer = 1;
+  stage.has_head = false;
+  Llama first_stage(cfg, *be, stage);
+  CHECK_THROWS_WITH(LlamaKvCache(first_stage, 1), Catch::Contains("pipeline stage"));
+  GenerateOptions g;
+  g.sampling.top_p = 0.0f;
+  CHECK_THROWS_WITH(generate(model, {1}, g), Catch::Contains("--top-p must be in (0, 1]"));
+}
