@@ -7,8 +7,9 @@
 #     is reproducible;
 #   - pp3d-eval --init-from DIR prints a val_loss well below the corpus's unigram
 #     entropy (read from a 1-step GPT run's log: the same corpus pp3d-eval reads),
-#     and, when the training run recorded a final val_loss in metrics.jsonl, equal
-#     to it within 1e-5 (same --batch-size, --seq-len, --eval-batches and seed);
+#     equal within 1e-5 to the Trainer's final val_loss in metrics.jsonl (same
+#     --batch-size, --seq-len, --eval-batches and seed), on the export and on
+#     the run's pp3d checkpoint (--checkpoint), which also generates the same text;
 #   - tools/test_model --init-from DIR (given BUILD_DIR, where it finds both programs) ends OK.
 # Usage: llama_generate_eval_test.sh PP3D_TRAIN PP3D_GENERATE PP3D_EVAL WORKDIR [BUILD_DIR]
 set -euo pipefail
