@@ -89,14 +89,22 @@ GpuSpec gpu_preset(const std::string& name) {
   // traffic costs as much as the math grows with that ratio. Hopper bf16 max
   // efficiency = its measured MAMF times the A100's training ratio (above).
   const double hopper_max_eff = kHopperBf16Mamf * kTrainingOverBenchmark;  // 0.693
-  if (name == "h100")
-    return with_hopper_kernels(make("H100 SXM 80GB", 989, 494.5, 80, 3.35, 450, 50, hopper_max_eff, 484, 4),
-                               {274.1, 1011.3, 1216.9, 1290.1, 1377.3}, 2.97 / 3.35);
-  if (name == "h200")
-    return with_hopper_kernels(make("H200 SXM 141GB", 989, 494.5, 141, 4.8, 450, 50, hopper_max_eff, 338, 4),
-                               {290.8, 1013.4, 1249.1, 1300.6, 1366.3}, 4.15 / 4.8);
+  // True fp32 on CUDA cores (datasheets): H100 / H200 SXM 67, A100 19.5 TFLOP/s.
+  if (name == "h100") {
+    GpuSpec g = with_hopper_kernels(make("H100 SXM 80GB", 989, 494.5, 80, 3.35, 450, 50, hopper_max_eff, 484, 4),
+                                    {274.1, 1011.3, 1216.9, 1290.1, 1377.3}, 2.97 / 3.35);
+    g.cuda_core_fp32_flops = 67e12;
+    return g;
+  }
+  if (name == "h200") {
+    GpuSpec g = with_hopper_kernels(make("H200 SXM 141GB", 989, 494.5, 141, 4.8, 450, 50, hopper_max_eff, 338, 4),
+                                    {290.8, 1013.4, 1249.1, 1300.6, 1366.3}, 4.15 / 4.8);
+    g.cuda_core_fp32_flops = 67e12;
+    return g;
+  }
   if (name == "a100") {  // see docs/PLANNER.md; HBM: STREAM triad 1.70 of 2.0 TB/s (Azure ND A100 v4)
     GpuSpec g = make("A100 SXM 80GB", 312, 156, 80, 2.0, 300, 25, kA100MaxEff, 256, 5);
+    g.cuda_core_fp32_flops = 19.5e12;
     g.hbm_efficiency = 1.70 / 2.0;
     return g;
   }

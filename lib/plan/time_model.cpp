@@ -81,10 +81,16 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   // One block's forward GEMMs on one TP rank. Linear layers run in FP8 with
   // Precision::fp8_gemm (1-byte operands, the FP8 peak and efficiency curve);
   // attention and the LM head stay in bf16.
+  // The rate of each kind: the 16-bit peak, or fp32 (TF32 peak, or true fp32 on
+  // CUDA cores for pp3d's own f32 math: Precision::cuda_core_fp32).
+  const double fp32_rate = prec.cuda_core_fp32 ? c.gpu.cuda_core_fp32() : c.gpu.peak(false);
+  const auto rate = [&](bool sixteen) { return prec.mixed && sixteen ? c.gpu.peak(true) : fp32_rate; };
   Gemm attention;  // Q K^T and P V
-  attention.peak = c.gpu.peak(prec.mixed);
+  attention.peak = rate(prec.attention16);
   attention.eff = &c.gpu.gemm;
   Gemm linear = attention;
+  linear.peak = rate(prec.linear16);
+  const double head_peak = linear.peak;  // the LM head is a Linear (not FP8)
   double lin_bytes = ab;
   if (prec.fp8_gemm) {
     PP3D_CHECK(c.gpu.fp8_peak_flops > 0, "precision fp8: GPU '{}' has no FP8 tensor cores (fp8 peak 0)", c.gpu.name);
@@ -162,7 +168,7 @@ StageCost stage_cost(const GptConfig& cfg, const Layout& l, const Precision& pre
   }
   if (st == l.pp - 1) {  // ln_f, LM head, cross-entropy
     Gemm head;
-    head.peak = attention.peak;
+    head.peak = head_peak;
     head.eff = &c.gpu.gemm;
     head.add(c, 1, bs, V / t, h, ab);
     r.gemm += 3 * head.time;

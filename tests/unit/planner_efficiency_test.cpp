@@ -111,3 +111,29 @@ TEST_CASE("the cross-entropy moves 2 ab + 9 lb bytes per logit", "[planner][effi
   const double logits = 2.0 * 2048 * (large.padded_vocab() - small.padded_vocab());
   CHECK(b.elementwise - a.elementwise == Approx(logits * 40 / h100.gpu.hbm_stream_bw()).epsilon(1e-9));
 }
+
+TEST_CASE("pp3d's own precision: GEMMs at the rate its CUDA path runs them (issue 22)", "[planner][efficiency]") {
+  // pp3d --bf16 without --compute-dtype param multiplies through f32 copies with
+  // CUBLAS_COMPUTE_32F (true fp32, 67 TFLOP/s on an H100); with it, the linear
+  // GEMMs take 16-bit operands on tensor cores (989). Attention is pp3d's f32
+  // flash kernel either way; published fp32 runs use TF32 (494.5).
+  const GptConfig cfg = model(4, 4096, 32);
+  Layout l;
+  l.micro_batch = 4;
+  const Workload work{4, 2048};
+  const Cluster h100 = cluster_preset("h100", 8);
+  const TimeBreakdown f32 = predict_time(cfg, l, Precision::pp3d(true, false), work, h100);
+  const TimeBreakdown c16 = predict_time(cfg, l, Precision::pp3d(true, true), work, h100);
+  const TimeBreakdown megatron = predict_time(cfg, l, Precision::bf16(), work, h100);
+  const TimeBreakdown tf32 = predict_time(cfg, l, Precision::fp32(), work, h100);
+  const TimeBreakdown pp3d_fp32 = predict_time(cfg, l, Precision::pp3d(false), work, h100);
+  // At these large shapes the GEMMs are compute bound: time ~ 1 / rate.
+  CHECK(f32.gemm / c16.gemm > 4.0);               // 16-bit linears: most of the GEMM FLOPs 14.8x faster
+  CHECK(c16.gemm > megatron.gemm * 1.05);         // attention still at the fp32 rate
+  CHECK(pp3d_fp32.gemm / tf32.gemm == Approx(494.5 / 67).epsilon(0.02));  // true fp32 vs TF32
+  CHECK(f32.gemm == Approx(pp3d_fp32.gemm).epsilon(1e-9));  // 16-bit weights alone do not change the math rate
+  // The CPU preset has one rate: nothing changes there.
+  const Cluster cpu = cluster_preset("cpu", 1);
+  CHECK(predict_time(cfg, l, Precision::pp3d(true, true), work, cpu).gemm ==
+        Approx(predict_time(cfg, l, Precision::pp3d(true, false), work, cpu).gemm).epsilon(1e-12));
+}

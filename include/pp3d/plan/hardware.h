@@ -38,6 +38,10 @@ struct GpuSpec {
   double peak_flops = 0;       // FLOP/s, bf16/fp16
   double fp32_peak_flops = 0;  // FLOP/s, fp32 training (0: peak_flops / 2)
   double fp8_peak_flops = 0;   // FLOP/s, dense FP8 tensor cores (0: the GPU has none)
+  // True fp32 (CUDA cores, no TF32): what pp3d's f32 GEMMs (CUBLAS_COMPUTE_32F unless
+  // allow_tf32) and its f32 kernels run at (0: fp32_peak_flops, e.g. CPUs).
+  double cuda_core_fp32_flops = 0;
+  double cuda_core_fp32() const { return cuda_core_fp32_flops > 0 ? cuda_core_fp32_flops : peak(false); }
   double peak(bool mixed) const { return mixed ? peak_flops : (fp32_peak_flops > 0 ? fp32_peak_flops : peak_flops / 2); }
   double memory_bytes = 0;   // device memory
   double hbm_bw = 0;          // bytes/s, datasheet

@@ -74,6 +74,13 @@ struct Precision {
   double grad_elem = 0;     // > 0: gradient element size overriding the default above
   double act_elem = 0;      // > 0: activation element size overriding the default above
   bool fp8_gemm = false;    // linear-layer GEMMs in FP8 (see above)
+  // pp3d's own GPU math (issue 22): mixed-precision linear GEMMs (the LM head
+  // included) run on 16-bit tensor cores only with --compute-dtype param, else as
+  // f32 GEMMs; attention is pp3d's f32 flash kernel; and pp3d's f32 math is true
+  // fp32 on CUDA cores (GpuSpec::cuda_core_fp32), not TF32 as published fp32 runs.
+  bool linear16 = true;     // mixed: linear GEMMs at the 16-bit peak; false: at the fp32 rate
+  bool attention16 = true;  // mixed: attention at the 16-bit peak; false: at the fp32 rate
+  bool cuda_core_fp32 = false;  // the fp32 rate is GpuSpec::cuda_core_fp32(), not the TF32 fp32 peak
 
   double param_bytes() const { return mixed ? 2 : 4; }
   double grad_bytes() const { return grad_elem > 0 ? grad_elem : (mixed ? 2 : 4); }
@@ -82,8 +89,11 @@ struct Precision {
   static Precision bf16() { return {}; }
   static Precision fp32() { return {false, 4}; }
   static Precision fp8() { return {true, 4, 0, 0, true}; }
-  // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`).
-  static Precision pp3d(bool half_params) { return {half_params, 4, 4, 4}; }
+  // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`),
+  // 16-bit linear GEMMs with --compute-dtype param (`compute16`).
+  static Precision pp3d(bool half_params, bool compute16 = false) {
+    return {half_params, 4, 4, 4, false, half_params && compute16, false, true};
+  }
 };
 
 // Knobs of the memory and time model (documented in docs/PLANNER.md).
