@@ -94,6 +94,7 @@ void rmsnorm_grad(Backend& be, const Tensor& dy, const Tensor& x, const Paramete
 
 struct EmbedState : LayerState {
   Tensor ids;
+  Tensor dy;  // split backward: the input part keeps d(output) for the weight part
 };
 
 class EmbeddingLayer final : public Layer {
@@ -114,14 +115,28 @@ class EmbeddingLayer final : public Layer {
     return x.reshape({ids.size(0), env_.local_seq(ids.size(1)), env_.cfg.hidden_size});
   }
 
-  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+  Tensor backward(const Tensor& dy, MicroBatchContext& ctx, LayerState& saved) override {
+    backward_input(dy, ctx, saved);
+    backward_weight(ctx, saved);
+    return Tensor();  // token ids need no gradient
+  }
+
+  // Split backward (zero-bubble schedules): the embedding's backward is all
+  // weight gradient, so the input part only keeps dy.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    static_cast<EmbedState&>(saved).dy = dy;
+    return Tensor();
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
     auto& s = static_cast<EmbedState&>(saved);
+    const Tensor dy = s.dy;
+    s.dy = Tensor();
     const VocabShard vs = vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
     const Tensor full = env_.sp ? sequence_all_gather(*env_.be, env_.tp, dy) : dy;
     vocab_parallel_embedding_backward(*env_.be, s.ids.reshape({s.ids.numel()}),
                                       full.reshape({s.ids.numel(), env_.cfg.hidden_size}), embed_.grad, vs.start);
     s.ids = Tensor();
-    return Tensor();  // token ids need no gradient
   }
 
  private:
@@ -135,6 +150,7 @@ struct BlockState : LayerState {
   int64_t B = 0, T = 0;
   Tensor x;  // block input [B, T_l, C] (always kept)
   Tensor h1, rstd1, q, k, v, att, lse, x2, h2, rstd2, gate, up, a;
+  std::vector<LinearWeightGrad> weight_grads;  // split backward: the seven Linear weight GEMMs
   bool full() const { return q.defined(); }
 };
 
@@ -165,7 +181,26 @@ class BlockLayer final : public Layer {
   }
 
   Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    return run_backward(dy, static_cast<BlockState&>(saved), nullptr);
+  }
+
+  // Split backward: the input part is everything but the seven Linear
+  // weight-gradient GEMMs (RMSNorm weight gradients included), whose operands
+  // wait in the state for the weight part; together bitwise the fused backward.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
     auto& s = static_cast<BlockState&>(saved);
+    return run_backward(dy, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<BlockState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
+    s.weight_grads.clear();
+  }
+
+ private:
+  // defer: nullptr (fused), or where the Linear weight-gradient parts go.
+  Tensor run_backward(const Tensor& dy, BlockState& s, std::vector<LinearWeightGrad>* defer) {
     if (!s.full()) run_forward(s);  // activation recompute
     Backend& be = *env_.be;
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), Nl = B * Tl, C = env_.cfg.hidden_size;
@@ -174,15 +209,15 @@ class BlockLayer final : public Layer {
     NormGrads ng(env_, {p_.input_norm, p_.post_norm});
 
     // MLP branch: y = x2 + down(silu(gate(h2)) * up(h2))
-    const Tensor da = l.down.backward(be, env_.tp, dy, f32(be, s.a));
+    const Tensor da = l.down.backward(be, env_.tp, dy, f32(be, s.a), true, defer);
     s.a = Tensor();
     const Tensor gate = f32(be, s.gate), up = f32(be, s.up);
     Tensor dgate = act(be, gate.shape()), dup = act(be, up.shape());
     be.swiglu_backward(gate, up, da, dgate, dup);
     s.gate = s.up = Tensor();
     const Tensor h2 = f32(be, s.h2).reshape({B, Tl, C});
-    Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2);
-    be.add(dh2, l.up.backward(be, env_.tp, dup, h2), dh2);
+    Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2, true, defer);
+    be.add(dh2, l.up.backward(be, env_.tp, dup, h2, true, defer), dh2);
     dgate = dup = Tensor();
     Tensor dx2 = act(be, {Nl, C});
     rmsnorm_grad(be, dh2, s.x2, *p_.post_norm, s.rstd2, dx2, ng.grad(1));
@@ -191,7 +226,7 @@ class BlockLayer final : public Layer {
 
     // Attention branch: x2 = x + o(gqa(rope(q(h1)), rope(k(h1)), v(h1)))
     const Tensor att = f32(be, s.att);
-    const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), att.reshape({B, T, Hq * D}));
+    const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), att.reshape({B, T, Hq * D}), true, defer);
     Tensor dq = act(be, {B, T, Hq, D}), dk = act(be, {B, T, Hkv, D}), dv = act(be, {B, T, Hkv, D});
     be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), f32(be, s.q), f32(be, s.k), f32(be, s.v), att, s.lse, dq,
                               dk, dv, scale());
@@ -199,9 +234,9 @@ class BlockLayer final : public Layer {
     be.rope_backward(dq, dq, 0, env_.cfg.rope_theta);
     be.rope_backward(dk, dk, 0, env_.cfg.rope_theta);
     const Tensor h1 = f32(be, s.h1).reshape({B, Tl, C});
-    Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1);
-    be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1), dh1);
-    be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1), dh1);
+    Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1, true, defer);
+    be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
+    be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
     Tensor dx = act(be, {Nl, C});
     rmsnorm_grad(be, dh1, s.x, *p_.input_norm, s.rstd1, dx, ng.grad(0));
     be.add(dx, dx2, dx);
@@ -210,7 +245,6 @@ class BlockLayer final : public Layer {
     return dx.reshape({B, Tl, C});
   }
 
- private:
   struct Lin {
     ColumnParallelLinear q, k, v;
     RowParallelLinear o;
@@ -276,6 +310,7 @@ struct HeadState : LayerState {
   float loss_weight = 0.0f;
   Tensor x, h, rstd, logits, targets;
   VocabParallelXent stats;
+  std::vector<LinearWeightGrad> weight_grads;  // split backward: the LM-head weight GEMM
 };
 
 class HeadLayer final : public Layer {
@@ -310,8 +345,26 @@ class HeadLayer final : public Layer {
   }
 
   Tensor backward(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
-    Backend& be = *env_.be;
+    return run_backward(ctx, static_cast<HeadState&>(saved), nullptr);
+  }
+
+  // Split backward: the input part is the loss gradient, the LM-head dx GEMM
+  // and the final norm (its weight gradient included); the LM-head weight
+  // GEMM waits for the weight part.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
     auto& s = static_cast<HeadState&>(saved);
+    return run_backward(ctx, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<HeadState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
+    s.weight_grads.clear();
+  }
+
+ private:
+  Tensor run_backward(MicroBatchContext& ctx, HeadState& s, std::vector<LinearWeightGrad>* defer) {
+    Backend& be = *env_.be;
     ctx.output = Tensor();
     const int64_t N = s.B * s.T, C = env_.cfg.hidden_size, Tl = env_.local_seq(s.T);
     Tensor dlogits = act(be, s.logits.shape());
@@ -320,7 +373,7 @@ class HeadLayer final : public Layer {
                                  s.loss_weight, dlogits2);
     s.logits = Tensor();
     const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp, env_.gemm_dtype});
-    const Tensor dh = lin.backward(be, env_.tp, dlogits, f32(be, s.h).reshape({s.B, Tl, C}));
+    const Tensor dh = lin.backward(be, env_.tp, dlogits, f32(be, s.h).reshape({s.B, Tl, C}), true, defer);
     NormGrads ng(env_, {&norm_});
     Tensor dx = act(be, {s.B * Tl, C});
     rmsnorm_grad(be, dh, s.x, norm_, s.rstd, dx, ng.grad(0));
@@ -331,7 +384,6 @@ class HeadLayer final : public Layer {
     return dx.reshape({B, Tl, C});
   }
 
- private:
   VocabShard shard() const {
     return vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
   }
