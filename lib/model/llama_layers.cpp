@@ -211,9 +211,8 @@ class BlockLayer final : public Layer {
     // MLP branch: y = x2 + down(silu(gate(h2)) * up(h2))
     const Tensor da = l.down.backward(be, env_.tp, dy, f32(be, s.a), true, defer);
     s.a = Tensor();
-    const Tensor gate = f32(be, s.gate), up = f32(be, s.up);
-    Tensor dgate = act(be, gate.shape()), dup = act(be, up.shape());
-    be.swiglu_backward(gate, up, da, dgate, dup);
+    Tensor dgate = act(be, s.gate.shape()), dup = act(be, s.up.shape());
+    be.swiglu_backward(f32(be, s.gate), f32(be, s.up), da, dgate, dup);
     s.gate = s.up = Tensor();
     const Tensor h2 = f32(be, s.h2).reshape({B, Tl, C});
     Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2, true, defer);
@@ -225,12 +224,12 @@ class BlockLayer final : public Layer {
     s.h2 = s.x2 = s.rstd2 = Tensor();
 
     // Attention branch: x2 = x + o(gqa(rope(q(h1)), rope(k(h1)), v(h1)))
-    const Tensor att = f32(be, s.att);
+    Tensor att = f32(be, s.att);  // read twice: one f32 copy of a 16-bit att
     const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), att.reshape({B, T, Hq * D}), true, defer);
     Tensor dq = act(be, {B, T, Hq, D}), dk = act(be, {B, T, Hkv, D}), dv = act(be, {B, T, Hkv, D});
     be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), f32(be, s.q), f32(be, s.k), f32(be, s.v), att, s.lse, dq,
                               dk, dv, scale());
-    s.q = s.k = s.v = s.att = s.lse = Tensor();
+    s.q = s.k = s.v = s.att = s.lse = att = Tensor();
     be.rope_backward(dq, dq, 0, env_.cfg.rope_theta);
     be.rope_backward(dk, dk, 0, env_.cfg.rope_theta);
     const Tensor h1 = f32(be, s.h1).reshape({B, Tl, C});
