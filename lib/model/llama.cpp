@@ -65,10 +65,15 @@ const InitSpec kOnes{InitKind::Ones, 0.0f, 0.0f};
 Llama::Llama(const LlamaConfig& config, Backend& backend, const LlamaLayout& layout, const LlamaOptions& options)
     : cfg_(config.resolved()), be_(backend), layout_(layout), opts_(options) {
   cfg_.validate(layout_.tp_size);
-  // Placeholder until the Llama layers implement 16-bit storage and compute (issue 22).
-  PP3D_CHECK(opts_.param_dtype == DType::F32 && opts_.grad_dtype == DType::F32 &&
-                 opts_.activation_dtype == DType::F32 && opts_.compute_dtype == DType::F32,
-             "Llama: 16-bit parameters, gradients, activations or compute are not supported yet (f32 only)");
+  PP3D_CHECK(is_floating(opts_.param_dtype), "LlamaOptions::param_dtype must be f32, bf16 or f16, got {}",
+             dtype_name(opts_.param_dtype));
+  const char* what[] = {"grad_dtype", "activation_dtype", "compute_dtype"};
+  const char* why[] = {"gradients", "activations", "GEMMs"};
+  const DType dts[] = {opts_.grad_dtype, opts_.activation_dtype, opts_.compute_dtype};
+  for (int i = 0; i < 3; ++i)
+    PP3D_CHECK(dts[i] == DType::F32 || dts[i] == opts_.param_dtype,
+               "LlamaOptions::{} must be f32 or the parameter dtype {}, got {} (16-bit {} need 16-bit parameters)",
+               what[i], dtype_name(opts_.param_dtype), dtype_name(dts[i]), why[i]);
   if (layout_.end_layer < 0) layout_.end_layer = cfg_.num_layers;
   PP3D_CHECK(0 <= layout_.first_layer && layout_.first_layer <= layout_.end_layer &&
                  layout_.end_layer <= cfg_.num_layers,
@@ -84,6 +89,12 @@ Llama::Llama(const LlamaConfig& config, Backend& backend, const LlamaLayout& lay
   const int64_t C = cfg_.hidden_size, D = cfg_.head_dim(), F = cfg_.mlp_hidden_size, Vp = cfg_.padded_vocab_size;
   auto add = [&](const std::string& name, const Shape& shape, const ShardSpec& shard, const InitSpec& init) {
     auto p = std::make_unique<Parameter>(make_sharded_parameter(name, shape, shard, init, opts_.seed, be_.device()));
+    if (opts_.param_dtype != DType::F32) {  // 16-bit storage: the rounding of the same f32 init
+      p->value = Tensor::empty(p->value.shape(), opts_.param_dtype, be_.device(), MemCategory::Params);
+      init_parameter(*p, opts_.seed);
+    }
+    if (opts_.grad_dtype != DType::F32)
+      p->grad = Tensor::zeros(p->grad.shape(), opts_.grad_dtype, be_.device(), MemCategory::Grads);
     p->counted_in_norm = shard.sharded() || r == 0;  // a TP-replicated tensor counts once
     params_.push_back(std::move(p));
     return params_.back().get();
@@ -91,8 +102,15 @@ Llama::Llama(const LlamaConfig& config, Backend& backend, const LlamaLayout& lay
   const float std = cfg_.init_std;
   const ShardSpec vocab_rows = column_parallel_shard(Vp, r, tp);
 
-  llama_detail::LayerEnv env{cfg_, &be_, tp > 1 ? layout_.tp_group : nullptr, r, tp, layout_.sequence_parallel,
-                             opts_.recompute};
+  llama_detail::LayerEnv env{cfg_,
+                             &be_,
+                             tp > 1 ? layout_.tp_group : nullptr,
+                             r,
+                             tp,
+                             layout_.sequence_parallel,
+                             opts_.recompute,
+                             opts_.activation_dtype,
+                             opts_.compute_dtype};
   Parameter* embed = nullptr;
   if (layout_.has_embedding) {
     embed = add("model.embed_tokens.weight", {Vp, C}, vocab_rows, normal(std));
@@ -168,9 +186,11 @@ Tensor Llama::prepare_input(const Tensor& input, MicroBatchContext& ctx) {
     PP3D_CHECK(!layout_.sequence_parallel || input.size(1) % layout_.tp_size == 0,
                "sequence parallelism: sequence length {} is not divisible by tp {}", input.size(1), layout_.tp_size);
   } else {
-    PP3D_CHECK(input.dim() == 3 && input.size(2) == cfg_.hidden_size,
-               "Llama: a stage without the embedding expects hidden states [B, T_local, {}], got {}",
-               cfg_.hidden_size, input.str());
+    PP3D_CHECK(input.dim() == 3 && input.size(2) == cfg_.hidden_size &&
+                   (input.dtype() == DType::F32 || input.dtype() == opts_.activation_dtype),
+               "Llama: a stage without the embedding expects hidden states [B, T_local, {}] in f32 or the "
+               "activation dtype {}, got {}",
+               cfg_.hidden_size, dtype_name(opts_.activation_dtype), input.str());
   }
   if (layout_.has_head) {
     PP3D_CHECK(ctx.targets.defined() && ctx.targets.dtype() == DType::I32,

@@ -1,6 +1,15 @@
 // The layers of pp3d::Llama, from Backend ops and pp3d's tensor-parallel
 // primitives (public headers only). Shapes: rows N = B*T tokens, N_l = B*T_l in
 // the sequence-parallel regions (norms, residuals); heads local to this TP rank.
+//
+// Mixed precision, GPT's semantics (docs/MIXED_PRECISION.md, "Llama"): every op
+// computes in f32. 16-bit parameters are read by the GEMMs directly and cast to
+// f32 per use elsewhere (RMSNorm weights, the embedding table); with a 16-bit
+// compute dtype the Linear GEMMs round their activation operands to 16 bits
+// (Backend::gemm16, f32 accumulation, f32 outputs); with a 16-bit activation
+// dtype each layer rounds what it saves for backward and its output when its
+// forward ends, and backward reads them through f32 Workspace copies. RMSNorm
+// rstd, the attention lse, the logits and every activation gradient stay f32.
 #include <cmath>
 
 #include "model/llama_layers.h"
@@ -14,6 +23,23 @@ namespace {
 
 Tensor act(Backend& be, const Shape& shape) {
   return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
+}
+
+// Activation storage: `t` itself when it already has dtype `dt`, else its
+// rounding to dt (a new Activations tensor). Undefined stays undefined.
+Tensor store(Backend& be, const Tensor& t, DType dt) {
+  if (!t.defined() || t.dtype() == dt) return t;
+  Tensor out = Tensor::empty(t.shape(), dt, be.device(), MemCategory::Activations);
+  be.cast(t, out);
+  return out;
+}
+
+// `t` as f32 for compute: itself, or an f32 Workspace copy of a 16-bit tensor.
+Tensor f32(Backend& be, const Tensor& t) {
+  if (!t.defined() || t.dtype() == DType::F32) return t;
+  Tensor out = Tensor::empty(t.shape(), DType::F32, be.device(), MemCategory::Workspace);
+  be.cast(t, out);
+  return out;
 }
 
 // RMSNorm weight gradients from this rank's tokens only (sequence
@@ -48,17 +74,27 @@ struct RmsOut {
   Tensor y, rstd;
 };
 
+// x f32; a 16-bit weight is read through an f32 copy.
 RmsOut rmsnorm(Backend& be, const Tensor& x, const Parameter& w, float eps) {
   const int64_t C = w.value.numel(), rows = x.numel() / C;
   RmsOut r{act(be, {rows, C}), act(be, {rows})};
-  be.rmsnorm_forward(x.reshape({rows, C}), w.value, r.y, r.rstd, eps);
+  be.rmsnorm_forward(x.reshape({rows, C}), value_as_f32(be, w.value), r.y, r.rstd, eps);
   return r;
+}
+
+// dx (f32, overwritten) and dweight (+=, f32 or 16-bit) of y = rmsnorm(x) * w; x f32 or 16-bit.
+void rmsnorm_grad(Backend& be, const Tensor& dy, const Tensor& x, const Parameter& w, const Tensor& rstd, Tensor& dx,
+                  Tensor& dweight) {
+  const int64_t C = w.value.numel(), rows = x.numel() / C;
+  be.rmsnorm_backward(dy.reshape({rows, C}), f32(be, x).reshape({rows, C}), value_as_f32(be, w.value), rstd, dx,
+                      dweight);
 }
 
 // ---- embedding ------------------------------------------------------------------------
 
 struct EmbedState : LayerState {
   Tensor ids;
+  Tensor dy;  // split backward: the input part keeps d(output) for the weight part
 };
 
 class EmbeddingLayer final : public Layer {
@@ -68,7 +104,9 @@ class EmbeddingLayer final : public Layer {
 
   Tensor forward(const Tensor& ids, MicroBatchContext& ctx, std::unique_ptr<LayerState>& saved) override {
     const VocabShard vs = vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
-    Tensor x = vocab_parallel_embedding_forward(*env_.be, env_.tp, ids, embed_.value, vs.start, env_.sp);
+    Tensor x = vocab_parallel_embedding_forward(*env_.be, env_.tp, ids, value_as_f32(*env_.be, embed_.value),
+                                                vs.start, env_.sp);
+    x = store(*env_.be, x, env_.act_dtype);
     if (ctx.train()) {
       auto s = std::make_unique<EmbedState>();
       s->ids = ids;
@@ -77,14 +115,28 @@ class EmbeddingLayer final : public Layer {
     return x.reshape({ids.size(0), env_.local_seq(ids.size(1)), env_.cfg.hidden_size});
   }
 
-  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+  Tensor backward(const Tensor& dy, MicroBatchContext& ctx, LayerState& saved) override {
+    backward_input(dy, ctx, saved);
+    backward_weight(ctx, saved);
+    return Tensor();  // token ids need no gradient
+  }
+
+  // Split backward (zero-bubble schedules): the embedding's backward is all
+  // weight gradient, so the input part only keeps dy.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    static_cast<EmbedState&>(saved).dy = dy;
+    return Tensor();
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
     auto& s = static_cast<EmbedState&>(saved);
+    const Tensor dy = s.dy;
+    s.dy = Tensor();
     const VocabShard vs = vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
     const Tensor full = env_.sp ? sequence_all_gather(*env_.be, env_.tp, dy) : dy;
     vocab_parallel_embedding_backward(*env_.be, s.ids.reshape({s.ids.numel()}),
                                       full.reshape({s.ids.numel(), env_.cfg.hidden_size}), embed_.grad, vs.start);
     s.ids = Tensor();
-    return Tensor();  // token ids need no gradient
   }
 
  private:
@@ -98,6 +150,7 @@ struct BlockState : LayerState {
   int64_t B = 0, T = 0;
   Tensor x;  // block input [B, T_l, C] (always kept)
   Tensor h1, rstd1, q, k, v, att, lse, x2, h2, rstd2, gate, up, a;
+  std::vector<LinearWeightGrad> weight_grads;  // split backward: the seven Linear weight GEMMs
   bool full() const { return q.defined(); }
 };
 
@@ -112,7 +165,7 @@ class BlockLayer final : public Layer {
     auto s = std::make_unique<BlockState>();
     s->B = x.size(0);
     s->T = x.size(1) * (env_.sp ? env_.tp_size : 1);
-    s->x = x;
+    s->x = store(*env_.be, x, env_.act_dtype);  // the stored residual stream (a 16-bit input as is)
     Tensor y = run_forward(*s);
     if (ctx.train()) {
       if (env_.recompute) {  // keep the input only
@@ -128,7 +181,26 @@ class BlockLayer final : public Layer {
   }
 
   Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
+    return run_backward(dy, static_cast<BlockState&>(saved), nullptr);
+  }
+
+  // Split backward: the input part is everything but the seven Linear
+  // weight-gradient GEMMs (RMSNorm weight gradients included), whose operands
+  // wait in the state for the weight part; together bitwise the fused backward.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
     auto& s = static_cast<BlockState&>(saved);
+    return run_backward(dy, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<BlockState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
+    s.weight_grads.clear();
+  }
+
+ private:
+  // defer: nullptr (fused), or where the Linear weight-gradient parts go.
+  Tensor run_backward(const Tensor& dy, BlockState& s, std::vector<LinearWeightGrad>* defer) {
     if (!s.full()) run_forward(s);  // activation recompute
     Backend& be = *env_.be;
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), Nl = B * Tl, C = env_.cfg.hidden_size;
@@ -137,40 +209,41 @@ class BlockLayer final : public Layer {
     NormGrads ng(env_, {p_.input_norm, p_.post_norm});
 
     // MLP branch: y = x2 + down(silu(gate(h2)) * up(h2))
-    const Tensor da = l.down.backward(be, env_.tp, dy, s.a);
+    const Tensor da = l.down.backward(be, env_.tp, dy, f32(be, s.a), true, defer);
     s.a = Tensor();
     Tensor dgate = act(be, s.gate.shape()), dup = act(be, s.up.shape());
-    be.swiglu_backward(s.gate, s.up, da, dgate, dup);
+    be.swiglu_backward(f32(be, s.gate), f32(be, s.up), da, dgate, dup);
     s.gate = s.up = Tensor();
-    const Tensor h2 = s.h2.reshape({B, Tl, C});
-    Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2);
-    be.add(dh2, l.up.backward(be, env_.tp, dup, h2), dh2);
+    const Tensor h2 = f32(be, s.h2).reshape({B, Tl, C});
+    Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2, true, defer);
+    be.add(dh2, l.up.backward(be, env_.tp, dup, h2, true, defer), dh2);
     dgate = dup = Tensor();
     Tensor dx2 = act(be, {Nl, C});
-    be.rmsnorm_backward(dh2.reshape({Nl, C}), s.x2.reshape({Nl, C}), p_.post_norm->value, s.rstd2, dx2, ng.grad(1));
+    rmsnorm_grad(be, dh2, s.x2, *p_.post_norm, s.rstd2, dx2, ng.grad(1));
     be.add(dx2, dy.reshape({Nl, C}), dx2);  // residual
     s.h2 = s.x2 = s.rstd2 = Tensor();
 
     // Attention branch: x2 = x + o(gqa(rope(q(h1)), rope(k(h1)), v(h1)))
-    const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), s.att.reshape({B, T, Hq * D}));
+    Tensor att = f32(be, s.att);  // read twice: one f32 copy of a 16-bit att
+    const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), att.reshape({B, T, Hq * D}), true, defer);
     Tensor dq = act(be, {B, T, Hq, D}), dk = act(be, {B, T, Hkv, D}), dv = act(be, {B, T, Hkv, D});
-    be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), s.q, s.k, s.v, s.att, s.lse, dq, dk, dv, scale());
-    s.q = s.k = s.v = s.att = s.lse = Tensor();
+    be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), f32(be, s.q), f32(be, s.k), f32(be, s.v), att, s.lse, dq,
+                              dk, dv, scale());
+    s.q = s.k = s.v = s.att = s.lse = att = Tensor();
     be.rope_backward(dq, dq, 0, env_.cfg.rope_theta);
     be.rope_backward(dk, dk, 0, env_.cfg.rope_theta);
-    const Tensor h1 = s.h1.reshape({B, Tl, C});
-    Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1);
-    be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1), dh1);
-    be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1), dh1);
+    const Tensor h1 = f32(be, s.h1).reshape({B, Tl, C});
+    Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1, true, defer);
+    be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
+    be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
     Tensor dx = act(be, {Nl, C});
-    be.rmsnorm_backward(dh1.reshape({Nl, C}), s.x.reshape({Nl, C}), p_.input_norm->value, s.rstd1, dx, ng.grad(0));
+    rmsnorm_grad(be, dh1, s.x, *p_.input_norm, s.rstd1, dx, ng.grad(0));
     be.add(dx, dx2, dx);
     s.x = s.h1 = s.rstd1 = Tensor();
     ng.finish();
     return dx.reshape({B, Tl, C});
   }
 
- private:
   struct Lin {
     ColumnParallelLinear q, k, v;
     RowParallelLinear o;
@@ -178,21 +251,24 @@ class BlockLayer final : public Layer {
     RowParallelLinear down;
   };
   Lin linears() const {
-    const ColumnParallelLinear::Options col{false, env_.sp};
-    const RowParallelLinear::Options row{true, env_.sp};
+    const ColumnParallelLinear::Options col{false, env_.sp, env_.gemm_dtype};
+    const RowParallelLinear::Options row{true, env_.sp, env_.gemm_dtype};
     return {{*p_.q, nullptr, col},    {*p_.k, nullptr, col},  {*p_.v, nullptr, col},
             {*p_.o, nullptr, row},    {*p_.gate, nullptr, col}, {*p_.up, nullptr, col},
             {*p_.down, nullptr, row}};
   }
   float scale() const { return 1.0f / std::sqrt(static_cast<float>(env_.cfg.head_dim())); }
 
-  // Fills every activation of s from s.x; returns the block output [B, T_l, C].
+  // Fills every activation of s from s.x; returns the block output [B, T_l, C]
+  // in the activation dtype (with a 16-bit one, the saved activations are
+  // rounded too, when the f32 forward is done).
   Tensor run_forward(BlockState& s) const {
     Backend& be = *env_.be;
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), C = env_.cfg.hidden_size;
     const int64_t Hq = env_.local_heads(), Hkv = env_.local_kv_heads(), D = env_.cfg.head_dim();
     const Lin l = linears();
-    RmsOut n1 = rmsnorm(be, s.x, *p_.input_norm, env_.cfg.norm_eps);
+    const Tensor x = f32(be, s.x);
+    RmsOut n1 = rmsnorm(be, x, *p_.input_norm, env_.cfg.norm_eps);
     s.h1 = n1.y;
     s.rstd1 = n1.rstd;
     const Tensor h1 = s.h1.reshape({B, Tl, C});
@@ -205,7 +281,7 @@ class BlockLayer final : public Layer {
     s.lse = act(be, {B, Hq, T});
     be.gqa_attention_forward(s.q, s.k, s.v, s.att, s.lse, scale());
     s.x2 = l.o.forward(be, env_.tp, s.att.reshape({B, T, Hq * D}));
-    be.add(s.x2, s.x, s.x2);  // residual
+    be.add(s.x2, x, s.x2);  // residual
     RmsOut n2 = rmsnorm(be, s.x2, *p_.post_norm, env_.cfg.norm_eps);
     s.h2 = n2.y;
     s.rstd2 = n2.rstd;
@@ -216,7 +292,10 @@ class BlockLayer final : public Layer {
     be.swiglu_forward(s.gate, s.up, s.a);
     Tensor y = l.down.forward(be, env_.tp, s.a);
     be.add(y, s.x2, y);  // residual
-    return y.reshape({B, Tl, C});
+    const DType adt = env_.act_dtype;
+    if (adt != DType::F32)
+      for (Tensor* t : {&s.h1, &s.q, &s.k, &s.v, &s.att, &s.x2, &s.h2, &s.gate, &s.up, &s.a}) *t = store(be, *t, adt);
+    return store(be, y, adt).reshape({B, Tl, C});
   }
 
   LayerEnv env_;
@@ -230,6 +309,7 @@ struct HeadState : LayerState {
   float loss_weight = 0.0f;
   Tensor x, h, rstd, logits, targets;
   VocabParallelXent stats;
+  std::vector<LinearWeightGrad> weight_grads;  // split backward: the LM-head weight GEMM
 };
 
 class HeadLayer final : public Layer {
@@ -243,15 +323,15 @@ class HeadLayer final : public Layer {
     s->B = x.size(0);
     s->T = x.size(1) * (env_.sp ? env_.tp_size : 1);
     s->loss_weight = ctx.loss_weight;
-    s->x = x;
+    s->x = store(be, x, env_.act_dtype);
     const int64_t N = s->B * s->T, C = env_.cfg.hidden_size;
     PP3D_CHECK(ctx.targets.numel() == N, "Llama head: targets have {} elements, expected B*T = {}",
                ctx.targets.numel(), N);
-    RmsOut n = rmsnorm(be, x, norm_, env_.cfg.norm_eps);
-    s->h = n.y;
+    RmsOut n = rmsnorm(be, f32(be, s->x), norm_, env_.cfg.norm_eps);
     s->rstd = n.rstd;
-    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp});
-    s->logits = lin.forward(be, env_.tp, s->h.reshape({s->B, env_.local_seq(s->T), C}));
+    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp, env_.gemm_dtype});
+    s->logits = lin.forward(be, env_.tp, n.y.reshape({s->B, env_.local_seq(s->T), C}));  // f32 logits
+    s->h = store(be, n.y, env_.act_dtype);
     s->targets = ctx.targets.reshape({N});
     const Tensor logits2 = s->logits.reshape({N, s->logits.size(-1)});
     s->stats = vocab_parallel_xent_forward(be, env_.tp, logits2, s->targets, shard());
@@ -264,8 +344,26 @@ class HeadLayer final : public Layer {
   }
 
   Tensor backward(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
-    Backend& be = *env_.be;
+    return run_backward(ctx, static_cast<HeadState&>(saved), nullptr);
+  }
+
+  // Split backward: the input part is the loss gradient, the LM-head dx GEMM
+  // and the final norm (its weight gradient included); the LM-head weight
+  // GEMM waits for the weight part.
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
     auto& s = static_cast<HeadState&>(saved);
+    return run_backward(ctx, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<HeadState&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
+    s.weight_grads.clear();
+  }
+
+ private:
+  Tensor run_backward(MicroBatchContext& ctx, HeadState& s, std::vector<LinearWeightGrad>* defer) {
+    Backend& be = *env_.be;
     ctx.output = Tensor();
     const int64_t N = s.B * s.T, C = env_.cfg.hidden_size, Tl = env_.local_seq(s.T);
     Tensor dlogits = act(be, s.logits.shape());
@@ -273,11 +371,11 @@ class HeadLayer final : public Layer {
     vocab_parallel_xent_backward(be, s.logits.reshape({N, s.logits.size(-1)}), s.targets, shard(), s.stats,
                                  s.loss_weight, dlogits2);
     s.logits = Tensor();
-    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp});
-    const Tensor dh = lin.backward(be, env_.tp, dlogits, s.h.reshape({s.B, Tl, C}));
+    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp, env_.gemm_dtype});
+    const Tensor dh = lin.backward(be, env_.tp, dlogits, f32(be, s.h).reshape({s.B, Tl, C}), true, defer);
     NormGrads ng(env_, {&norm_});
     Tensor dx = act(be, {s.B * Tl, C});
-    be.rmsnorm_backward(dh.reshape({s.B * Tl, C}), s.x.reshape({s.B * Tl, C}), norm_.value, s.rstd, dx, ng.grad(0));
+    rmsnorm_grad(be, dh, s.x, norm_, s.rstd, dx, ng.grad(0));
     ng.finish();
     const int64_t B = s.B;
     s.x = s.h = s.rstd = s.targets = Tensor();
@@ -285,7 +383,6 @@ class HeadLayer final : public Layer {
     return dx.reshape({B, Tl, C});
   }
 
- private:
   VocabShard shard() const {
     return vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
   }

@@ -1,7 +1,8 @@
 // The layers of pp3d::Llama (internal to lib/model; public headers only):
 // the embedding, one per transformer block and the head (final norm, LM head,
-// vocab-parallel cross-entropy). Activations between layers are f32
-// [B, T_local, C] (T_local = T/tp with sequence parallelism).
+// vocab-parallel cross-entropy). Activations between layers are
+// [B, T_local, C] (T_local = T/tp with sequence parallelism) in the activation
+// dtype (LlamaOptions::activation_dtype); activation gradients are f32.
 #pragma once
 
 #include <memory>
@@ -18,6 +19,8 @@ struct LayerEnv {
   int tp_rank = 0, tp_size = 1;
   bool sp = false;
   bool recompute = false;
+  DType act_dtype = DType::F32;   // LlamaOptions::activation_dtype: storage of saved activations / hidden state
+  DType gemm_dtype = DType::F32;  // LlamaOptions::compute_dtype: operand dtype of every Linear GEMM
   int64_t local_heads() const { return cfg.num_heads / tp_size; }
   int64_t local_kv_heads() const { return cfg.num_kv_heads / tp_size; }
   // Tokens per sequence in the norm / residual regions.

@@ -112,16 +112,8 @@ void Trainer::build_model(const GptConfig& mc) {
   opts.activation_dtype = act;
   opts.compute_dtype = compute;
   const PipelineSplit split = PipelineSplit::parse(cfg_.pipeline_split, lc.num_layers, cfg_.pp, cfg_.virtual_stages);
-  std::vector<std::unique_ptr<Module>> chunks;
-  try {
-    chunks = make_llama_chunks(lc, *backend_, LlamaLayout::tensor_parallel(*grid_, sp), opts, split, grid_->pp_rank());
-  } catch (const Error& e) {
-    // The model's own verdict (e.g. 16-bit storage the Llama layers do not implement yet), as a user error.
-    if (param != DType::F32)
-      PP3D_USER_FAIL("--{} with --arch llama: {} (use f32: drop --{})", cfg_.bf16 ? "bf16" : "fp16", sentence(e),
-                     cfg_.bf16 ? "bf16" : "fp16");
-    throw;
-  }
+  std::vector<std::unique_ptr<Module>> chunks =
+      make_llama_chunks(lc, *backend_, LlamaLayout::tensor_parallel(*grid_, sp), opts, split, grid_->pp_rank());
   stage_ = std::make_unique<PipelineStage>(std::move(chunks), grid_->pp_group(), grid_->embedding_group(), pc, split);
   // Every rank sets the slices it holds (a tied head's copy of embed_tokens included).
   if (!cfg_.init_from.empty()) load_llama_hf(cfg_.init_from, lc, stage_->parameters());

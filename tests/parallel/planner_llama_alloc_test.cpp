@@ -7,8 +7,8 @@
 // compared on every rank with predict_stage_memory() for that rank's pipeline
 // stage. Params, grads, optimizer state and activations must agree within 5%,
 // the tolerance of the GPT cases (planner_alloc_test.cpp); comm and workspace
-// are printed only. Rank 0 prints the table. (zb-h1 is not a Llama layout
-// for the planner: Llama layers do not split backward, see layout_check.cpp.)
+// are printed only. Rank 0 prints the table. (zb-h1 with sequence
+// parallelism is not a Llama layout for the planner, see layout_check.cpp.)
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -49,12 +49,16 @@ const std::vector<Case>& cases() {
       {"pp2 gpipe", "tp=1,pp=2,dp=1,mb=2,sched=gpipe", 2},
       {"pp2 interleaved v2", "tp=1,pp=2,dp=1,mb=2,sched=interleaved,v=2", 2},
       {"pp2 interleaved v2 m=pp", "tp=1,pp=2,dp=1,mb=4,sched=interleaved,v=2", 2},
+      {"pp2 zb-h1", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2},
+      {"pp2 zb-h1 recompute", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1,recompute=full", 2},
+      {"pp2 zb-h1 tied", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2, true},
       {"dp2 zero1", "tp=1,pp=1,dp=2,mb=2,zero=1", 2},
       {"dp2 zero2", "tp=1,pp=1,dp=2,mb=2,zero=2", 2},
       {"dp2 zero3", "tp=1,pp=1,dp=2,mb=2,zero=3", 2},
       {"tp2 sp pp2 dp2 zero2", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=2", 8},
       {"tp2 pp2 dp2 zero3 tied", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=3", 8, true},
       {"tp2 sp pp2 v2 dp2 zero1", "tp=2,pp=2,dp=2,mb=1,sp=1,zero=1,sched=interleaved,v=2", 8},
+      {"tp2 pp2 dp2 zero1 zb-h1", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=1,sched=zb-h1", 8},
   };
   return all;
 }

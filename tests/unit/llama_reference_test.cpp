@@ -1,7 +1,7 @@
 // pp3d's Llama against a plain PyTorch Llama (float64): the fixture
 // tests/fixtures/llama_reference.bin (tools/make_llama_fixture.py) holds
 // torch's logits, loss, every gradient and 5 AdamW steps for weights that are
-// a pure function of (name, element index) — fixture_value() here and in the
+// a pure function of (name, element index) — llama_fixture_value() (llama_fixture.h) and the
 // script — plus the logits of three deliberately broken models (interleaved
 // RoPE, wrong kv-head mapping, RMSNorm eps x10), which must be far from the
 // reference: the fixture catches each of those mistakes.
@@ -23,6 +23,7 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/model/llama.h"
 #include "pp3d/optim/optimizer.h"
+#include "llama_fixture.h"
 #include "reference_fixture.h"
 
 using namespace pp3d;
@@ -35,27 +36,6 @@ namespace {
 
 constexpr double kTol = 1e-6;
 constexpr double kWeightTol = 3e-6;
-
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ull;
-  return h;
-}
-
-// tools/make_llama_fixture.py: fixture_value (splitmix64 of fnv1a64(name) + e).
-std::vector<float> fixture_value(const std::string& name, int64_t n, bool norm, double wscale, double nscale) {
-  std::vector<float> out(static_cast<std::size_t>(n));
-  const uint64_t base = fnv1a64(name);
-  for (int64_t e = 0; e < n; ++e) {
-    uint64_t z = base + static_cast<uint64_t>(e) + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
-    out[static_cast<std::size_t>(e)] = static_cast<float>(norm ? 1.0 + nscale * (2.0 * u - 1.0) : wscale * (2.0 * u - 1.0));
-  }
-  return out;
-}
 
 struct Fixture {
   std::map<std::string, Record> fx;
@@ -95,15 +75,7 @@ Fixture load() {
 
 // The fixture's weights; vocabulary padding rows are zero.
 void set_fixture_weights(Llama& m, const Fixture& f) {
-  const auto& cf = f.fx.at("config_f").f;
-  for (Parameter* p : m.parameters()) {
-    const bool norm = p->global_shape.size() == 1;
-    const int64_t rows = p->global_shape[0] == m.config().padded_vocab_size ? m.config().vocab_size : p->global_shape[0];
-    const int64_t cols = norm ? 1 : p->global_shape[1];
-    std::vector<float> v = fixture_value(p->name, rows * cols, norm, cf[2], cf[3]);
-    v.resize(static_cast<std::size_t>(p->value.numel()), 0.0f);
-    p->value.copy_from(Tensor::from_vector(p->value.shape(), v));
-  }
+  pp3d::test::set_llama_fixture_weights(m, f.fx.at("config_f").f[2], f.fx.at("config_f").f[3]);
 }
 
 // The first `rows` rows of a row-major tensor of `cols` columns.

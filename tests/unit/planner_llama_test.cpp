@@ -180,7 +180,8 @@ TEST_CASE("planner: Llama search skips tp that does not divide num_kv_heads", "[
   REQUIRE(!res.feasible.empty());
   for (const Candidate& cand : res.feasible) {
     CHECK(c.kv_heads() % cand.layout.tp == 0);
-    CHECK(cand.layout.schedule != Schedule::ZeroBubbleH1);  // pp3d's Llama does not split backward
+    // zb-h1 with sequence parallelism: its split backward's memory is not modelled for Llama.
+    CHECK(!(cand.layout.schedule == Schedule::ZeroBubbleH1 && cand.layout.sequence_parallel && cand.layout.tp > 1));
   }
   REQUIRE(res.rejected.count("tp does not divide num_kv_heads") == 1);
   CHECK(res.rejected.at("tp does not divide num_kv_heads") > 0);

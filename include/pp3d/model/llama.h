@@ -32,8 +32,9 @@
 //
 // Initialisation is layout-independent (make_sharded_parameter: Normal(0,
 // init_std) for matrices, ones for the norms, drawn by global element index).
-// Parameters are f32 on the backend's device, owned by the Llama. Not
-// thread-safe; every rank of the TP group makes the same calls.
+// Parameters are on the backend's device in LlamaOptions::param_dtype (16-bit:
+// the rounding of the f32 init; the optimizer keeps the f32 master), owned by
+// the Llama. Not thread-safe; every rank of the TP group makes the same calls.
 #pragma once
 
 #include <cstdint>
@@ -91,10 +92,16 @@ struct LlamaLayout {
 struct LlamaOptions {
   uint64_t seed = 1337;
   bool recompute = false;  // keep only each block's input; rerun its forward in backward
-  // Mixed precision, with GPT's meanings (GptOptions, docs/MIXED_PRECISION.md):
-  // parameter storage F32 | BF16 | F16; gradients F32 or the param dtype;
-  // saved activations / hidden state F32 or the param dtype; Linear GEMM
-  // operands F32 or the param dtype (f32 accumulation).
+  // Mixed precision, with GPT's meanings (GptOptions, docs/MIXED_PRECISION.md
+  // "Llama"): parameter storage F32 | BF16 | F16 (GEMMs read 16-bit weights,
+  // RMSNorm weights and the embedding table are cast to f32 per use);
+  // gradients F32 or the param dtype (accumulated through f32); saved
+  // activations / hidden state between layers and stages F32 or the param
+  // dtype (every op computes in f32; RMSNorm rstd, attention lse, logits and
+  // activation gradients stay f32); Linear GEMM operands F32 or the param
+  // dtype (Backend::gemm16: 16-bit operands, f32 accumulation, f32 outputs).
+  // The constructor rejects a 16-bit grad/activation/compute dtype that is not
+  // the param dtype.
   DType param_dtype = DType::F32;
   DType grad_dtype = DType::F32;
   DType activation_dtype = DType::F32;
@@ -110,6 +117,7 @@ class Llama final : public Module {
   std::vector<Parameter*> shared_parameters() override;
   // [B, T, C], or [B, T/tp, C] with sequence parallelism.
   Shape output_shape(int64_t batch, int64_t seq) const override;
+  DType activation_dtype() const override { return opts_.activation_dtype; }
   Backend& backend() const override { return be_; }
   Tensor prepare_input(const Tensor& input, MicroBatchContext& ctx) override;
 
