@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_sdpa.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
