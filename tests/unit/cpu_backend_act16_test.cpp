@@ -150,9 +150,11 @@ TEST_CASE("16-bit attention (cpu): P and dS rounded as a 16-bit flash kernel doe
     const double f_o = rel_l2(got_o, o32), f_d = rel_l2(got_d, d32);
     INFO(dtype_name(dt) << ": out vs 16-bit math " << e_o << ", vs f32 math " << f_o << "; dqkv " << e_d << " / "
                         << f_d);
-    // The remaining difference is one-ulp output flips (f32 vs double sums).
-    CHECK(e_o < (dt == DType::BF16 ? 2e-3 : 3e-4));
-    CHECK(e_d < (dt == DType::BF16 ? 2e-3 : 3e-4));
+    // Measured: bf16 0 / 0 (f32 math: 1.8e-3 / 2.5e-3); f16 1.3e-5 / 0 (2.2e-4 / ...).
+    // What remains is one-ulp output flips (f32 vs double sums).
+    CHECK(e_o < (dt == DType::BF16 ? 5e-4 : 1e-4));
+    CHECK(e_d < (dt == DType::BF16 ? 5e-4 : 1e-4));
+    CHECK(f_o > 2 * e_o);
     CHECK(f_d > 2 * e_d);
   }
   const Tensor qkv = Tensor::zeros({1, 4, 3, 1, 8}, DType::BF16);
