@@ -14,6 +14,10 @@
 // (same shape as forward); dK/dV by one block per key tile looping over query tiles
 // (warp w owns keys k0 + 4*j + w; lane i scores query q0+i). Fixed orders throughout.
 // Shared-memory rows read by "lane = row" are padded to D+1 floats (no bank conflicts).
+// p_dtype (kBF16/kF16; kF32 = none): the probabilities are rounded to that dtype where a
+// 16-bit flash kernel (cuDNN SDPA) feeds them to a tensor-core GEMM: forward P (relative to
+// the running max) before P V, backward P before dV and dS before dQ, dK; the sums l, Di
+// and every accumulator stay f32 (CpuBackend's 16-bit attention, lib/backend/cpu/cpu_attention.cpp).
 #include "common.cuh"
 #include "launchers.h"
 
@@ -28,8 +32,15 @@ constexpr unsigned kFull = 0xffffffffu;
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
 
+// v rounded to dtype dt (kF32: v itself).
+__device__ __forceinline__ float round_p(float v, int dt) {
+  if (dt == kF32) return v;
+  return dt == kBF16 ? bf16_bits_to_f32(f32_to_bf16_bits(v)) : f16_bits_to_f32(f32_to_f16_bits(v));
+}
+
 struct Dims {
   int T, H, D;
+  int pdt = kF32;  // p_dtype
   __host__ __device__ int64_t row() const { return 3LL * H * D; }  // stride between tokens in qkv
 };
 
@@ -87,8 +98,9 @@ __global__ void attention_forward_kernel(float* out, float* lse, const float* qk
 #pragma unroll
       for (int c = 0; c < DC; ++c) o[ii][c] *= corr;
       const int jn = min(kTile, t - k0 + 1);
+      const float pr = round_p(p, dm.pdt);
       for (int j = 0; j < jn; ++j) {
-        const float pj = __shfl_sync(kFull, p, j);
+        const float pj = __shfl_sync(kFull, pr, j);
 #pragma unroll
         for (int c = 0; c < DC; ++c) {
           const int d = lane + c * kWarp;
@@ -171,7 +183,7 @@ __global__ void attention_dq_kernel(float* dqkv, const float* dout, const float*
           dp += sdO[i * D + d] * sV[lane * Dp + d];
         }
         const float p = expf(s * scale - lse_bh[t]);
-        ds = p * (dp - di_bh[t]);
+        ds = round_p(p * (dp - di_bh[t]), dm.pdt);
       }
       const int jn = min(kTile, t - k0 + 1);
       for (int j = 0; j < jn; ++j) {
@@ -247,7 +259,8 @@ __global__ void attention_dkv_kernel(float* dqkv, const float* dout, const float
           dp += sdO[lane * Dp + d] * sV[j * D + d];
         }
         p = expf(s * scale - sL[lane]);
-        ds = p * (dp - sD[lane]);
+        ds = round_p(p * (dp - sD[lane]), dm.pdt);
+        p = round_p(p, dm.pdt);
       }
 #pragma unroll 2
       for (int i = 0; i < kTile; ++i) {
@@ -291,10 +304,11 @@ int launch(K kernel, dim3 grid, std::size_t smem, cudaStream_t s, float* a0, con
 
 }  // namespace
 
-int attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int D, float scale, void* stream) {
+int attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int D, float scale, void* stream,
+                      int p_dtype) {
   if (B == 0 || T == 0 || H == 0) return 0;
   if (D < 1 || D > 128) return static_cast<int>(cudaErrorInvalidValue);
-  const Dims dm{T, H, D};
+  const Dims dm{T, H, D, p_dtype};
   const dim3 grid(static_cast<unsigned>((T + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
   const std::size_t smem = sizeof(float) * static_cast<std::size_t>(kTile * (3 * D + 1));
   auto s = static_cast<cudaStream_t>(stream);
@@ -317,7 +331,7 @@ int attention_forward(float* out, float* lse, const float* qkv, int B, int T, in
 }
 
 int attention_backward(float* dqkv, float* di, const float* dout, const float* qkv, const float* out, const float* lse,
-                       int B, int T, int H, int D, float scale, void* stream) {
+                       int B, int T, int H, int D, float scale, void* stream, int p_dtype) {
   if (B == 0 || T == 0 || H == 0) return 0;
   if (D < 1 || D > 128) return static_cast<int>(cudaErrorInvalidValue);
   auto s = static_cast<cudaStream_t>(stream);
@@ -325,7 +339,7 @@ int attention_backward(float* dqkv, float* di, const float* dout, const float* q
   attention_di_kernel<<<grid_for(rows, 8), 8 * kWarp, 0, s>>>(di, dout, out, rows, T, H, D);
   int e = static_cast<int>(cudaGetLastError());
   if (e != 0) return e;
-  const Dims dm{T, H, D};
+  const Dims dm{T, H, D, p_dtype};
   const dim3 grid(static_cast<unsigned>((T + kTile - 1) / kTile), static_cast<unsigned>(H), static_cast<unsigned>(B));
   const std::size_t smem = sizeof(float) * static_cast<std::size_t>(kTile * (4 * D + 2) + 2 * kTile);
   const int dc = (D + kWarp - 1) / kWarp;

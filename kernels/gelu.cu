@@ -6,6 +6,7 @@
 // tail), and one element per thread otherwise. Backward overwrites dx (input gradient convention).
 #include <cuda_runtime.h>
 
+#include "common.cuh"
 #include "launchers.h"
 
 namespace pp3d::kernels {
@@ -58,8 +59,32 @@ __global__ void gelu_backward_scalar_kernel(float* dx, const float* x, const flo
   if (i < n) dx[i] = dy[i] * gelu_grad_f(x[i]);
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+// Any of f32/bf16/f16 per array (16-bit activations): f32 math, one element per thread.
+__global__ void gelu_forward_typed_kernel(void* y, int ydt, const void* x, int xdt, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) store_from_f32(y, i, ydt, gelu_f(load_as_f32(x, i, xdt)));
+}
+__global__ void gelu_backward_typed_kernel(void* dx, int dxdt, const void* x, int xdt, const void* dy, int dydt,
+                                           int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) store_from_f32(dx, i, dxdt, load_as_f32(dy, i, dydt) * gelu_grad_f(load_as_f32(x, i, xdt)));
+}
 }  // namespace
+
+int gelu_forward_typed(void* y, int y_dtype, const void* x, int x_dtype, int64_t n, void* stream) {
+  if (n == 0) return 0;
+  gelu_forward_typed_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(y, y_dtype, x, x_dtype,
+                                                                                              n);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int gelu_backward_typed(void* dx, int dx_dtype, const void* x, int x_dtype, const void* dy, int dy_dtype, int64_t n,
+                        void* stream) {
+  if (n == 0) return 0;
+  gelu_backward_typed_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+      dx, dx_dtype, x, x_dtype, dy, dy_dtype, n);
+  return static_cast<int>(cudaGetLastError());
+}
 
 int gelu_forward(float* y, const float* x, int64_t n, void* stream) {
   if (n == 0) return 0;

@@ -14,6 +14,10 @@ namespace pp3d::kernels {
 int gelu_forward(float* y, const float* x, int64_t n, void* stream);
 // dx = dy * gelu_tanh'(x), n elements, fp32.
 int gelu_backward(float* dx, const float* x, const float* dy, int64_t n, void* stream);
+// The same with each array in its own dtype (0 f32, 1 bf16, 2 f16): f32 math, outputs rounded once.
+int gelu_forward_typed(void* y, int y_dtype, const void* x, int x_dtype, int64_t n, void* stream);
+int gelu_backward_typed(void* dx, int dx_dtype, const void* x, int x_dtype, const void* dy, int dy_dtype, int64_t n,
+                        void* stream);
 
 // ---- elementwise.cu (f32 unless noted) ----------------------------------------
 int add_f32(float* out, const float* a, const float* b, int64_t n, void* stream);  // out may alias a or b
@@ -36,20 +40,24 @@ int64_t bias_grad_chunks(int64_t rows);
 int bias_grad_f32(float* dbias, const float* dy, int64_t rows, int64_t n, float* partial, void* stream);
 
 // ---- layernorm.cu -------------------------------------------------------------
-int layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
-                      int64_t rows, int64_t n, float eps, void* stream);
+// x, y (and dy, x, dx in backward) in their own dtype (0 f32, 1 bf16, 2 f16; f32 math,
+// outputs rounded once); w, b, mean, rstd and the parameter gradients f32.
+int layernorm_forward(void* y, int y_dtype, float* mean, float* rstd, const void* x, int x_dtype, const float* w,
+                      const float* b, int64_t rows, int64_t n, float eps, void* stream);
 // Scratch for backward: partial needs layernorm_backward_chunks(rows) * 2 * n floats.
 int64_t layernorm_backward_chunks(int64_t rows);
-int layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                       const float* mean, const float* rstd, int64_t rows, int64_t n, float* partial,
-                       void* stream);
+int layernorm_backward(void* dx, int dx_dtype, float* dw, float* db, const void* dy, int dy_dtype, const void* x,
+                       int x_dtype, const float* w, const float* mean, const float* rstd, int64_t rows, int64_t n,
+                       float* partial, void* stream);
 
 // ---- attention.cu (causal, D <= 128) ---------------------------------------------
+// p_dtype 1 (bf16) / 2 (f16): the probabilities (and dS) rounded as a 16-bit flash
+// kernel does (see attention.cu); 0: f32 throughout.
 int attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int D, float scale,
-                      void* stream);
+                      void* stream, int p_dtype = 0);
 // di: B*H*T floats of scratch.
 int attention_backward(float* dqkv, float* di, const float* dout, const float* qkv, const float* out,
-                       const float* lse, int B, int T, int H, int D, float scale, void* stream);
+                       const float* lse, int B, int T, int H, int D, float scale, void* stream, int p_dtype = 0);
 
 // ---- embedding.cu -------------------------------------------------------------
 int embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t v, int64_t c,

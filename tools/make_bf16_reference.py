@@ -19,9 +19,16 @@ with f32 weights fails), so the casts are written out explicitly: they are
 exactly the CUDA autocast policy for these ops.
 
 A second run, `pp3d/`, is the same model with pp3d's own rounding points
-written in torch (Linear16 below: only the Linear GEMM operands, activations and
-activation gradients, are rounded to bf16; attention, GELU, LayerNorm, biases
-f32): what `--compute-dtype param` claims to compute, to summation order.
+written in torch: what `--bf16 --compute-dtype param` claims to compute, to
+summation order (docs/MIXED_PRECISION.md, "16-bit compute"). Activations flow
+in bf16 between ops, each op computing in f32 and rounding its output once
+(Round below: forward and backward, since the gradient of a bf16 tensor is
+bf16): LayerNorm outputs; Linear outputs x W^T + b (bf16 operands, f32
+products and bias, one rounding; Linear16); attention (Attention16: q, k, v,
+O bf16, S and the softmax statistics f32, P rounded before P V, dS before dQ
+and dK, the flash-attention / cuDNN SDPA rounding points); GELU outputs. The
+residual stream and its gradient are f32; the LM head writes f32 logits and
+the cross-entropy is f32; its input gradient d(ln_f) is bf16.
 
 Writes, for each of `autocast/` and `pp3d/`: the loss and every parameter
 gradient (f32, unrounded: the straight-through master) at the initial weights,
@@ -65,6 +72,58 @@ class Linear16(torch.autograd.Function):
         return gr @ wr, gr.reshape(-1, gr.shape[-1]).t() @ xr.reshape(-1, xr.shape[-1])
 
 
+def R(t):
+    """t rounded to bf16, kept as an f32 tensor."""
+    return t.to(BF).float()
+
+
+class Round(torch.autograd.Function):
+    """A bf16 activation: the value rounded once, and its gradient too (pp3d rounds both)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return R(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return R(g)
+
+
+class Attention16(torch.autograd.Function):
+    """pp3d's 16-bit causal attention on bf16 q, k, v [B, H, T, D] (CpuBackend, lib/backend/cpu/cpu_attention.cpp)."""
+
+    @staticmethod
+    def forward(ctx, qq, kk, vv, scale):
+        T = qq.shape[2]
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        s = (qq @ kk.transpose(-2, -1)) * scale
+        s = s.masked_fill(~mask, float("-inf"))
+        m = s.amax(dim=-1, keepdim=True)
+        e = torch.exp(s - m)
+        l = e.sum(dim=-1, keepdim=True)
+        out = R((R(e) @ vv) / l)  # P rounded before P V; O rounded once
+        lse = m + torch.log(l)
+        ctx.save_for_backward(qq, kk, vv, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        qq, kk, vv, out, lse = ctx.saved_tensors
+        scale, T = ctx.scale, qq.shape[2]
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        do = R(g)  # the gradient of a bf16 output
+        s = (qq @ kk.transpose(-2, -1)) * scale
+        p = torch.exp(s - lse).masked_fill(~mask, 0.0)
+        dv = R(p).transpose(-2, -1) @ do
+        dp = do @ vv.transpose(-2, -1)
+        di = (do * out).sum(dim=-1, keepdim=True)
+        ds = R(p * (dp - di))
+        dq = scale * (ds @ kk)
+        dk = scale * (ds.transpose(-2, -1) @ qq)
+        return R(dq), R(dk), R(dv), None
+
+
 def autocast_policy():
     """torch.autocast(bfloat16) on CUDA: Linear / matmul bf16 in and out, LayerNorm / softmax f32."""
     lin = lambda x, w, b: F.linear(x.to(BF), w.to(BF), b.to(BF))
@@ -73,36 +132,43 @@ def autocast_policy():
     return lin, scores, pv
 
 
-def pp3d_policy():
-    """pp3d --bf16 --compute-dtype param (f32 activations): only the Linear GEMM operands are bf16."""
-    lin = lambda x, w, b: Linear16.apply(x, w) + b
-    scores = lambda qq, kk: qq.float() @ kk.float().transpose(-2, -1)
-    pv = lambda prob, vv: prob @ vv.float()
-    return lin, scores, pv
+def autocast_attention(qq, kk, vv, scale):
+    T = qq.shape[2]
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    lin, scores, pv = autocast_policy()
+    prob = (scores(qq, kk) * scale).masked_fill(~mask, float("-inf")).softmax(dim=-1)  # f32
+    return pv(prob, vv)
 
 
 def gpt_loss_bf16(p, ids, targets, L, H, V, policy, eps=1e-5):
+    """policy "autocast" or "pp3d" (see the top of this file)."""
     q = {n: bf16_values(t) for n, t in p.items()}
-    lin, scores, pv = policy()
     B, T = ids.shape
     wte = q["wte"]
     C = wte.shape[1]
     D = C // H
-    ln = lambda x, w, b: F.layer_norm(x.float(), (C,), w, b, eps)  # f32 in both policies
+    scale = 1.0 / math.sqrt(D)
+    if policy == "autocast":
+        lin = autocast_policy()[0]
+        ln = lambda x, w, b: F.layer_norm(x.float(), (C,), w, b, eps)  # f32
+        act = lambda t: t  # bf16 Linear outputs, GELU on bf16
+        attn = autocast_attention
+    else:
+        lin = lambda x, w, b: Round.apply(Linear16.apply(x, w) + b)
+        ln = lambda x, w, b: Round.apply(F.layer_norm(x, (C,), w, b, eps))
+        act = Round.apply
+        attn = Attention16.apply
     x = wte[ids] + q["wpe"][:T]  # embedding in the weights' dtype: f32 residual stream
-    mask = torch.ones(T, T, dtype=torch.bool).tril()
     for l in range(L):
         h = lambda n: q["h.%d.%s" % (l, n)]
         a = ln(x, h("ln_1.weight"), h("ln_1.bias"))
         qkv = lin(a, h("attn.c_attn.weight"), h("attn.c_attn.bias"))
         qq, kk, vv = qkv.split(C, dim=2)
         qq, kk, vv = [t.reshape(B, T, H, D).transpose(1, 2) for t in (qq, kk, vv)]
-        s = scores(qq, kk) * (1.0 / math.sqrt(D))
-        prob = s.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # f32
-        y = pv(prob, vv).transpose(1, 2).reshape(B, T, C)
+        y = attn(qq, kk, vv, scale).transpose(1, 2).reshape(B, T, C)
         x = x + lin(y, h("attn.c_proj.weight"), h("attn.c_proj.bias"))
         a = ln(x, h("ln_2.weight"), h("ln_2.bias"))
-        m = F.gelu(lin(a, h("mlp.c_fc.weight"), h("mlp.c_fc.bias")), approximate="tanh")
+        m = act(F.gelu(lin(a, h("mlp.c_fc.weight"), h("mlp.c_fc.bias")), approximate="tanh"))
         x = x + lin(m, h("mlp.c_proj.weight"), h("mlp.c_proj.bias"))
     x = ln(x, q["ln_f.weight"], q["ln_f.bias"])
     logits = Linear16.apply(x, wte)[..., :V]  # bf16 operands, f32 logits (both policies)
@@ -149,8 +215,8 @@ def main():
     inp = read_records(sys.argv[1])
     adamw = np.array(list(inp["adamw"][:6]) + [STEPS], dtype=np.float32)
     recs = [("config", inp["config"]), ("adamw", adamw), ("init_std", inp["init_std"]), ("tokens", inp["tokens"])]
-    recs += run(inp, autocast_policy, "autocast/")
-    recs += run(inp, pp3d_policy, "pp3d/")
+    recs += run(inp, "autocast", "autocast/")
+    recs += run(inp, "pp3d", "pp3d/")
     write_records(sys.argv[2], recs)
     print("->", sys.argv[2])
 

@@ -59,11 +59,12 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--grad-dtype", c.grad_dtype, "gradient storage: f32 (fp32 accumulation) | param (the 16-bit parameter dtype; "
       "needs --bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
   opt("--activation-dtype", c.activation_dtype, "storage of saved activations and the hidden state between blocks: "
-      "f32 | param (the 16-bit parameter dtype, compute stays f32; needs --bf16/--fp16)")
+      "f32 | param (the 16-bit parameter dtype; compute stays f32 unless --compute-dtype param; needs --bf16/--fp16)")
       ->check(CLI::IsMember({"f32", "param"}));
-  opt("--compute-dtype", c.compute_dtype, "operand dtype of every Linear GEMM: f32 | param (activations and their "
-      "gradients rounded to the 16-bit parameter dtype at each GEMM, f32 accumulation: tensor cores on CUDA; needs "
-      "--bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
+  opt("--compute-dtype", c.compute_dtype, "compute precision: f32 | param (activations flow in the 16-bit parameter "
+      "dtype between ops: Linear GEMMs with 16-bit operands and f32 accumulation, LayerNorm / GELU / attention with "
+      "16-bit inputs and outputs and f32 math; residual, logits and loss f32; tensor cores and cuDNN attention on "
+      "CUDA; needs --bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
   opt("--initial-loss-scale", c.loss_scaler.init_scale, "--fp16: initial loss scale (DeepSpeed 2^initial_scale_power)");
   opt("--loss-scale-window", c.loss_scaler.scale_window, "--fp16: clean steps before the loss scale doubles");
   opt("--hysteresis", c.loss_scaler.hysteresis, "--fp16: overflows tolerated before the loss scale halves");

@@ -11,6 +11,10 @@ Tensor value_as_f32(Backend& be, const Tensor& value) {
   return out;
 }
 
+std::string Backend::attention_impl(DType qkv_dtype) const {
+  return qkv_dtype == DType::BF16 || qkv_dtype == DType::F16 ? "cpu_emulation_16bit" : "cpu";
+}
+
 namespace {
 
 // `t` rounded to the 16-bit `dt` (a Workspace cast on be's device), or `t` itself when already dt.

@@ -27,20 +27,28 @@ inline void check_no_grad16(const Tensor& g, const char* backend, const char* wh
              backend, shape_str(g.shape()), dtype_name(g.dtype()));
 }
 
+// An activation operand that may be f32, bf16 or f16 (16-bit compute): the
+// backend's check with the tensor's own dtype when it is a float dtype.
+template <typename Check>
+void check_act(Check&& check, const Tensor& t, const char* what) {
+  check(t, t.defined() && is_floating(t.dtype()) ? t.dtype() : DType::F32, what);
+}
+
 inline void check_len(const Tensor& t, int64_t len, const char* what) {
   PP3D_CHECK(t.numel() == len, "{} has {} elements {}, expected {}", what, t.numel(), shape_str(t.shape()), len);
 }
 
-// LayerNorm forward arguments: every tensor f32 and on the backend's device
+// LayerNorm forward arguments: x and y any float (f32/bf16/f16: 16-bit
+// activations, f32 math), the rest f32; every tensor on the backend's device
 // (`check(tensor, dtype, what)` is the backend's own check), shapes consistent.
 // Returns rows; the normalised size is weight.numel().
 template <typename Check>
 int64_t check_layernorm_forward(Check&& check, const Tensor& x, const Tensor& weight, const Tensor& bias,
                                 const Tensor& y, const Tensor& mean, const Tensor& rstd, float eps) {
-  check(x, DType::F32, "layernorm_forward: x");
+  check_act(check, x, "layernorm_forward: x");
   check(weight, DType::F32, "layernorm_forward: weight");
   check(bias, DType::F32, "layernorm_forward: bias");
-  check(y, DType::F32, "layernorm_forward: y");
+  check_act(check, y, "layernorm_forward: y");
   check(mean, DType::F32, "layernorm_forward: mean");
   check(rstd, DType::F32, "layernorm_forward: rstd");
   const int64_t rows = ln_rows(x, weight, "layernorm_forward");
@@ -53,17 +61,18 @@ int64_t check_layernorm_forward(Check&& check, const Tensor& x, const Tensor& we
   return rows;
 }
 
-// LayerNorm backward arguments (f32 parameter gradients; see check_no_grad16). Returns rows.
+// LayerNorm backward arguments (dy, x, dx any float; f32 parameter gradients,
+// see check_no_grad16). Returns rows.
 template <typename Check>
 int64_t check_layernorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
                                  const Tensor& dbias) {
-  check(dy, DType::F32, "layernorm_backward: dy");
-  check(x, DType::F32, "layernorm_backward: x");
+  check_act(check, dy, "layernorm_backward: dy");
+  check_act(check, x, "layernorm_backward: x");
   check(weight, DType::F32, "layernorm_backward: weight");
   check(mean, DType::F32, "layernorm_backward: mean");
   check(rstd, DType::F32, "layernorm_backward: rstd");
-  check(dx, DType::F32, "layernorm_backward: dx");
+  check_act(check, dx, "layernorm_backward: dx");
   check(dweight, DType::F32, "layernorm_backward: dweight");
   check(dbias, DType::F32, "layernorm_backward: dbias");
   const int64_t rows = ln_rows(x, weight, "layernorm_backward");

@@ -62,12 +62,14 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   const int64_t B = s.B, T = s.T, Tl = local_seq(T), N = B * T, Nl = B * Tl, C = cfg_.hidden_size;
   const bool sp = sp_active(layout_);
   const VocabShard shard = vocab_shard(cfg_.vocab_size, cfg_.padded_vocab(), layout_.tp_rank, layout_.tp_size);
-  Tensor lnf = new_activation(be, {Nl, C});
+  // 16-bit compute: ln_f writes 16 bits (the LM-head GEMM operand), the logits stay f32.
+  const bool c16 = opts_.compute_dtype != DType::F32;
+  Tensor lnf = Tensor::empty({Nl, C}, opts_.compute_dtype, be.device(), MemCategory::Activations);
   Tensor mean = new_activation(be, {Nl}), rstd = new_activation(be, {Nl});
   be.layernorm_forward(detail::activation_f32(be, x), value_as_f32(be, lnf_w_->value),
                        value_as_f32(be, lnf_b_->value), lnf, mean, rstd, cfg_.ln_eps);
   // logits [N, Vp/tp] = ln_f(x) . head_local^T: a column-parallel Linear without bias.
-  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype});
+  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype, false, c16});
   Tensor logits = head.forward(be, tp_group(), lnf.reshape({B, Tl, C})).reshape({N, shard.local});
   Tensor tgt = detail::on_device(be, targets).reshape({N});
   VocabParallelXent st = vocab_parallel_xent_forward(be, tp_group(), logits, tgt, shard);
@@ -75,7 +77,8 @@ void Gpt::head_forward(const Tensor& x, const Tensor& targets, detail::GptCacheS
   if (!s.eval) {
     s.targets = tgt;
     s.x_final = x;  // already in the activation dtype (the last block's output)
-    s.lnf = detail::store_activation(be, lnf, opts_.activation_dtype);  // logits stay f32 (the loss path)
+    // logits stay f32 (the loss path); a 16-bit ln_f output is kept as it is.
+    s.lnf = c16 ? lnf : detail::store_activation(be, lnf, opts_.activation_dtype);
     s.lnf_mean = mean;
     s.lnf_rstd = rstd;
     s.logits = logits;
@@ -96,8 +99,10 @@ Tensor Gpt::head_backward(detail::GptCacheState& s) {
   vocab_parallel_xent_backward(be, s.logits, s.targets, shard, st, s.loss_weight, dlogits);  // no communication
   s.logits = Tensor();
   // Head GEMM backward; d(ln_f out) summed over TP (all-reduce / reduce-scatter).
-  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype});
-  Tensor dlnf = head.backward(be, tp_group(), dlogits, detail::activation_f32(be, s.lnf).reshape({B, Tl, C}), true,
+  const bool c16 = opts_.compute_dtype != DType::F32;  // dlnf 16-bit (the gradient of a 16-bit tensor)
+  const ColumnParallelLinear head(*head_, nullptr, {false, sp, opts_.compute_dtype, false, c16});
+  const Tensor lnf = c16 ? s.lnf : detail::activation_f32(be, s.lnf);
+  Tensor dlnf = head.backward(be, tp_group(), dlogits, lnf.reshape({B, Tl, C}), true,
                               s.split_backward ? &s.weight_grads : nullptr)
                     .reshape({Nl, C});
   dlogits = Tensor();

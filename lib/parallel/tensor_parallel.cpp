@@ -53,6 +53,20 @@ void linear_gemm(Backend& be, DType gemm_dtype, bool trans_a, bool trans_b, int6
   else be.gemm16(gemm_dtype, trans_a, trans_b, m, n, k, 1.0f, a, b, beta, c);
 }
 
+// 16-bit activation flow (Options::output16 / grad16): t rounded to dt once
+// (a new Activations tensor), or t itself when it already has dtype dt.
+Tensor to16(Backend& be, const Tensor& t, DType dt) {
+  if (t.dtype() == dt) return t;
+  Tensor out = Tensor::empty(t.shape(), dt, be.device(), MemCategory::Activations);
+  be.cast(t, out);
+  return out;
+}
+
+void check_io16(DType gemm_dtype, bool output16, bool grad16, const Parameter* w, const char* what) {
+  PP3D_CHECK(!(output16 || grad16) || gemm_dtype != DType::F32,
+             "{} '{}': output16 / grad16 need a 16-bit gemm_dtype (bf16 or f16)", what, w->name);
+}
+
 void check_gemm_dtype(DType gemm_dtype, const Parameter* w, const char* what) {
   const DType wt = w->value.dtype();
   PP3D_CHECK(gemm_dtype == DType::F32 || ((gemm_dtype == DType::BF16 || gemm_dtype == DType::F16) &&
@@ -89,6 +103,7 @@ ColumnParallelLinear::ColumnParallelLinear(Parameter& weight, Parameter* bias, O
     : w_(&weight), b_(bias), opts_(options) {
   check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "ColumnParallelLinear");
   check_gemm_dtype(opts_.gemm_dtype, w_, "ColumnParallelLinear");
+  check_io16(opts_.gemm_dtype, opts_.output16, opts_.grad16, w_, "ColumnParallelLinear");
 }
 
 Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x) const {
@@ -102,6 +117,7 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
     Tensor y2 = y.reshape({rows, out_l});
     be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
   }
+  if (opts_.output16) y = to16(be, y, opts_.gemm_dtype);
   return opts_.gather_output ? gather_features(be, tp, y) : y;
 }
 
@@ -117,17 +133,20 @@ Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tenso
   PP3D_CHECK(dy.defined() && dy.numel() == rows * dy_cols,
              "ColumnParallelLinear::backward '{}': dy must hold [{}, {}], got {}", w_->name, rows, dy_cols,
              dy.defined() ? dy.str() : std::string("undefined"));
-  const Tensor dyl = (opts_.gather_output && n > 1) ? take_middle_block(be, dy, rows, n, out_l, tp->rank())
-                                                    : dy.reshape({rows, out_l});
+  const Tensor dy_in = opts_.grad16 ? to16(be, dy, opts_.gemm_dtype) : dy;
+  const Tensor dyl = (opts_.gather_output && n > 1) ? take_middle_block(be, dy_in, rows, n, out_l, tp->rank())
+                                                    : dy_in.reshape({rows, out_l});
   weight_grad(be, w_, b_, dyl, X, opts_.gemm_dtype, defer_weight);
   if (!input_grad) return Tensor();
   Tensor dx = activation(be, X.shape());
   linear_gemm(be, opts_.gemm_dtype, false, false, rows, in, out_l, dyl, w_->value, 0.0f, dx);
-  if (n == 1) return opts_.sequence_parallel ? sequence_reduce_scatter(be, tp, dx) : dx;
-  // "f" backward: every rank holds a partial dx (its output columns only).
-  if (opts_.sequence_parallel) return sequence_reduce_scatter(be, tp, dx);
-  tp->all_reduce(dx);
-  return dx;
+  // "f" backward: every rank holds a partial dx (its output columns only); reduced in f32.
+  if (opts_.sequence_parallel) {
+    dx = sequence_reduce_scatter(be, tp, dx);
+  } else if (n > 1) {
+    tp->all_reduce(dx);
+  }
+  return opts_.grad16 ? to16(be, dx, opts_.gemm_dtype) : dx;
 }
 
 // ---- RowParallelLinear ------------------------------------------------------------
@@ -136,6 +155,7 @@ RowParallelLinear::RowParallelLinear(Parameter& weight, Parameter* bias, Options
     : w_(&weight), b_(bias), opts_(options) {
   check_weight(w_, b_, weight.value.dim() == 2 ? weight.value.size(0) : 0, "RowParallelLinear");
   check_gemm_dtype(opts_.gemm_dtype, w_, "RowParallelLinear");
+  check_io16(opts_.gemm_dtype, opts_.output16, opts_.grad16, w_, "RowParallelLinear");
   PP3D_CHECK(!opts_.sequence_parallel || opts_.input_is_parallel,
              "RowParallelLinear '{}': sequence_parallel needs input_is_parallel", weight.name);
 }
@@ -158,7 +178,7 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
     Tensor y2 = y.reshape({y.numel() / out, out});
     be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
   }
-  return y;
+  return opts_.output16 ? to16(be, y, opts_.gemm_dtype) : y;
 }
 
 Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
@@ -167,7 +187,8 @@ Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& 
   const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
   check_input(xl, in_l, "RowParallelLinear::backward (x)");
   const int64_t rows = xl.numel() / in_l;
-  const Tensor dY = opts_.sequence_parallel ? sequence_all_gather(be, tp, dy) : dy;
+  const Tensor dy_in = opts_.grad16 ? to16(be, dy, opts_.gemm_dtype) : dy;
+  const Tensor dY = opts_.sequence_parallel ? sequence_all_gather(be, tp, dy_in) : dy_in;
   PP3D_CHECK(dY.defined() && dY.numel() == rows * out,
              "RowParallelLinear::backward '{}': dy must hold [{}, {}]{}, got {}", w_->name, rows, out,
              opts_.sequence_parallel ? " after the sequence all-gather" : "",
@@ -177,6 +198,7 @@ Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& 
   if (!input_grad) return Tensor();
   Tensor dxl = activation(be, xl.shape());
   linear_gemm(be, opts_.gemm_dtype, false, false, rows, in_l, out, dy2, w_->value, 0.0f, dxl);
+  if (opts_.grad16) dxl = to16(be, dxl, opts_.gemm_dtype);
   return opts_.input_is_parallel ? dxl : gather_features(be, tp, dxl);
 }
 

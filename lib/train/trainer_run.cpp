@@ -65,10 +65,11 @@ void Trainer::log_header() {
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
   const char* half = cfg_.bf16 ? "bf16" : "fp16";
-  const std::string grads = fmt::format("{} gradients, {} activations, {} GEMM operands",
+  const std::string grads = fmt::format("{} gradients, {} activations, {} GEMM operands{}",
                                         cfg_.grad_dtype == "param" ? half : "f32",
                                         cfg_.activation_dtype == "param" ? half : "f32",
-                                        cfg_.compute_dtype == "param" ? half : "f32");
+                                        cfg_.compute_dtype == "param" ? half : "f32",
+                                        cfg_.compute_dtype == "param" ? " and op inputs/outputs" : "");
   if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);
   if (cfg_.fp16)
     log->info("mixed precision: fp16 parameters, {}, f32 master weights / Adam state; dynamic loss scale "
@@ -104,6 +105,10 @@ StepMetrics Trainer::run() {
   const bool gemm16 = cfg_.compute_dtype == "param" && (cfg_.bf16 || cfg_.fp16);
   const std::string gemm_dtype = gemm16 ? (cfg_.bf16 ? "bf16" : "fp16") : "f32";
   const std::optional<double> peak_tflops = detail::peak_tflops_for(backend_->device(), gemm16, cfg_.peak_tflops);
+  // The attention implementation of this run (16-bit q/k/v with --compute-dtype param).
+  const std::string attention_impl =
+      backend_->attention_impl(gemm16 ? (cfg_.bf16 ? DType::BF16 : DType::F16) : DType::F32);
+  if (rank0 && !cfg_.quiet) logger()->info("attention: {}", attention_impl);
   const auto t_run = std::chrono::steady_clock::now();
   while (step_ < cfg_.max_steps) {
     StepMetrics m = train_step();
@@ -142,6 +147,7 @@ StepMetrics Trainer::run() {
       j["pp"] = layout_.pp;
       j["model_flops"] = m.model_flops;
       j["gemm_dtype"] = gemm_dtype;  // operand precision of the Linear GEMMs (the peak mfu is measured against)
+      j["attention_impl"] = attention_impl;  // Backend::attention_impl (cudnn_sdpa, flash_kernel, cpu, ...)
       j["tflops"] = tflops;  // achieved per rank
       if (peak_tflops) j["mfu"] = tflops / *peak_tflops;
       j["compute_ms"] = m.compute_ms;

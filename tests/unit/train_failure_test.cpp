@@ -179,6 +179,7 @@ TEST_CASE("Trainer: metrics.jsonl carries model FLOPs, TFLOP/s, MFU (with a peak
   for (const auto& j : rows) {
     CHECK(j["model_flops"].get<double>() == Approx(flops).epsilon(1e-12));
     CHECK(j["gemm_dtype"] == "f32");  // f32 run: the peak (here the flag) is the fp32 one
+    CHECK(j["attention_impl"] == "cpu");
     const double step_ms = j["step_ms"].get<double>();
     CHECK(j["tflops"].get<double>() == Approx(flops / (step_ms * 1e-3) * 1e-12).epsilon(1e-6));
     CHECK(j["mfu"].get<double>() == Approx(j["tflops"].get<double>() / 0.5).epsilon(1e-9));

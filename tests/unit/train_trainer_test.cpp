@@ -302,6 +302,7 @@ TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16; a bf16 run 
   std::string line;
   REQUIRE(std::getline(in, line));
   CHECK(nlohmann::json::parse(line)["gemm_dtype"] == "bf16");
+  CHECK(nlohmann::json::parse(line)["attention_impl"] == "cpu_emulation_16bit");  // 16-bit q/k/v, P, O
 }
 
 TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {

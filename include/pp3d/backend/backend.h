@@ -80,11 +80,13 @@ class Backend {
   // ---- bias -------------------------------------------------------------------
   // x[rows, n] += bias[n] broadcast over rows.
   virtual void bias_add(Tensor& x, const Tensor& bias) = 0;
-  // dbias[n] += sum over rows of dy[rows, n].
+  // dbias[n] += sum over rows of dy[rows, n] (dy any float, summed in f32).
   virtual void bias_grad(const Tensor& dy, Tensor& dbias) = 0;
 
   // ---- LayerNorm over the last dim n of x[rows, n] -------------------------------
-  // y = (x - mean) * rstd * weight + bias; saves mean[rows], rstd[rows].
+  // y = (x - mean) * rstd * weight + bias; saves mean[rows], rstd[rows]. x, y (and
+  // dy, dx in backward) any float (16-bit activations: f32 math, outputs rounded
+  // once); weight, bias, mean, rstd f32.
   virtual void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
                                  Tensor& mean, Tensor& rstd, float eps) = 0;
   // dx = dL/dx (overwritten); dweight += ..., dbias += ...
@@ -92,6 +94,7 @@ class Backend {
                                   const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) = 0;
 
   // ---- GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) ----
+  // x, y, dy, dx any float (16-bit activations: f32 math, the output rounded once).
   virtual void gelu_forward(const Tensor& x, Tensor& y) = 0;
   virtual void gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) = 0;  // dx overwritten
 
@@ -101,8 +104,16 @@ class Backend {
   // causally masked scores, saved for backward. scale is usually 1/sqrt(D).
   virtual void attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) = 0;
   // dqkv [B, T, 3, H, D] overwritten; recomputes probabilities from qkv and lse.
+  // 16-bit attention: qkv, out, dout, dqkv all bf16 (or all f16), lse f32: q, k, v
+  // and O (dq, dk, dv) in 16 bits, S, the softmax statistics and the accumulations
+  // in f32, and the probabilities P (and dS in backward) rounded to 16 bits where
+  // a flash kernel feeds them to a tensor-core GEMM (cuDNN SDPA on CUDA; the CPU
+  // emulates it: lib/backend/cpu/cpu_attention.cpp states the exact math).
   virtual void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
                                   Tensor& dqkv, float scale) = 0;
+  // The implementation attention_forward / _backward run for qkv of this dtype
+  // (for logs and metrics): "cpu", "cpu_emulation_16bit", "flash_kernel", "cudnn_sdpa".
+  virtual std::string attention_impl(DType qkv_dtype) const;
 
   // ---- Llama-family ops ---------------------------------------------------------------
   // Backends that lack one throw pp3d::Error naming it (the defaults below).

@@ -80,12 +80,15 @@ struct GptOptions {
   // head returns its hidden state in this dtype (pipeline p2p in 16-bit) and
   // accepts it (or f32) as input (docs/MIXED_PRECISION.md).
   DType activation_dtype = DType::F32;
-  // Operand dtype of every Linear GEMM (the four per block and the LM head):
-  // F32 (default: operands as stored, 16-bit weights read through f32), or,
-  // with a 16-bit param_dtype, that dtype (--compute-dtype param): activations
-  // and activation gradients are rounded to 16 bits at each GEMM input,
-  // products accumulate in f32, outputs (and logits) stay f32
-  // (Backend::gemm16; tensor cores on CUDA; docs/MIXED_PRECISION.md).
+  // Compute precision: F32 (default: every op in f32, 16-bit weights read
+  // through f32), or, with a 16-bit param_dtype, that dtype (--compute-dtype
+  // param): activations flow in 16 bits between ops — every Linear GEMM (the
+  // four per block and the LM head) takes 16-bit operands with f32
+  // accumulation (Backend::gemm16; tensor cores on CUDA) and writes a 16-bit
+  // output (x W^T + b rounded once) and a 16-bit input gradient; LayerNorm,
+  // GELU and attention (cuDNN SDPA on CUDA) read and write 16 bits with f32
+  // math. The residual stream (unless activation_dtype), the logits and the
+  // loss stay f32 (docs/MIXED_PRECISION.md has the dtype of every tensor).
   DType compute_dtype = DType::F32;
 };
 

@@ -88,8 +88,16 @@ class ColumnParallelLinear {
     bool sequence_parallel = false;  // input is the local sequence slice [B, T/tp, in]
     // Operand dtype of the three GEMMs (y = x W^T, dx = dy W, dW += dy^T x): F32 (the
     // operands as stored, a 16-bit weight read through f32), or BF16 / F16 (Backend::gemm16:
-    // x and dy rounded to 16 bits, f32 accumulation; tensor cores on CUDA). y and dx stay f32.
+    // x and dy rounded to 16 bits, f32 accumulation; tensor cores on CUDA). y and dx are f32
+    // unless the two flags below ask for 16 bits.
     DType gemm_dtype = DType::F32;
+    // 16-bit activation flow (GPT with compute_dtype param; need a 16-bit gemm_dtype):
+    // output16: y is gemm_dtype, the f32 GEMM result plus the bias rounded once (after the
+    // all-gather with gather_output: the gathered blocks are already 16-bit).
+    // grad16: dy is rounded to gemm_dtype once on entry (the dx, dW and bias-gradient
+    // operand) and dx is returned in gemm_dtype, rounded once after the TP reduction.
+    bool output16 = false;
+    bool grad16 = false;
   };
 
   // weight: local [out/tp, in]; bias: local [out/tp] or nullptr. Not owned.
@@ -123,6 +131,10 @@ class RowParallelLinear {
     bool input_is_parallel = true;   // x holds this rank's in/tp features; false: the full x is split here
     bool sequence_parallel = false;  // output is the local sequence slice [B, T/tp, out] (needs input_is_parallel)
     DType gemm_dtype = DType::F32;   // as ColumnParallelLinear::Options::gemm_dtype
+    // As ColumnParallelLinear::Options: y rounded once after the TP reduction and the bias;
+    // dy rounded once on entry (before the sequence all-gather), dx in gemm_dtype.
+    bool output16 = false;
+    bool grad16 = false;
   };
 
   // weight: local [out, in/tp]; bias: full [out] (replicated) or nullptr. Not owned.

@@ -74,10 +74,11 @@ struct Precision {
   double grad_elem = 0;     // > 0: gradient element size overriding the default above
   double act_elem = 0;      // > 0: activation element size overriding the default above
   bool fp8_gemm = false;    // linear-layer GEMMs in FP8 (see above)
-  // pp3d's own GPU math (issue 22): mixed-precision linear GEMMs (the LM head
-  // included) run on 16-bit tensor cores only with --compute-dtype param, else as
-  // f32 GEMMs; attention is pp3d's f32 flash kernel; and pp3d's f32 math is true
-  // fp32 on CUDA cores (GpuSpec::cuda_core_fp32), not TF32 as published fp32 runs.
+  // pp3d's own GPU math (issue 22): with --compute-dtype param the linear GEMMs
+  // (the LM head included) take 16-bit operands on tensor cores and attention
+  // runs as cuDNN's fused SDPA in 16 bits; otherwise both are f32 math (GEMMs on
+  // f32 copies, pp3d's f32 flash kernel), and pp3d's f32 math is true fp32 on
+  // CUDA cores (GpuSpec::cuda_core_fp32), not TF32 as in published fp32 runs.
   bool linear16 = true;     // mixed: linear GEMMs at the 16-bit peak; false: at the fp32 rate
   bool attention16 = true;  // mixed: attention at the 16-bit peak; false: at the fp32 rate
   bool cuda_core_fp32 = false;  // the fp32 rate is GpuSpec::cuda_core_fp32(), not the TF32 fp32 peak
@@ -92,7 +93,7 @@ struct Precision {
   // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`),
   // 16-bit linear GEMMs with --compute-dtype param (`compute16`).
   static Precision pp3d(bool half_params, bool compute16 = false) {
-    return {half_params, 4, 4, 4, false, half_params && compute16, false, true};
+    return {half_params, 4, 4, 4, false, half_params && compute16, half_params && compute16, true};
   }
 };
 

@@ -5,6 +5,7 @@
 // adds the chunk sums in order; bias_grad gives each column block to one
 // thread, which sums the rows in order. Both are thread-count independent.
 #include "backend/cpu/cpu_backend.h"
+#include "backend/op_checks.h"
 
 #include <cmath>
 #include <cstring>
@@ -32,6 +33,28 @@ void cpu_check_float(const Tensor& t, const char* what) {
   cpu_check_tensor(t, what);
   PP3D_CHECK(is_floating(t.dtype()), "{} must be a float tensor (f32/bf16/f16), got {}", what,
              dtype_name(t.dtype()));
+}
+
+Tensor as_f32(Backend& be, const Tensor& t) {
+  if (!t.defined() || t.dtype() == DType::F32) return t;
+  Tensor out = Tensor::empty(t.shape(), DType::F32, t.device(), MemCategory::Workspace);
+  be.cast(t, out);
+  return out;
+}
+
+Tensor f32_out(const Tensor& out) {
+  if (!out.defined() || out.dtype() == DType::F32) return out;
+  return Tensor::empty(out.shape(), DType::F32, out.device(), MemCategory::Workspace);
+}
+
+void round_out(Backend& be, const Tensor& out32, Tensor& out) {
+  if (out.defined() && out.dtype() != DType::F32) be.cast(out32, out);
+}
+
+bool any_16bit(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->defined() && (t->dtype() == DType::BF16 || t->dtype() == DType::F16)) return true;
+  return false;
 }
 
 void load_f32(const Tensor& t, int64_t offset, int64_t count, float* out) {
@@ -258,8 +281,9 @@ void CpuBackend::bias_add(Tensor& x, const Tensor& bias) {
 }
 
 void CpuBackend::bias_grad(const Tensor& dy, Tensor& dbias_out) {
-  cpu_check(dy, DType::F32, "bias_grad: dy");
-  detail::with_f32_grad(*this, dbias_out, "bias_grad: dbias", [&](Tensor& dbias) { bias_grad_f32(dy, dbias); });
+  detail::check_act(cpu_check, dy, "bias_grad: dy");  // 16-bit dy: summed in f32
+  const Tensor dy32 = detail::as_f32(*this, dy);
+  detail::with_f32_grad(*this, dbias_out, "bias_grad: dbias", [&](Tensor& dbias) { bias_grad_f32(dy32, dbias); });
 }
 
 void CpuBackend::bias_grad_f32(const Tensor& dy, Tensor& dbias) {

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 
 #include "pp3d/backend/backend.h"
@@ -123,6 +124,17 @@ void with_f32_grad(Backend& be, Tensor& g, const char* what, Fn&& fn) {
   fn(g32);
   be.cast(g32, g);
 }
+
+// 16-bit activation operands (GptOptions::compute_dtype = param): the CPU
+// emulates a kernel with bf16/f16 inputs and outputs and f32 math inside by
+// widening each 16-bit input (as_f32: t itself when f32, else an f32
+// Workspace copy), running the f32 kernel, and rounding each output once
+// (f32_out gives an f32 tensor to write, round_out stores it into `out`).
+Tensor as_f32(Backend& be, const Tensor& t);
+Tensor f32_out(const Tensor& out);
+void round_out(Backend& be, const Tensor& out32, Tensor& out);
+// True when any of the defined tensors is bf16 or f16.
+bool any_16bit(std::initializer_list<const Tensor*> ts);
 
 // Runs f(begin, end) over [0, n) split into blocks of `grain`, the blocks
 // spread over OpenMP threads (one block runs inline). The split depends only

@@ -12,6 +12,9 @@
 // GELU: y = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3);
 //   dy/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u).
 // Element chunks go through Eigen array expressions (vectorised tanh).
+// 16-bit activation operands (x, y, dy, dx of bf16/f16) are widened to f32,
+// the f32 code runs, and the output is rounded once (detail::as_f32/round_out):
+// the emulation of a kernel with 16-bit I/O and f32 math inside.
 #include <cmath>
 #include <vector>
 
@@ -31,6 +34,12 @@ using detail::ln_rows;
 void CpuBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& y,
                                    Tensor& mean, Tensor& rstd, float eps) {
   const int64_t rows = detail::check_layernorm_forward(cpu_check, x, weight, bias, y, mean, rstd, eps);
+  if (detail::any_16bit({&x, &y})) {  // 16-bit activations: f32 math, y rounded once
+    Tensor y32 = detail::f32_out(y);
+    layernorm_forward(detail::as_f32(*this, x), weight, bias, y32, mean, rstd, eps);
+    detail::round_out(*this, y32, y);
+    return;
+  }
   const int64_t n = weight.numel();
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();
@@ -71,6 +80,13 @@ void CpuBackend::layernorm_backward_f32(const Tensor& dy, const Tensor& x, const
                                         const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
                                         Tensor& dbias) {
   const int64_t rows = detail::check_layernorm_backward(cpu_check, dy, x, weight, mean, rstd, dx, dweight, dbias);
+  if (detail::any_16bit({&dy, &x, &dx})) {  // 16-bit activations: f32 math, dx rounded once
+    Tensor dx32 = detail::f32_out(dx);
+    layernorm_backward_f32(detail::as_f32(*this, dy), detail::as_f32(*this, x), weight, mean, rstd, dx32, dweight,
+                           dbias);
+    detail::round_out(*this, dx32, dx);
+    return;
+  }
   const int64_t n = weight.numel();
   const float* pdy = dy.data<float>();
   const float* px = x.data<float>();
@@ -137,9 +153,15 @@ using ConstArrMap = Eigen::Map<const Eigen::ArrayXf>;
 }  // namespace
 
 void CpuBackend::gelu_forward(const Tensor& x, Tensor& y) {
-  cpu_check(x, DType::F32, "gelu_forward: x");
-  cpu_check(y, DType::F32, "gelu_forward: y");
+  detail::check_act(cpu_check, x, "gelu_forward: x");
+  detail::check_act(cpu_check, y, "gelu_forward: y");
   check_same_numel(x, y, "gelu_forward: y");
+  if (detail::any_16bit({&x, &y})) {  // 16-bit activations: f32 math, y rounded once
+    Tensor y32 = detail::f32_out(y);
+    gelu_forward(detail::as_f32(*this, x), y32);
+    detail::round_out(*this, y32, y);
+    return;
+  }
   const float* px = x.data<float>();
   float* py = y.data<float>();
   detail::parallel_for(x.numel(), detail::kCpuChunk, [&](int64_t i0, int64_t i1) {
@@ -150,11 +172,17 @@ void CpuBackend::gelu_forward(const Tensor& x, Tensor& y) {
 }
 
 void CpuBackend::gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {
-  cpu_check(x, DType::F32, "gelu_backward: x");
-  cpu_check(dy, DType::F32, "gelu_backward: dy");
-  cpu_check(dx, DType::F32, "gelu_backward: dx");
+  detail::check_act(cpu_check, x, "gelu_backward: x");
+  detail::check_act(cpu_check, dy, "gelu_backward: dy");
+  detail::check_act(cpu_check, dx, "gelu_backward: dx");
   check_same_numel(x, dy, "gelu_backward: dy");
   check_same_numel(x, dx, "gelu_backward: dx");
+  if (detail::any_16bit({&x, &dy, &dx})) {  // 16-bit activations: f32 math, dx rounded once
+    Tensor dx32 = detail::f32_out(dx);
+    gelu_backward(detail::as_f32(*this, x), detail::as_f32(*this, dy), dx32);
+    detail::round_out(*this, dx32, dx);
+    return;
+  }
   const float* px = x.data<float>();
   const float* pdy = dy.data<float>();
   float* pdx = dx.data<float>();

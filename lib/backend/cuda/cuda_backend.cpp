@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_sdpa.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
@@ -167,13 +168,20 @@ void CudaBackend::bias_add(Tensor& x, const Tensor& bias) {
   PP3D_CHECK_CUDA(kernels::bias_add_f32(x.data<float>(), bias.data<float>(), rows, bias.numel(), stream_));
 }
 
-void CudaBackend::bias_grad(const Tensor& dy, Tensor& dbias) {
-  check(dy, DType::F32, "bias_grad: dy");
+void CudaBackend::bias_grad(const Tensor& dy_in, Tensor& dbias) {
+  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+  detail::check_act(dev_check, dy_in, "bias_grad: dy");
   detail::check_no_grad16(dbias, "CUDA", "bias_grad: dbias");
   check(dbias, DType::F32, "bias_grad: dbias");
-  const int64_t rows = bias_rows(dy, dbias, "bias_grad: dy", "bias_grad: dbias");
+  const int64_t rows = bias_rows(dy_in, dbias, "bias_grad: dy", "bias_grad: dbias");
   const int64_t n = dbias.numel();
   if (rows == 0 || n == 0) return;
+  // A 16-bit dy (16-bit compute) is summed in f32 through an f32 copy (Workspace).
+  Tensor dy = dy_in;
+  if (dy_in.dtype() != DType::F32) {
+    dy = Tensor::empty(dy_in.shape(), DType::F32, dy_in.device(), MemCategory::Workspace);
+    cast(dy_in, dy);
+  }
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::bias_grad_chunks(rows) * n) * sizeof(float)));
   PP3D_CHECK_CUDA(kernels::bias_grad_f32(dbias.data<float>(), dy.data<float>(), rows, n, partial, stream_));

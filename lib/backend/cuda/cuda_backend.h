@@ -23,11 +23,16 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "pp3d/backend/backend.h"
 
 namespace pp3d {
+
+namespace detail {
+class CudnnSdpa;
+}
 
 struct CudaBackendOptions {
   bool allow_tf32 = false;                         // fp32 GEMMs on TF32 tensor cores (not bitwise fp32)
@@ -98,6 +103,9 @@ class CudaBackend final : public Backend {
                        Tensor& dup) override;
   void rope_forward(const Tensor& x, Tensor& y, int64_t pos0, float theta) override;
   void rope_backward(const Tensor& dy, Tensor& dx, int64_t pos0, float theta) override;
+  // "cudnn_sdpa" for 16-bit qkv when this build has the cuDNN frontend, else "flash_kernel"
+  // (cuda_attention.cpp).
+  std::string attention_impl(DType qkv_dtype) const override;
   void gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
                              float scale) override;
   void gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -121,8 +129,14 @@ class CudaBackend final : public Backend {
                  const void* b, DType tb, float beta, void* c, DType tc, int64_t batch, int64_t stride_a,
                  int64_t stride_b, int64_t stride_c);
 
+  // The cuDNN SDPA for 16-bit attention (created on first use; nullptr when this build
+  // lacks the cuDNN frontend). Logs the attention choice once.
+  detail::CudnnSdpa* sdpa_for(DType dt);
+
   int device_ = 0;
   CudaBackendOptions opts_;
+  std::unique_ptr<detail::CudnnSdpa> sdpa_;
+  bool attention_logged_ = false;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   Tensor gemm_ws_;

@@ -1,4 +1,4 @@
-// CudaBackend: LayerNorm, GELU, attention, embedding, cross-entropy and AdamW.
+// CudaBackend: LayerNorm, GELU, embedding, cross-entropy and AdamW (attention: cuda_attention.cpp).
 // Argument checks match CpuBackend's; the math (and its determinism) is described
 // at the top of each kernel file: kernels/{layernorm,gelu,attention,embedding,xent,adamw}.cu.
 #include <cmath>
@@ -23,9 +23,10 @@ void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const int64_t rows = detail::check_layernorm_forward(dev_check, x, weight, bias, y, mean, rstd, eps);
   const int64_t n = weight.numel();
-  PP3D_CHECK_CUDA(kernels::layernorm_forward(y.data<float>(), mean.data<float>(), rstd.data<float>(),
-                                             x.data<float>(), weight.data<float>(), bias.data<float>(), rows, n, eps,
-                                             stream_));
+  // x, y f32/bf16/f16 (16-bit activations): read and written in their dtype, f32 math.
+  PP3D_CHECK_CUDA(kernels::layernorm_forward(y.raw(), static_cast<int>(y.dtype()), mean.data<float>(),
+                                             rstd.data<float>(), x.raw(), static_cast<int>(x.dtype()),
+                                             weight.data<float>(), bias.data<float>(), rows, n, eps, stream_));
 }
 
 void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
@@ -38,79 +39,41 @@ void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Te
   if (rows == 0) return;
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::layernorm_backward_chunks(rows) * 2 * n) * sizeof(float)));
-  PP3D_CHECK_CUDA(kernels::layernorm_backward(dx.data<float>(), dweight.data<float>(), dbias.data<float>(),
-                                              dy.data<float>(), x.data<float>(), weight.data<float>(),
-                                              mean.data<float>(), rstd.data<float>(), rows, n, partial, stream_));
+  PP3D_CHECK_CUDA(kernels::layernorm_backward(dx.raw(), static_cast<int>(dx.dtype()), dweight.data<float>(),
+                                              dbias.data<float>(), dy.raw(), static_cast<int>(dy.dtype()), x.raw(),
+                                              static_cast<int>(x.dtype()), weight.data<float>(), mean.data<float>(),
+                                              rstd.data<float>(), rows, n, partial, stream_));
 }
 
 // ---- GELU -------------------------------------------------------------------------
 
 void CudaBackend::gelu_forward(const Tensor& x, Tensor& y) {
-  check(x, DType::F32, "gelu_forward: x");
-  check(y, DType::F32, "gelu_forward: y");
+  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+  detail::check_act(dev_check, x, "gelu_forward: x");
+  detail::check_act(dev_check, y, "gelu_forward: y");
   check_same_numel(x, y, "gelu_forward: y");
+  if (x.dtype() != DType::F32 || y.dtype() != DType::F32) {  // 16-bit activations
+    PP3D_CHECK_CUDA(kernels::gelu_forward_typed(y.raw(), static_cast<int>(y.dtype()), x.raw(),
+                                                static_cast<int>(x.dtype()), x.numel(), stream_));
+    return;
+  }
   PP3D_CHECK_CUDA(kernels::gelu_forward(y.data<float>(), x.data<float>(), x.numel(), stream_));
 }
 
 void CudaBackend::gelu_backward(const Tensor& x, const Tensor& dy, Tensor& dx) {
-  check(x, DType::F32, "gelu_backward: x");
-  check(dy, DType::F32, "gelu_backward: dy");
-  check(dx, DType::F32, "gelu_backward: dx");
+  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+  detail::check_act(dev_check, x, "gelu_backward: x");
+  detail::check_act(dev_check, dy, "gelu_backward: dy");
+  detail::check_act(dev_check, dx, "gelu_backward: dx");
   check_same_numel(x, dy, "gelu_backward: dy");
   check_same_numel(x, dx, "gelu_backward: dx");
+  if (x.dtype() != DType::F32 || dy.dtype() != DType::F32 || dx.dtype() != DType::F32) {  // 16-bit activations
+    PP3D_CHECK_CUDA(kernels::gelu_backward_typed(dx.raw(), static_cast<int>(dx.dtype()), x.raw(),
+                                                 static_cast<int>(x.dtype()), dy.raw(), static_cast<int>(dy.dtype()),
+                                                 x.numel(), stream_));
+    return;
+  }
   PP3D_CHECK_CUDA(kernels::gelu_backward(dx.data<float>(), x.data<float>(), dy.data<float>(), x.numel(), stream_));
-}
-
-// ---- attention ----------------------------------------------------------------------
-
-namespace {
-struct AttnDims {
-  int64_t B, T, H, D;
-};
-AttnDims attn_dims(const Tensor& qkv, const char* what) {
-  PP3D_CHECK(qkv.dim() == 5 && qkv.size(2) == 3, "{}: qkv must be [B, T, 3, H, D], got {}", what,
-             shape_str(qkv.shape()));
-  const AttnDims a{qkv.size(0), qkv.size(1), qkv.size(3), qkv.size(4)};
-  PP3D_CHECK(a.D <= 128, "{}: head size D = {} is larger than the 128 the CUDA attention kernels support", what,
-             a.D);
-  PP3D_CHECK(a.B < 65536 && a.H < 65536 && a.T < (int64_t{1} << 30), "{}: qkv {} is too large (B, H < 65536)", what,
-             shape_str(qkv.shape()));
-  return a;
-}
-}  // namespace
-
-void CudaBackend::attention_forward(const Tensor& qkv, Tensor& out, Tensor& lse, float scale) {
-  check(qkv, DType::F32, "attention_forward: qkv");
-  check(out, DType::F32, "attention_forward: out");
-  check(lse, DType::F32, "attention_forward: lse");
-  const AttnDims a = attn_dims(qkv, "attention_forward");
-  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_forward: out");
-  check_shape(lse, {a.B, a.H, a.T}, "attention_forward: lse");
-  if (qkv.numel() == 0) return;
-  PP3D_CHECK_CUDA(kernels::attention_forward(out.data<float>(), lse.data<float>(), qkv.data<float>(),
-                                             static_cast<int>(a.B), static_cast<int>(a.T), static_cast<int>(a.H),
-                                             static_cast<int>(a.D), scale, stream_));
-}
-
-void CudaBackend::attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse,
-                                     Tensor& dqkv, float scale) {
-  check(dout, DType::F32, "attention_backward: dout");
-  check(qkv, DType::F32, "attention_backward: qkv");
-  check(out, DType::F32, "attention_backward: out");
-  check(lse, DType::F32, "attention_backward: lse");
-  check(dqkv, DType::F32, "attention_backward: dqkv");
-  const AttnDims a = attn_dims(qkv, "attention_backward");
-  check_shape(out, {a.B, a.T, a.H, a.D}, "attention_backward: out");
-  check_shape(dout, {a.B, a.T, a.H, a.D}, "attention_backward: dout");
-  check_shape(lse, {a.B, a.H, a.T}, "attention_backward: lse");
-  check_shape(dqkv, qkv.shape(), "attention_backward: dqkv");
-  if (qkv.numel() == 0) return;
-  PP3D_CHECK(dqkv.raw() != qkv.raw(), "attention_backward: dqkv must not share storage with qkv");
-  auto* di = static_cast<float*>(scratch(0, static_cast<std::size_t>(a.B * a.H * a.T) * sizeof(float)));
-  PP3D_CHECK_CUDA(kernels::attention_backward(dqkv.data<float>(), di, dout.data<float>(), qkv.data<float>(),
-                                              out.data<float>(), lse.data<float>(), static_cast<int>(a.B),
-                                              static_cast<int>(a.T), static_cast<int>(a.H), static_cast<int>(a.D),
-                                              scale, stream_));
 }
 
 // ---- embedding -------------------------------------------------------------------

@@ -4,9 +4,11 @@
 // Built only when the frontend headers were found at configure time
 // (PP3D_HAVE_CUDNN_FRONTEND; tools/setup_deps.sh unpacks the pinned
 // nvidia-cudnn-frontend wheel into .deps/cudnn_frontend). Otherwise available()
-// is false and every call throws. Not wired into CudaBackend's attention yet:
-// the GPU test (tests/cuda/cuda_sdpa_test.cpp) checks it against the CPU
-// backend's attention on the same 16-bit-rounded inputs first.
+// is false and every call throws. CudaBackend's attention runs it for 16-bit
+// qkv (lib/backend/cuda/cuda_attention.cpp); tests/cuda/cuda_sdpa_test.cpp
+// checks it against the CPU backend's f32 attention on the same 16-bit-rounded
+// inputs, tests/cuda/cuda_act16_test.cpp the wired path against the CPU's
+// 16-bit emulation.
 //
 // Layout: q [B, T, Hq, D] and k, v [B, T, Hkv, D] given by a base pointer and
 // the element stride between consecutive tokens (3*H*D for GPT's fused
