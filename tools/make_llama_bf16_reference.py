@@ -9,14 +9,20 @@ pure function of (name, element index), nothing from pp3d), with the f32
 master weights set to their 16-bit rounding, so pp3d's 16-bit parameters and
 the optimizer's f32 master copy start from exactly these values. Three runs:
 
-  - `bf16/pp3d/`, `f16/pp3d/`: pp3d's rounding points written in torch
-    (Linear16: only the Linear GEMM operands -- activations, activation
-    gradients and the 16-bit weights -- are 16-bit, with f32 products and f32
-    outputs; RMSNorm, RoPE, attention (softmax, lse), SiLU * up, the residual
-    stream and cross-entropy f32; RMSNorm weights and the embedding read as
-    the f32 value of their 16-bit storage): what pp3d's Llama with
-    param_dtype = compute_dtype = bf16/f16 and f32 activations claims to
-    compute. Computed in float64 between the rounding points (each rounding
+  - `bf16/pp3d/`, `f16/pp3d/`: pp3d's rounding points written in torch, the
+    16-bit activation flow between ops (docs/MIXED_PRECISION.md "Llama"):
+    Linear16 (16-bit GEMM operands -- activations, activation gradients and
+    the 16-bit weights -- with f32 products) and every op output rounded once
+    (Round: the value forward, its gradient backward): RMSNorm (f32
+    statistics), each of q/k/v/o/gate/up/down, RoPE on the 16-bit q and k,
+    grouped-query attention (Attention16Gqa: P rounded before P.V, dS before
+    dQ and dK, dK/dV summed over each kv head's query group before one
+    rounding), SiLU(gate) * up; the gradients of q/k/v (of gate/up) add in
+    f32 before the one rounding of d(RMSNorm output), as a fused Linear's.
+    The residual stream, the logits and cross-entropy f32; RMSNorm weights
+    and the embedding read as the f32 value of their 16-bit storage. What
+    pp3d's Llama with param_dtype = compute_dtype = bf16/f16 and f32
+    activations claims to compute. Computed in float64 between the rounding points (each rounding
     goes through f32, as pp3d's f32 values do): torch's own float32 run of
     this graph is 2.4e-3 (relative, logits) away from its float64 run, while
     pp3d's is 8e-5 -- rounding flips amplify float32 noise, and torch's
@@ -81,6 +87,59 @@ class Linear16(torch.autograd.Function):
         return gr @ wr, gr.reshape(-1, gr.shape[-1]).t() @ xr.reshape(-1, xr.shape[-1]), None
 
 
+class Round(torch.autograd.Function):
+    """A 16-bit activation between ops: the value rounded once, and its gradient too (pp3d rounds both)."""
+
+    @staticmethod
+    def forward(ctx, x, dt):
+        ctx.dt = dt
+        return r16(x, dt)
+
+    @staticmethod
+    def backward(ctx, g):
+        return r16(g, ctx.dt), None
+
+
+class Attention16Gqa(torch.autograd.Function):
+    """pp3d's 16-bit causal grouped-query attention (CpuBackend::gqa_attention_*): 16-bit q [B, H, T, D],
+    k, v [B, HKV, T, D]; S, the softmax statistics and the accumulations in the compute dtype, P rounded
+    before P V, O rounded once; backward: dV += round(P)^T dO, dS = P (dP - rowsum(dO O)) rounded,
+    dQ = scale dS K, dK += scale dS^T Q, dK and dV summed over the query group, each rounded once."""
+
+    @staticmethod
+    def forward(ctx, qq, kk, vv, scale, dt):
+        rep, T = qq.shape[1] // kk.shape[1], qq.shape[2]
+        kr, vr = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        s = ((qq @ kr.transpose(-2, -1)) * scale).masked_fill(~mask, float("-inf"))
+        m = s.amax(dim=-1, keepdim=True)
+        e = torch.exp(s - m)
+        l = e.sum(dim=-1, keepdim=True)
+        out = r16((r16(e, dt) @ vr) / l, dt)
+        ctx.save_for_backward(qq, kk, vv, out, m + torch.log(l))
+        ctx.scale, ctx.dt = scale, dt
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        qq, kk, vv, out, lse = ctx.saved_tensors
+        scale, dt = ctx.scale, ctx.dt
+        Bq, Hq, T, D = qq.shape
+        hkv = kk.shape[1]
+        rep = Hq // hkv
+        kr, vr = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        do = r16(g, dt)
+        p = torch.exp((qq @ kr.transpose(-2, -1)) * scale - lse).masked_fill(~mask, 0.0)
+        dv = r16(p, dt).transpose(-2, -1) @ do
+        di = (do * out).sum(dim=-1, keepdim=True)
+        ds = r16(p * (do @ vr.transpose(-2, -1) - di), dt)
+        dq = scale * (ds @ kr)
+        dk = scale * (ds.transpose(-2, -1) @ qq)
+        group = lambda t: t.view(Bq, hkv, rep, T, D).sum(dim=2)  # noqa: E731
+        return r16(dq, dt), r16(group(dk), dt), r16(group(dv), dt), None, None
+
+
 def rope_cos_sin(D):
     inv_freq = 1.0 / (THETA ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
     freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)
@@ -101,23 +160,28 @@ def llama_loss(p, ids, targets, dt, autocast):
         lin = lambda x, w: Linear16.apply(x, w, dt)  # noqa: E731  16-bit operands, unrounded out
         act = torch.float64
     x = q16["model.embed_tokens.weight"][ids]  # the masters' dtype: an f32 / f64 residual stream
+    rnd = (lambda t: t) if autocast else (lambda t: Round.apply(t, dt))  # noqa: E731  pp3d: each op's output
     for l in range(L):
         w = lambda n: q16["model.layers.%d.%s" % (l, n)]  # noqa: E731
-        h = rms_norm(x, w("input_layernorm.weight"), EPS)  # f32
-        qq = lin(h, w("self_attn.q_proj.weight")).view(B, T, H, D).transpose(1, 2)
-        kk = lin(h, w("self_attn.k_proj.weight")).view(B, T, HKV, D).transpose(1, 2)
-        vv = lin(h, w("self_attn.v_proj.weight")).view(B, T, HKV, D).transpose(1, 2)
+        h = rnd(rms_norm(x, w("input_layernorm.weight"), EPS))  # f32 (autocast), 16-bit output (pp3d)
+        qq = rnd(lin(h, w("self_attn.q_proj.weight"))).view(B, T, H, D).transpose(1, 2)
+        kk = rnd(lin(h, w("self_attn.k_proj.weight"))).view(B, T, HKV, D).transpose(1, 2)
+        vv = rnd(lin(h, w("self_attn.v_proj.weight"))).view(B, T, HKV, D).transpose(1, 2)
         c, s = cos.to(act), sin.to(act)
-        qq, kk = qq * c + rotate_half(qq) * s, kk * c + rotate_half(kk) * s
-        kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
-        att = (qq @ kk.transpose(-2, -1)) * (1.0 / D ** 0.5)
-        prob = att.to(x.dtype).masked_fill(~mask, float("-inf")).softmax(dim=-1).to(act)
-        y = (prob @ vv).transpose(1, 2).reshape(B, T, H * D)
-        x = x + lin(y, w("self_attn.o_proj.weight")).to(x.dtype)
-        h = rms_norm(x, w("post_attention_layernorm.weight"), EPS)
-        a = F.silu(lin(h, w("mlp.gate_proj.weight"))) * lin(h, w("mlp.up_proj.weight"))
-        x = x + lin(a, w("mlp.down_proj.weight")).to(x.dtype)
-    x = rms_norm(x, q16["model.norm.weight"], EPS)
+        qq, kk = rnd(qq * c + rotate_half(qq) * s), rnd(kk * c + rotate_half(kk) * s)
+        if autocast:
+            kk, vv = kk.repeat_interleave(rep, dim=1), vv.repeat_interleave(rep, dim=1)
+            att = (qq @ kk.transpose(-2, -1)) * (1.0 / D ** 0.5)
+            prob = att.to(x.dtype).masked_fill(~mask, float("-inf")).softmax(dim=-1).to(act)
+            y = prob @ vv
+        else:
+            y = Attention16Gqa.apply(qq, kk, vv, 1.0 / D ** 0.5, dt)
+        y = y.transpose(1, 2).reshape(B, T, H * D)
+        x = x + rnd(lin(y, w("self_attn.o_proj.weight"))).to(x.dtype)
+        h = rnd(rms_norm(x, w("post_attention_layernorm.weight"), EPS))
+        a = rnd(F.silu(rnd(lin(h, w("mlp.gate_proj.weight")))) * rnd(lin(h, w("mlp.up_proj.weight"))))
+        x = x + rnd(lin(a, w("mlp.down_proj.weight"))).to(x.dtype)
+    x = rnd(rms_norm(x, q16["model.norm.weight"], EPS))
     logits = Linear16.apply(x, q16["lm_head.weight"], dt)  # 16-bit operands, f32 logits (both policies)
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1)), logits
 

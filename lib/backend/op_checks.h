@@ -104,13 +104,13 @@ inline int64_t xent_rows(const Tensor& logits, const Tensor& targets, int64_t va
 
 // ---- Llama-family ops ----------------------------------------------------------------
 
-// RMSNorm forward (f32): returns rows; the normalised size is weight.numel().
+// RMSNorm forward (x, y any float: 16-bit activations, f32 math): returns rows; the normalised size is weight.numel().
 template <typename Check>
 int64_t check_rmsnorm_forward(Check&& check, const Tensor& x, const Tensor& weight, const Tensor& y,
                               const Tensor& rstd, float eps) {
-  check(x, DType::F32, "rmsnorm_forward: x");
+  check_act(check, x, "rmsnorm_forward: x");
   check(weight, DType::F32, "rmsnorm_forward: weight");
-  check(y, DType::F32, "rmsnorm_forward: y");
+  check_act(check, y, "rmsnorm_forward: y");
   check(rstd, DType::F32, "rmsnorm_forward: rstd");
   const int64_t rows = ln_rows(x, weight, "rmsnorm_forward");
   check_shape(y, x.shape(), "rmsnorm_forward: y");
@@ -123,11 +123,11 @@ int64_t check_rmsnorm_forward(Check&& check, const Tensor& x, const Tensor& weig
 template <typename Check>
 int64_t check_rmsnorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
                                const Tensor& rstd, const Tensor& dx, const Tensor& dweight) {
-  check(dy, DType::F32, "rmsnorm_backward: dy");
-  check(x, DType::F32, "rmsnorm_backward: x");
+  check_act(check, dy, "rmsnorm_backward: dy");
+  check_act(check, x, "rmsnorm_backward: x");
   check(weight, DType::F32, "rmsnorm_backward: weight");
   check(rstd, DType::F32, "rmsnorm_backward: rstd");
-  check(dx, DType::F32, "rmsnorm_backward: dx");
+  check_act(check, dx, "rmsnorm_backward: dx");
   check(dweight, DType::F32, "rmsnorm_backward: dweight");
   const int64_t rows = ln_rows(x, weight, "rmsnorm_backward");
   check_shape(dy, x.shape(), "rmsnorm_backward: dy");
@@ -137,21 +137,21 @@ int64_t check_rmsnorm_backward(Check&& check, const Tensor& dy, const Tensor& x,
   return rows;
 }
 
-// SwiGLU operands: every tensor f32 with gate's numel.
+// SwiGLU operands: every tensor any float (16-bit: f32 math) with gate's numel.
 template <typename Check>
 void check_swiglu(Check&& check, const char* what, std::initializer_list<const Tensor*> ts) {
   const Tensor& first = **ts.begin();
   for (const Tensor* t : ts) {
-    check(*t, DType::F32, what);
+    check_act(check, *t, what);
     check_same_numel(first, *t, what);
   }
 }
 
-// RoPE: x [B, T, H, D] f32 with D even, y the same shape; pos0 >= 0, theta > 0.
+// RoPE: x [B, T, H, D] any float (16-bit: f32 math) with D even, y the same shape; pos0 >= 0, theta > 0.
 template <typename Check>
 void check_rope(Check&& check, const Tensor& x, const Tensor& y, int64_t pos0, float theta, const char* what) {
-  check(x, DType::F32, what);
-  check(y, DType::F32, what);
+  check_act(check, x, what);
+  check_act(check, y, what);
   PP3D_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "{}: x must be [B, T, H, D] with D even, got {}", what,
              shape_str(x.shape()));
   check_shape(y, x.shape(), what);
@@ -168,7 +168,14 @@ struct GqaDims {
 template <typename Check>
 GqaDims check_gqa(Check&& check, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                   const Tensor& lse, const char* what) {
-  for (const Tensor* t : {&q, &k, &v, &out, &lse}) check(*t, DType::F32, what);
+  // q, k, v, out (and dout, dq, dk, dv) share one dtype: f32, or bf16 / f16
+  // (16-bit compute: f32 math, P and dS rounded as in attention_forward).
+  check(lse, DType::F32, what);
+  for (const Tensor* t : {&q, &k, &v, &out}) {
+    check_act(check, *t, what);
+    PP3D_CHECK(t->dtype() == q.dtype(), "{}: q, k, v, out must share one dtype, got {} and {}", what,
+               dtype_name(q.dtype()), dtype_name(t->dtype()));
+  }
   PP3D_CHECK(q.dim() == 4, "{}: q must be [B, T, Hq, D], got {}", what, shape_str(q.shape()));
   PP3D_CHECK(k.dim() == 4 && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3),
              "{}: k must be [B, T, Hkv, D] = [{}, {}, Hkv, {}], got {}", what, q.size(0), q.size(1), q.size(3),
@@ -188,7 +195,11 @@ GqaDims check_gqa_backward(Check&& check, const Tensor& dout, const Tensor& q, c
                            const Tensor& out, const Tensor& lse, const Tensor& dq, const Tensor& dk,
                            const Tensor& dv) {
   const GqaDims g = check_gqa(check, q, k, v, out, lse, "gqa_attention_backward");
-  for (const Tensor* t : {&dout, &dq, &dk, &dv}) check(*t, DType::F32, "gqa_attention_backward");
+  for (const Tensor* t : {&dout, &dq, &dk, &dv}) {
+    check_act(check, *t, "gqa_attention_backward");
+    PP3D_CHECK(t->dtype() == q.dtype(), "gqa_attention_backward: dout, dq, dk, dv must have q's dtype {}, got {}",
+               dtype_name(q.dtype()), dtype_name(t->dtype()));
+  }
   check_shape(dout, q.shape(), "gqa_attention_backward: dout");
   check_shape(dq, q.shape(), "gqa_attention_backward: dq");
   check_shape(dk, k.shape(), "gqa_attention_backward: dk");

@@ -2,14 +2,17 @@
 // primitives (public headers only). Shapes: rows N = B*T tokens, N_l = B*T_l in
 // the sequence-parallel regions (norms, residuals); heads local to this TP rank.
 //
-// Mixed precision, GPT's semantics (docs/MIXED_PRECISION.md, "Llama"): every op
-// computes in f32. 16-bit parameters are read by the GEMMs directly and cast to
-// f32 per use elsewhere (RMSNorm weights, the embedding table); with a 16-bit
-// compute dtype the Linear GEMMs round their activation operands to 16 bits
-// (Backend::gemm16, f32 accumulation, f32 outputs); with a 16-bit activation
-// dtype each layer rounds what it saves for backward and its output when its
-// forward ends, and backward reads them through f32 Workspace copies. RMSNorm
-// rstd, the attention lse, the logits and every activation gradient stay f32.
+// Mixed precision, GPT's semantics (docs/MIXED_PRECISION.md, "Llama"). 16-bit
+// parameters are read by the GEMMs directly and cast to f32 per use elsewhere
+// (RMSNorm weights, the embedding table). With compute_dtype f32 every op
+// computes in f32. With a 16-bit compute dtype activations flow in 16 bits
+// between ops (as GPT): every Linear takes 16-bit operands (Backend::gemm16,
+// f32 accumulation) and writes a 16-bit output; RMSNorm, RoPE, grouped-query
+// attention (P and dS rounded) and SwiGLU read and write 16 bits with f32 math
+// inside; the residual stream (and its gradient), RMSNorm rstd, the attention
+// lse, the logits and the loss stay f32. With a 16-bit activation dtype each
+// layer also rounds what it saves for backward and its output when its
+// forward ends, and backward reads them through f32 Workspace copies.
 #include <cmath>
 
 #include "model/llama_layers.h"
@@ -21,8 +24,8 @@ namespace pp3d::llama_detail {
 
 namespace {
 
-Tensor act(Backend& be, const Shape& shape) {
-  return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
+Tensor act(Backend& be, const Shape& shape, DType dt = DType::F32) {
+  return Tensor::empty(shape, dt, be.device(), MemCategory::Activations);
 }
 
 // Activation storage: `t` itself when it already has dtype `dt`, else its
@@ -74,15 +77,30 @@ struct RmsOut {
   Tensor y, rstd;
 };
 
-// x f32; a 16-bit weight is read through an f32 copy.
-RmsOut rmsnorm(Backend& be, const Tensor& x, const Parameter& w, float eps) {
+// The dtype of the activations between ops: 16-bit with a 16-bit compute dtype.
+DType op_dtype(const LayerEnv& env) { return env.gemm_dtype; }
+bool c16(const LayerEnv& env) { return env.gemm_dtype != DType::F32; }
+
+// A Linear output as the f32 residual-stream term: t itself when f32, else its
+// f32 copy (an Activations tensor: it becomes x2 / the block output).
+Tensor residual_f32(Backend& be, const Tensor& t) {
+  if (t.dtype() == DType::F32) return t;
+  Tensor out = act(be, t.shape());
+  be.cast(t, out);
+  return out;
+}
+
+// x f32; y in y_dt (16-bit compute: f32 statistics, y rounded once); a 16-bit
+// weight is read through an f32 copy.
+RmsOut rmsnorm(Backend& be, const Tensor& x, const Parameter& w, float eps, DType y_dt) {
   const int64_t C = w.value.numel(), rows = x.numel() / C;
-  RmsOut r{act(be, {rows, C}), act(be, {rows})};
+  RmsOut r{act(be, {rows, C}, y_dt), act(be, {rows})};
   be.rmsnorm_forward(x.reshape({rows, C}), value_as_f32(be, w.value), r.y, r.rstd, eps);
   return r;
 }
 
-// dx (f32, overwritten) and dweight (+=, f32 or 16-bit) of y = rmsnorm(x) * w; x f32 or 16-bit.
+// dx (f32, overwritten) and dweight (+=, f32 or 16-bit) of y = rmsnorm(x) * w;
+// x f32 or 16-bit (read through f32), dy f32 or 16-bit (16-bit compute, read as is).
 void rmsnorm_grad(Backend& be, const Tensor& dy, const Tensor& x, const Parameter& w, const Tensor& rstd, Tensor& dx,
                   Tensor& dweight) {
   const int64_t C = w.value.numel(), rows = x.numel() / C;
@@ -206,38 +224,46 @@ class BlockLayer final : public Layer {
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), Nl = B * Tl, C = env_.cfg.hidden_size;
     const int64_t Hq = env_.local_heads(), Hkv = env_.local_kv_heads(), D = env_.cfg.head_dim();
     const Lin l = linears();
+    const DType odt = op_dtype(env_);
     NormGrads ng(env_, {p_.input_norm, p_.post_norm});
+    // 16-bit compute: the ops read the saved 16-bit tensors as they are; else
+    // through f32 copies (16-bit activation storage).
+    auto in = [&](const Tensor& t) { return c16(env_) ? t : f32(be, t); };
 
     // MLP branch: y = x2 + down(silu(gate(h2)) * up(h2))
-    const Tensor da = l.down.backward(be, env_.tp, dy, f32(be, s.a), true, defer);
+    const Tensor da = l.down.backward(be, env_.tp, dy, in(s.a), true, defer);  // 16-bit with 16-bit compute
     s.a = Tensor();
-    Tensor dgate = act(be, s.gate.shape()), dup = act(be, s.up.shape());
-    be.swiglu_backward(f32(be, s.gate), f32(be, s.up), da, dgate, dup);
+    Tensor dgate = act(be, s.gate.shape(), odt), dup = act(be, s.up.shape(), odt);
+    be.swiglu_backward(in(s.gate), in(s.up), da, dgate, dup);
     s.gate = s.up = Tensor();
-    const Tensor h2 = f32(be, s.h2).reshape({B, Tl, C});
+    const Tensor h2 = in(s.h2).reshape({B, Tl, C});
+    // gate and up as one fused Linear: their input gradients add in f32, rounded once.
     Tensor dh2 = l.gate.backward(be, env_.tp, dgate, h2, true, defer);
     be.add(dh2, l.up.backward(be, env_.tp, dup, h2, true, defer), dh2);
     dgate = dup = Tensor();
     Tensor dx2 = act(be, {Nl, C});
-    rmsnorm_grad(be, dh2, s.x2, *p_.post_norm, s.rstd2, dx2, ng.grad(1));
+    rmsnorm_grad(be, store(be, dh2, odt), s.x2, *p_.post_norm, s.rstd2, dx2, ng.grad(1));
+    dh2 = Tensor();
     be.add(dx2, dy.reshape({Nl, C}), dx2);  // residual
     s.h2 = s.x2 = s.rstd2 = Tensor();
 
     // Attention branch: x2 = x + o(gqa(rope(q(h1)), rope(k(h1)), v(h1)))
-    Tensor att = f32(be, s.att);  // read twice: one f32 copy of a 16-bit att
+    Tensor att = in(s.att);  // read twice: one f32 copy of a 16-bit att (f32 compute)
     const Tensor datt = l.o.backward(be, env_.tp, dx2.reshape({B, Tl, C}), att.reshape({B, T, Hq * D}), true, defer);
-    Tensor dq = act(be, {B, T, Hq, D}), dk = act(be, {B, T, Hkv, D}), dv = act(be, {B, T, Hkv, D});
-    be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), f32(be, s.q), f32(be, s.k), f32(be, s.v), att, s.lse, dq,
-                              dk, dv, scale());
+    Tensor dq = act(be, {B, T, Hq, D}, odt), dk = act(be, {B, T, Hkv, D}, odt), dv = act(be, {B, T, Hkv, D}, odt);
+    be.gqa_attention_backward(datt.reshape({B, T, Hq, D}), in(s.q), in(s.k), in(s.v), att, s.lse, dq, dk, dv,
+                              scale());
     s.q = s.k = s.v = s.att = s.lse = att = Tensor();
     be.rope_backward(dq, dq, 0, env_.cfg.rope_theta);
     be.rope_backward(dk, dk, 0, env_.cfg.rope_theta);
-    const Tensor h1 = f32(be, s.h1).reshape({B, Tl, C});
+    const Tensor h1 = in(s.h1).reshape({B, Tl, C});
+    // q, k, v as one fused Linear: input gradients add in f32, rounded once.
     Tensor dh1 = l.q.backward(be, env_.tp, dq.reshape({B, T, Hq * D}), h1, true, defer);
     be.add(dh1, l.k.backward(be, env_.tp, dk.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
     be.add(dh1, l.v.backward(be, env_.tp, dv.reshape({B, T, Hkv * D}), h1, true, defer), dh1);
     Tensor dx = act(be, {Nl, C});
-    rmsnorm_grad(be, dh1, s.x, *p_.input_norm, s.rstd1, dx, ng.grad(0));
+    rmsnorm_grad(be, store(be, dh1, odt), s.x, *p_.input_norm, s.rstd1, dx, ng.grad(0));
+    dh1 = Tensor();
     be.add(dx, dx2, dx);
     s.x = s.h1 = s.rstd1 = Tensor();
     ng.finish();
@@ -250,9 +276,15 @@ class BlockLayer final : public Layer {
     ColumnParallelLinear gate, up;
     RowParallelLinear down;
   };
+  // 16-bit compute: every Linear writes a 16-bit output; o and down (whose
+  // input gradients feed attention / SwiGLU backward) also take a 16-bit dy
+  // and return a 16-bit dx. q, k, v and gate, up return f32 dx (dy is rounded
+  // by gemm16 anyway), summed in f32 and rounded once: the fused QKV / gate-up
+  // Linear of Megatron-style Llamas.
   Lin linears() const {
-    const ColumnParallelLinear::Options col{false, env_.sp, env_.gemm_dtype};
-    const RowParallelLinear::Options row{true, env_.sp, env_.gemm_dtype};
+    const bool h = c16(env_);
+    const ColumnParallelLinear::Options col{false, env_.sp, env_.gemm_dtype, h, false};
+    const RowParallelLinear::Options row{true, env_.sp, env_.gemm_dtype, h, h};
     return {{*p_.q, nullptr, col},    {*p_.k, nullptr, col},  {*p_.v, nullptr, col},
             {*p_.o, nullptr, row},    {*p_.gate, nullptr, col}, {*p_.up, nullptr, col},
             {*p_.down, nullptr, row}};
@@ -261,14 +293,16 @@ class BlockLayer final : public Layer {
 
   // Fills every activation of s from s.x; returns the block output [B, T_l, C]
   // in the activation dtype (with a 16-bit one, the saved activations are
-  // rounded too, when the f32 forward is done).
+  // rounded too, when the forward is done; with 16-bit compute they are 16-bit
+  // already and kept as they are).
   Tensor run_forward(BlockState& s) const {
     Backend& be = *env_.be;
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), C = env_.cfg.hidden_size;
     const int64_t Hq = env_.local_heads(), Hkv = env_.local_kv_heads(), D = env_.cfg.head_dim();
     const Lin l = linears();
-    const Tensor x = f32(be, s.x);
-    RmsOut n1 = rmsnorm(be, x, *p_.input_norm, env_.cfg.norm_eps);
+    const DType odt = op_dtype(env_);
+    const Tensor x = f32(be, s.x);  // the residual stream in f32
+    RmsOut n1 = rmsnorm(be, x, *p_.input_norm, env_.cfg.norm_eps, odt);
     s.h1 = n1.y;
     s.rstd1 = n1.rstd;
     const Tensor h1 = s.h1.reshape({B, Tl, C});
@@ -277,20 +311,20 @@ class BlockLayer final : public Layer {
     s.v = l.v.forward(be, env_.tp, h1).reshape({B, T, Hkv, D});
     be.rope_forward(s.q, s.q, 0, env_.cfg.rope_theta);
     be.rope_forward(s.k, s.k, 0, env_.cfg.rope_theta);
-    s.att = act(be, {B, T, Hq, D});
+    s.att = act(be, {B, T, Hq, D}, odt);
     s.lse = act(be, {B, Hq, T});
     be.gqa_attention_forward(s.q, s.k, s.v, s.att, s.lse, scale());
-    s.x2 = l.o.forward(be, env_.tp, s.att.reshape({B, T, Hq * D}));
+    s.x2 = residual_f32(be, l.o.forward(be, env_.tp, s.att.reshape({B, T, Hq * D})));
     be.add(s.x2, x, s.x2);  // residual
-    RmsOut n2 = rmsnorm(be, s.x2, *p_.post_norm, env_.cfg.norm_eps);
+    RmsOut n2 = rmsnorm(be, s.x2, *p_.post_norm, env_.cfg.norm_eps, odt);
     s.h2 = n2.y;
     s.rstd2 = n2.rstd;
     const Tensor h2 = s.h2.reshape({B, Tl, C});
     s.gate = l.gate.forward(be, env_.tp, h2);
     s.up = l.up.forward(be, env_.tp, h2);
-    s.a = act(be, s.gate.shape());
+    s.a = act(be, s.gate.shape(), odt);
     be.swiglu_forward(s.gate, s.up, s.a);
-    Tensor y = l.down.forward(be, env_.tp, s.a);
+    Tensor y = residual_f32(be, l.down.forward(be, env_.tp, s.a));
     be.add(y, s.x2, y);  // residual
     const DType adt = env_.act_dtype;
     if (adt != DType::F32)
@@ -327,11 +361,11 @@ class HeadLayer final : public Layer {
     const int64_t N = s->B * s->T, C = env_.cfg.hidden_size;
     PP3D_CHECK(ctx.targets.numel() == N, "Llama head: targets have {} elements, expected B*T = {}",
                ctx.targets.numel(), N);
-    RmsOut n = rmsnorm(be, f32(be, s->x), norm_, env_.cfg.norm_eps);
+    // 16-bit compute: the final norm writes 16 bits (the LM-head GEMM operand), the logits stay f32.
+    RmsOut n = rmsnorm(be, f32(be, s->x), norm_, env_.cfg.norm_eps, op_dtype(env_));
     s->rstd = n.rstd;
-    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp, env_.gemm_dtype});
-    s->logits = lin.forward(be, env_.tp, n.y.reshape({s->B, env_.local_seq(s->T), C}));  // f32 logits
-    s->h = store(be, n.y, env_.act_dtype);
+    s->logits = lm_head().forward(be, env_.tp, n.y.reshape({s->B, env_.local_seq(s->T), C}));  // f32 logits
+    s->h = c16(env_) ? n.y : store(be, n.y, env_.act_dtype);
     s->targets = ctx.targets.reshape({N});
     const Tensor logits2 = s->logits.reshape({N, s->logits.size(-1)});
     s->stats = vocab_parallel_xent_forward(be, env_.tp, logits2, s->targets, shard());
@@ -371,8 +405,8 @@ class HeadLayer final : public Layer {
     vocab_parallel_xent_backward(be, s.logits.reshape({N, s.logits.size(-1)}), s.targets, shard(), s.stats,
                                  s.loss_weight, dlogits2);
     s.logits = Tensor();
-    const ColumnParallelLinear lin(head_, nullptr, {false, env_.sp, env_.gemm_dtype});
-    const Tensor dh = lin.backward(be, env_.tp, dlogits, f32(be, s.h).reshape({s.B, Tl, C}), true, defer);
+    const Tensor h = c16(env_) ? s.h : f32(be, s.h);
+    const Tensor dh = lm_head().backward(be, env_.tp, dlogits, h.reshape({s.B, Tl, C}), true, defer);  // 16-bit: c16
     NormGrads ng(env_, {&norm_});
     Tensor dx = act(be, {s.B * Tl, C});
     rmsnorm_grad(be, dh, s.x, norm_, s.rstd, dx, ng.grad(0));
@@ -385,6 +419,10 @@ class HeadLayer final : public Layer {
 
   VocabShard shard() const {
     return vocab_shard(env_.cfg.vocab_size, env_.cfg.padded_vocab_size, env_.tp_rank, env_.tp_size);
+  }
+  // f32 logits; with 16-bit compute a 16-bit d(final-norm output), as GPT's head.
+  ColumnParallelLinear lm_head() const {
+    return ColumnParallelLinear(head_, nullptr, {false, env_.sp, env_.gemm_dtype, false, c16(env_)});
   }
 
   LayerEnv env_;

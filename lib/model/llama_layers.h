@@ -20,7 +20,7 @@ struct LayerEnv {
   bool sp = false;
   bool recompute = false;
   DType act_dtype = DType::F32;   // LlamaOptions::activation_dtype: storage of saved activations / hidden state
-  DType gemm_dtype = DType::F32;  // LlamaOptions::compute_dtype: operand dtype of every Linear GEMM
+  DType gemm_dtype = DType::F32;  // LlamaOptions::compute_dtype: 16-bit = the 16-bit activation flow between ops
   int64_t local_heads() const { return cfg.num_heads / tp_size; }
   int64_t local_kv_heads() const { return cfg.num_kv_heads / tp_size; }
   // Tokens per sequence in the norm / residual regions.

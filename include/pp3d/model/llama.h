@@ -98,8 +98,11 @@ struct LlamaOptions {
   // gradients F32 or the param dtype (accumulated through f32); saved
   // activations / hidden state between layers and stages F32 or the param
   // dtype (every op computes in f32; RMSNorm rstd, attention lse, logits and
-  // activation gradients stay f32); Linear GEMM operands F32 or the param
-  // dtype (Backend::gemm16: 16-bit operands, f32 accumulation, f32 outputs).
+  // activation gradients stay f32); compute F32 or the param dtype: with the
+  // param dtype activations flow in 16 bits between ops (as GPT): Linears take
+  // 16-bit operands (Backend::gemm16, f32 accumulation) and write 16-bit
+  // outputs; RMSNorm, RoPE, attention (P, dS rounded) and SwiGLU read and write
+  // 16 bits with f32 math; residual stream, logits and loss stay f32.
   // The constructor rejects a 16-bit grad/activation/compute dtype that is not
   // the param dtype.
   DType param_dtype = DType::F32;

@@ -13,7 +13,8 @@
 // Backward recomputes P = exp(S - lse) and, per (b, kv head), over its query
 // heads and their query blocks in order: dV += P^T dO, dP = dO V^T,
 //   Di = rowsum(dO * O), dS = P * (dP - Di), dQ = scale * dS K, dK += scale * dS^T Q.
-// 16-bit qkv (bf16/f16, 16-bit compute; fused GPT op only): the emulation of
+// 16-bit qkv (bf16/f16, 16-bit compute; the fused GPT op and the Llama's
+// grouped-query op): the emulation of
 // a flash-attention kernel (cuDNN SDPA) with 16-bit q, k, v, O: S and its
 // softmax statistics in f32, the probabilities rounded to the 16-bit dtype
 // before the P V product (a tensor-core GEMM of 16-bit operands), computed as
@@ -283,9 +284,13 @@ void CpuBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const T
   const detail::GqaDims d = detail::check_gqa(detail::cpu_check, q, k, v, out, lse, "gqa_attention_forward");
   const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
   if (q.numel() == 0) return;
-  attention_forward_views(g, heads_view(q.data<float>(), g, g.Hq), heads_view(k.data<float>(), g, g.Hkv),
-                          heads_view(v.data<float>(), g, g.Hkv), heads_view(out.data<float>(), g, g.Hq),
-                          lse.data<float>(), scale);
+  // 16-bit q, k, v, O (the Llama's 16-bit compute): f32 copies in, P rounded, out rounded once.
+  const Tensor q32 = detail::as_f32(*this, q), k32 = detail::as_f32(*this, k), v32 = detail::as_f32(*this, v);
+  Tensor out32 = detail::f32_out(out);
+  attention_forward_views(g, heads_view(q32.data<float>(), g, g.Hq), heads_view(k32.data<float>(), g, g.Hkv),
+                          heads_view(v32.data<float>(), g, g.Hkv), heads_view(out32.data<float>(), g, g.Hq),
+                          lse.data<float>(), scale, q.dtype());
+  detail::round_out(*this, out32, out);
 }
 
 void CpuBackend::gqa_attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
@@ -295,11 +300,19 @@ void CpuBackend::gqa_attention_backward(const Tensor& dout, const Tensor& q, con
       detail::check_gqa_backward(detail::cpu_check, dout, q, k, v, out, lse, dq, dk, dv);
   const Geometry g{d.B, d.T, d.Hq, d.Hkv, d.D};
   if (q.numel() == 0) return;
-  const BackwardViews w{heads_view(q.data<float>(), g, g.Hq),    heads_view(k.data<float>(), g, g.Hkv),
-                        heads_view(v.data<float>(), g, g.Hkv),    heads_view(out.data<float>(), g, g.Hq),
-                        heads_view(dout.data<float>(), g, g.Hq),  heads_view(dq.data<float>(), g, g.Hq),
-                        heads_view(dk.data<float>(), g, g.Hkv),   heads_view(dv.data<float>(), g, g.Hkv)};
-  attention_backward_views(g, w, lse.data<float>(), scale);
+  // 16-bit operands: f32 copies in, P and dS rounded, dq, dk, dv (f32 sums over
+  // each kv head's query group) rounded once.
+  const Tensor q32 = detail::as_f32(*this, q), k32 = detail::as_f32(*this, k), v32 = detail::as_f32(*this, v);
+  const Tensor o32 = detail::as_f32(*this, out), do32 = detail::as_f32(*this, dout);
+  Tensor dq32 = detail::f32_out(dq), dk32 = detail::f32_out(dk), dv32 = detail::f32_out(dv);
+  const BackwardViews w{heads_view(q32.data<float>(), g, g.Hq),    heads_view(k32.data<float>(), g, g.Hkv),
+                        heads_view(v32.data<float>(), g, g.Hkv),    heads_view(o32.data<float>(), g, g.Hq),
+                        heads_view(do32.data<float>(), g, g.Hq),    heads_view(dq32.data<float>(), g, g.Hq),
+                        heads_view(dk32.data<float>(), g, g.Hkv),   heads_view(dv32.data<float>(), g, g.Hkv)};
+  attention_backward_views(g, w, lse.data<float>(), scale, q.dtype());
+  detail::round_out(*this, dq32, dq);
+  detail::round_out(*this, dk32, dk);
+  detail::round_out(*this, dv32, dv);
 }
 
 }  // namespace pp3d

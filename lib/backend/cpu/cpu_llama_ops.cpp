@@ -13,6 +13,10 @@
 // RoPE (HF rotate_half): per head, pairs (i, i + D/2) are rotated by the angle
 //   a = pos * theta^(-2i/D). Angles and their cos/sin are computed in double
 //   and rounded once, so long positions lose no precision; backward rotates by -a.
+//
+// 16-bit activations (bf16/f16 operands, 16-bit compute): each op widens its
+// 16-bit inputs, runs the f32 code and rounds each output once (as LayerNorm;
+// RMSNorm's rstd and a parameter gradient stay f32).
 #include <cmath>
 #include <vector>
 
@@ -75,6 +79,12 @@ void rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weigh
 
 void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps) {
   const int64_t rows = detail::check_rmsnorm_forward(cpu_check, x, weight, y, rstd, eps);
+  if (detail::any_16bit({&x, &y})) {  // 16-bit activations: f32 math, y rounded once
+    Tensor y32 = detail::f32_out(y);
+    rmsnorm_forward(detail::as_f32(*this, x), weight, y32, rstd, eps);
+    detail::round_out(*this, y32, y);
+    return;
+  }
   const int64_t n = weight.numel();
   const float* px = x.data<float>();
   const float* pw = weight.data<float>();
@@ -97,6 +107,12 @@ void CpuBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& 
 
 void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                                   Tensor& dx, Tensor& dweight_out) {
+  if (detail::any_16bit({&dy, &x, &dx})) {  // 16-bit activations: f32 math, dx rounded once (checked inside)
+    Tensor dx32 = detail::f32_out(dx);
+    rmsnorm_backward(detail::as_f32(*this, dy), detail::as_f32(*this, x), weight, rstd, dx32, dweight_out);
+    detail::round_out(*this, dx32, dx);
+    return;
+  }
   detail::with_f32_grad(*this, dweight_out, "rmsnorm_backward: dweight",
                         [&](Tensor& dweight) { rmsnorm_backward_f32(dy, x, weight, rstd, dx, dweight); });
 }
@@ -105,6 +121,12 @@ void CpuBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tenso
 
 void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
   detail::check_swiglu(cpu_check, "swiglu_forward", {&gate, &up, &out});
+  if (detail::any_16bit({&gate, &up, &out})) {  // 16-bit activations: f32 math, out rounded once
+    Tensor out32 = detail::f32_out(out);
+    swiglu_forward(detail::as_f32(*this, gate), detail::as_f32(*this, up), out32);
+    detail::round_out(*this, out32, out);
+    return;
+  }
   const float* pg = gate.data<float>();
   const float* pu = up.data<float>();
   float* po = out.data<float>();
@@ -117,6 +139,14 @@ void CpuBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& ou
 void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
                                  Tensor& dup) {
   detail::check_swiglu(cpu_check, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
+  if (detail::any_16bit({&gate, &up, &dout, &dgate, &dup})) {  // f32 math, dgate and dup rounded once
+    const Tensor g32 = detail::as_f32(*this, gate), u32 = detail::as_f32(*this, up);
+    Tensor dg32 = detail::f32_out(dgate), du32 = detail::f32_out(dup);
+    swiglu_backward(g32, u32, detail::as_f32(*this, dout), dg32, du32);
+    detail::round_out(*this, dg32, dgate);
+    detail::round_out(*this, du32, dup);
+    return;
+  }
   const float* pg = gate.data<float>();
   const float* pu = up.data<float>();
   const float* pd = dout.data<float>();
@@ -137,6 +167,12 @@ void CpuBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Ten
 void CpuBackend::rope_apply(const Tensor& x, Tensor& y, int64_t pos0, float theta, float sin_sign,
                             const char* what) {
   detail::check_rope(cpu_check, x, y, pos0, theta, what);
+  if (detail::any_16bit({&x, &y})) {  // 16-bit activations: f32 math, y rounded once
+    Tensor y32 = detail::f32_out(y);
+    rope_apply(detail::as_f32(*this, x), y32, pos0, theta, sin_sign, what);
+    detail::round_out(*this, y32, y);
+    return;
+  }
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   std::vector<float> cs(static_cast<std::size_t>(T * half)), sn(cs.size());
   for (int64_t t = 0; t < T; ++t)
