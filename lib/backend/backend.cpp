@@ -43,6 +43,20 @@ void Backend::gemm16(DType input_dtype, bool trans_a, bool trans_b, int64_t m, i
   gemm(trans_a, trans_b, m, n, k, alpha, a16, b16, beta, c, batch, stride_a, stride_b, stride_c);
 }
 
+void Backend::linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
+                               const Tensor& w, const Tensor& bias, Tensor& y) {
+  PP3D_CHECK(y.defined() && y.dtype() == input_dtype && y.numel() == rows * out,
+             "linear16_forward: y must hold [{}, {}] in {}, got {}", rows, out, dtype_name(input_dtype),
+             y.defined() ? y.str() : std::string("undefined"));
+  PP3D_CHECK(!bias.defined() || bias.numel() == out, "linear16_forward: bias must hold {} elements, got {}", out,
+             bias.str());
+  Tensor y32 = Tensor::empty({rows, out}, DType::F32, device(), MemCategory::Workspace);
+  gemm16(input_dtype, false, true, rows, out, in, 1.0f, x, w, 0.0f, y32);
+  if (bias.defined()) bias_add(y32, value_as_f32(*this, bias));
+  Tensor y2 = y.reshape({rows, out});
+  cast(y32, y2);
+}
+
 // Llama-family ops a backend has not implemented (yet) fail with a clear error.
 #define PP3D_UNIMPLEMENTED(op) PP3D_FAIL("the {} backend does not implement {} yet", name(), op)
 void Backend::rmsnorm_forward(const Tensor&, const Tensor&, Tensor&, Tensor&, float) {

@@ -18,15 +18,6 @@ inline int64_t ln_rows(const Tensor& x, const Tensor& w, const char* what) {
   return x.numel() / w.numel();
 }
 
-// Backends whose kernels take f32 parameter gradients only (CUDA so far): a
-// clear error for 16-bit gradients (GptOptions::grad_dtype, --grad-dtype param)
-// before the generic dtype check would report a bare mismatch.
-inline void check_no_grad16(const Tensor& g, const char* backend, const char* what) {
-  PP3D_CHECK(!g.defined() || !(g.dtype() == DType::BF16 || g.dtype() == DType::F16),
-             "{}: 16-bit gradients are not implemented in the {} backend yet ({} is {}; use --grad-dtype f32)", what,
-             backend, shape_str(g.shape()), dtype_name(g.dtype()));
-}
-
 // An activation operand that may be f32, bf16 or f16 (16-bit compute): the
 // backend's check with the tensor's own dtype when it is a float dtype.
 template <typename Check>
@@ -61,8 +52,8 @@ int64_t check_layernorm_forward(Check&& check, const Tensor& x, const Tensor& we
   return rows;
 }
 
-// LayerNorm backward arguments (dy, x, dx any float; f32 parameter gradients,
-// see check_no_grad16). Returns rows.
+// LayerNorm backward arguments (dy, x, dx any float; f32 parameter gradients:
+// 16-bit ones go through detail::through_f32). Returns rows.
 template <typename Check>
 int64_t check_layernorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
                                  const Tensor& mean, const Tensor& rstd, const Tensor& dx, const Tensor& dweight,
@@ -119,7 +110,7 @@ int64_t check_rmsnorm_forward(Check&& check, const Tensor& x, const Tensor& weig
   return rows;
 }
 
-// RMSNorm backward (f32 dweight; see check_no_grad16). Returns rows.
+// RMSNorm backward (f32 dweight; 16-bit through detail::through_f32). Returns rows.
 template <typename Check>
 int64_t check_rmsnorm_backward(Check&& check, const Tensor& dy, const Tensor& x, const Tensor& weight,
                                const Tensor& rstd, const Tensor& dx, const Tensor& dweight) {

@@ -15,6 +15,10 @@ Tensor activation(Backend& be, const Shape& shape) {
   return Tensor::empty(shape, DType::F32, be.device(), MemCategory::Activations);
 }
 
+Tensor activation16(Backend& be, const Shape& shape, DType dt) {
+  return Tensor::empty(shape, dt, be.device(), MemCategory::Activations);
+}
+
 void check_input(const Tensor& x, int64_t features, const char* what) {
   PP3D_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == features, "{}: input must be [..., {}], got {}", what,
              features, x.defined() ? x.str() : std::string("undefined"));
@@ -111,13 +115,17 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
   check_input(x, in, "ColumnParallelLinear::forward");
   const Tensor X = opts_.sequence_parallel ? sequence_all_gather(be, tp, x) : x;
   const int64_t rows = X.numel() / in;
+  if (opts_.output16) {  // GEMM + bias rounded once (cuBLASLt bias epilogue on CUDA)
+    Tensor y = activation16(be, with_last_dim(X.shape(), out_l), opts_.gemm_dtype);
+    be.linear16_forward(opts_.gemm_dtype, rows, out_l, in, X, w_->value, b_ ? b_->value : Tensor(), y);
+    return opts_.gather_output ? gather_features(be, tp, y) : y;
+  }
   Tensor y = activation(be, with_last_dim(X.shape(), out_l));
   linear_gemm(be, opts_.gemm_dtype, false, true, rows, out_l, in, X, w_->value, 0.0f, y);
   if (b_ != nullptr) {
     Tensor y2 = y.reshape({rows, out_l});
     be.bias_add(y2, value_as_f32(be, b_->value));  // 16-bit parameters: f32 copy
   }
-  if (opts_.output16) y = to16(be, y, opts_.gemm_dtype);
   return opts_.gather_output ? gather_features(be, tp, y) : y;
 }
 
@@ -166,6 +174,11 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
   const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
   check_input(xl, in_l, "RowParallelLinear::forward");
   const int64_t rows = xl.numel() / in_l;
+  if (opts_.output16 && n == 1) {  // no partial sums to reduce first: bias fused as in ColumnParallelLinear
+    Tensor y16 = activation16(be, with_last_dim(xl.shape(), out), opts_.gemm_dtype);
+    be.linear16_forward(opts_.gemm_dtype, rows, out, in_l, xl, w_->value, b_ ? b_->value : Tensor(), y16);
+    return y16;
+  }
   Tensor y = activation(be, with_last_dim(xl.shape(), out));
   linear_gemm(be, opts_.gemm_dtype, false, true, rows, out, in_l, xl, w_->value, 0.0f, y);
   // "g" forward: sum the partial products (reduce-scatter to the local tokens with SP).

@@ -2,8 +2,9 @@
 // the f32 GEMM of the operands rounded to bf16 / f16, C rounded once when it is
 // 16-bit. Checked against a double loop over operands rounded here, element by
 // element; every case also proves the rounding happened (the unrounded product
-// is measurably farther away). The ColumnParallelLinear gemm_dtype plumbing and
-// the argument checks are at the end.
+// is measurably farther away). Backend::linear16_forward (GEMM + bias, one
+// rounding), the ColumnParallelLinear gemm_dtype plumbing and the argument checks
+// are at the end.
 #include <cmath>
 #include <functional>
 
@@ -126,6 +127,45 @@ TEST_CASE("gemm16 (cpu): two f32 operands are both rounded; two 16-bit ones equa
   Tensor c_f32 = Tensor::zeros({m, n}, DType::F32);
   be->gemm(false, true, m, n, k, 1.0f, a, b, 0.0f, c_f32);
   CHECK(rel_l2(c_f32.to_vector(), c_ref.to_vector()) > 1e-4);
+}
+
+TEST_CASE("linear16_forward (cpu): x W^T + b in f32 rounded once (the CUDA bias epilogue's semantics)",
+          "[cpu_backend][gemm][gemm16]") {
+  auto be = make_cpu_backend();
+  const int64_t rows = 19, out = 23, in = 70;
+  uint32_t seed = 300;
+  for (DType dt : {DType::BF16, DType::F16})
+    for (int bias_kind = 0; bias_kind < 3; ++bias_kind) {  // none, f32, dt
+      CAPTURE(dtype_name(dt), bias_kind);
+      const Tensor x = random_tensor({rows, in}, seed++);  // f32: rounded inside
+      const Tensor w = cast_to(*be, random_tensor({out, in}, seed++), dt);
+      const Tensor b32 = random_tensor({out}, seed++, -4.0f, 4.0f);
+      const Tensor bias = bias_kind == 0 ? Tensor() : bias_kind == 1 ? b32 : cast_to(*be, b32, dt);
+      Tensor y = Tensor::zeros({rows, out}, dt);
+      be->linear16_forward(dt, rows, out, in, x, w, bias, y);
+      // Reference: the f32 GEMM of the rounded operands, + bias in f32, one rounding.
+      Tensor y32 = Tensor::zeros({rows, out}, DType::F32);
+      be->gemm16(dt, false, true, rows, out, in, 1.0f, x, w, 0.0f, y32);
+      const std::vector<float> bv = bias.defined() ? cast_to(*be, bias, DType::F32).to_vector() : std::vector<float>();
+      std::vector<float> once(static_cast<std::size_t>(rows * out)), twice(once.size());
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < out; ++j) {
+          const float g = y32.data<float>()[i * out + j], bj = bias.defined() ? bv[j] : 0.0f;
+          once[i * out + j] = static_cast<float>(round_to(dt, g + bj));
+          twice[i * out + j] = static_cast<float>(round_to(dt, static_cast<float>(round_to(dt, g)) + bj));
+        }
+      const std::vector<float> got = cast_to(*be, y, DType::F32).to_vector();
+      CHECK(got == once);
+      // Rounding the GEMM before the bias add (two roundings) is a different op: some element shows it.
+      if (bias.defined()) CHECK(got != twice);
+    }
+  // y must be the 16-bit dtype; bias length checked.
+  Tensor y32 = Tensor::zeros({2, 3}, DType::F32), y16 = Tensor::zeros({2, 3}, DType::BF16);
+  const Tensor x = random_tensor({2, 4}, 1), w = random_tensor({3, 4}, 2);
+  CHECK_THROWS_WITH(be->linear16_forward(DType::BF16, 2, 3, 4, x, w, Tensor(), y32),
+                    Catch::Contains("linear16_forward: y must hold [2, 3] in bf16"));
+  CHECK_THROWS_WITH(be->linear16_forward(DType::BF16, 2, 3, 4, x, w, random_tensor({4}, 3), y16),
+                    Catch::Contains("linear16_forward: bias must hold 3 elements"));
 }
 
 TEST_CASE("gemm16 (cpu): argument checks", "[cpu_backend][gemm][gemm16]") {

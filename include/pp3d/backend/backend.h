@@ -67,6 +67,16 @@ class Backend {
                       const Tensor& a, const Tensor& b, float beta, Tensor& c, int64_t batch = 1,
                       int64_t stride_a = 0, int64_t stride_b = 0, int64_t stride_c = 0);
 
+  // ---- 16-bit Linear forward, bias fused (GPT's Linears with --compute-dtype param) ----
+  // y[rows, out] = round(x[rows, in] . w[out, in]^T + bias[out]): x and w as in gemm16
+  // (f32 rounded to input_dtype, or already input_dtype), product and bias add in f32,
+  // y (input_dtype) rounded once. bias is f32 or input_dtype, or undefined (no bias).
+  // The default runs gemm16 into an f32 Workspace tensor, bias_add and a cast: on CPU
+  // the emulation, on CUDA the fallback of the cuBLASLt CUBLASLT_EPILOGUE_BIAS path
+  // (the same f32 sum, rounded once by the epilogue; cuda_gemm.cpp).
+  virtual void linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
+                                const Tensor& w, const Tensor& bias, Tensor& y);
+
   // ---- elementwise (f32) ------------------------------------------------------
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out = a + b (out may alias)
   virtual void scale(Tensor& x, float alpha) = 0;                      // x *= alpha

@@ -92,8 +92,10 @@ class ColumnParallelLinear {
     // unless the two flags below ask for 16 bits.
     DType gemm_dtype = DType::F32;
     // 16-bit activation flow (GPT with compute_dtype param; need a 16-bit gemm_dtype):
-    // output16: y is gemm_dtype, the f32 GEMM result plus the bias rounded once (after the
-    // all-gather with gather_output: the gathered blocks are already 16-bit).
+    // output16: y is gemm_dtype, the f32 GEMM result plus the bias rounded once
+    // (Backend::linear16_forward: the cuBLASLt bias epilogue on CUDA; RowParallelLinear
+    // with TP > 1 adds the bias after the f32 all-reduce, then rounds; with gather_output
+    // the gathered blocks are already 16-bit).
     // grad16: dy is rounded to gemm_dtype once on entry (the dx, dW and bias-gradient
     // operand) and dx is returned in gemm_dtype, rounded once after the TP reduction.
     bool output16 = false;

@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
+#include <utility>
 
+#include "backend/f32_grad.h"
 #include "pp3d/backend/backend.h"
 
 namespace pp3d {
@@ -108,21 +110,12 @@ void cpu_check_float(const Tensor& t, const char* what);
 void load_f32(const Tensor& t, int64_t offset, int64_t count, float* out);
 void store_f32(const float* in, Tensor& t, int64_t offset, int64_t count);
 
-// Parameter-gradient outputs may be 16-bit (GptOptions::grad_dtype): runs
-// fn(g32) on an f32 tensor g32 holding g's values (g itself when g is f32),
-// then rounds g32 back into g. So a 16-bit gradient receives exactly
-// round_to_nearest_even(g + the f32 op's contribution).
+// Parameter-gradient outputs may be 16-bit (GptOptions::grad_dtype): fn runs on
+// an f32 copy that is rounded back once (detail::through_f32, shared with CUDA).
 template <typename Fn>
 void with_f32_grad(Backend& be, Tensor& g, const char* what, Fn&& fn) {
   cpu_check_float(g, what);
-  if (g.dtype() == DType::F32) {
-    fn(g);
-    return;
-  }
-  Tensor g32 = Tensor::empty(g.shape(), DType::F32, g.device(), MemCategory::Workspace);
-  be.cast(g, g32);
-  fn(g32);
-  be.cast(g32, g);
+  through_f32(be, g, std::forward<Fn>(fn));
 }
 
 // 16-bit activation operands (GptOptions::compute_dtype = param): the CPU

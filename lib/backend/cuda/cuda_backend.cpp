@@ -8,6 +8,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_sdpa.h"
+#include "backend/f32_grad.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
@@ -75,18 +76,23 @@ void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   PP3D_CHECK_CUDA(kernels::add_f32(out.data<float>(), a.data<float>(), b.data<float>(), a.numel(), stream_));
 }
 
-void CudaBackend::scale(Tensor& x, float alpha) {
-  detail::check_no_grad16(x, "CUDA", "scale: x");
-  check(x, DType::F32, "scale: x");
-  PP3D_CHECK_CUDA(kernels::scale_f32(x.data<float>(), alpha, x.numel(), stream_));
+// scale / axpy on a 16-bit x or y (16-bit gradients, --grad-dtype param) run the f32
+// kernel on f32 copies and round once, as the CPU backend does.
+void CudaBackend::scale(Tensor& x_out, float alpha) {
+  check_float(x_out, "scale: x");
+  detail::through_f32(*this, x_out, [&](Tensor& x) {
+    PP3D_CHECK_CUDA(kernels::scale_f32(x.data<float>(), alpha, x.numel(), stream_));
+  });
 }
 
-void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
-  check(x, DType::F32, "axpy: x");
-  detail::check_no_grad16(y, "CUDA", "axpy: y");
-  check(y, DType::F32, "axpy: y");
-  check_same_numel(x, y, "axpy: y");
-  PP3D_CHECK_CUDA(kernels::axpy_f32(y.data<float>(), alpha, x.data<float>(), x.numel(), stream_));
+void CudaBackend::axpy(float alpha, const Tensor& x_in, Tensor& y_out) {
+  check_float(x_in, "axpy: x");
+  check_float(y_out, "axpy: y");
+  check_same_numel(x_in, y_out, "axpy: y");
+  const Tensor x = value_as_f32(*this, x_in);
+  detail::through_f32(*this, y_out, [&](Tensor& y) {
+    PP3D_CHECK_CUDA(kernels::axpy_f32(y.data<float>(), alpha, x.data<float>(), x.numel(), stream_));
+  });
 }
 
 void CudaBackend::fill(Tensor& x, float value) {
@@ -168,11 +174,15 @@ void CudaBackend::bias_add(Tensor& x, const Tensor& bias) {
   PP3D_CHECK_CUDA(kernels::bias_add_f32(x.data<float>(), bias.data<float>(), rows, bias.numel(), stream_));
 }
 
-void CudaBackend::bias_grad(const Tensor& dy_in, Tensor& dbias) {
+void CudaBackend::bias_grad(const Tensor& dy_in, Tensor& dbias_out) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   detail::check_act(dev_check, dy_in, "bias_grad: dy");
-  detail::check_no_grad16(dbias, "CUDA", "bias_grad: dbias");
-  check(dbias, DType::F32, "bias_grad: dbias");
+  check_float(dbias_out, "bias_grad: dbias");
+  // A 16-bit dbias (--grad-dtype param): summed into an f32 copy, rounded once.
+  detail::through_f32(*this, dbias_out, [&](Tensor& dbias) { bias_grad_f32(dy_in, dbias); });
+}
+
+void CudaBackend::bias_grad_f32(const Tensor& dy_in, Tensor& dbias) {
   const int64_t rows = bias_rows(dy_in, dbias, "bias_grad: dy", "bias_grad: dbias");
   const int64_t n = dbias.numel();
   if (rows == 0 || n == 0) return;

@@ -57,6 +57,10 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
             const Tensor& b, float beta, Tensor& c, int64_t batch, int64_t stride_a, int64_t stride_b,
             int64_t stride_c) override;
+  // cuBLASLt with CUBLASLT_EPILOGUE_BIAS (one pass, y written in 16 bits); the base
+  // class's unfused path when cuBLASLt offers no algorithm (cuda_gemm.cpp).
+  void linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x, const Tensor& w,
+                        const Tensor& bias, Tensor& y) override;
 
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void scale(Tensor& x, float alpha) override;
@@ -123,11 +127,22 @@ class CudaBackend final : public Backend {
   void* scratch(int slot, std::size_t bytes);
 
  private:
+  // The f32-gradient bodies of the ops whose parameter gradient may be 16-bit (the public
+  // op runs them on an f32 copy through detail::through_f32).
+  void bias_grad_f32(const Tensor& dy, Tensor& dbias);
+  void layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                              const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias);
+  void embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset);
+  void rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                            Tensor& dx, Tensor& dweight);
+
   // One cuBLASLt matmul in column-major terms (see cuda_gemm.cpp); returns false when
   // cuBLASLt offers no algorithm for this configuration.
+  // bias (dtype tbias, length n) non-null: CUBLASLT_EPILOGUE_BIAS adds bias[j] to every row
+  // of the row-major C in the f32 epilogue, before C is rounded to tc.
   bool lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a, DType ta,
                  const void* b, DType tb, float beta, void* c, DType tc, int64_t batch, int64_t stride_a,
-                 int64_t stride_b, int64_t stride_c);
+                 int64_t stride_b, int64_t stride_c, const void* bias = nullptr, DType tbias = DType::F32);
 
   // The cuDNN SDPA for 16-bit attention (created on first use; nullptr when this build
   // lacks the cuDNN frontend). Logs the attention choice once.

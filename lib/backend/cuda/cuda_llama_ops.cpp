@@ -21,6 +21,7 @@
 // per-query-head dK/dV rounding inside cuDNN).
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/f32_grad.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
@@ -64,8 +65,15 @@ void CudaBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor&
 }
 
 void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
-                                   Tensor& dx, Tensor& dweight) {
-  detail::check_no_grad16(dweight, "CUDA", "rmsnorm_backward: dweight");
+                                   Tensor& dx, Tensor& dweight_out) {
+  // A 16-bit dweight (--grad-dtype param): accumulated into an f32 copy, rounded once.
+  check_float(dweight_out, "rmsnorm_backward: dweight");
+  detail::through_f32(*this, dweight_out,
+                      [&](Tensor& dweight) { rmsnorm_backward_f32(dy, x, weight, rstd, dx, dweight); });
+}
+
+void CudaBackend::rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                                       Tensor& dx, Tensor& dweight) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const int64_t rows = detail::check_rmsnorm_backward(dev_check, dy, x, weight, rstd, dx, dweight);
   if (is16(dy) || is16(x) || is16(dx)) {

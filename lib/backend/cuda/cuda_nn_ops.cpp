@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/f32_grad.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
@@ -30,9 +31,20 @@ void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const
 }
 
 void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                     const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
-  detail::check_no_grad16(dweight, "CUDA", "layernorm_backward: dweight");
-  detail::check_no_grad16(dbias, "CUDA", "layernorm_backward: dbias");
+                                     const Tensor& rstd, Tensor& dx, Tensor& dweight_out, Tensor& dbias_out) {
+  // 16-bit dweight / dbias (--grad-dtype param): accumulated into f32 copies, rounded once.
+  check_float(dweight_out, "layernorm_backward: dweight");
+  check_float(dbias_out, "layernorm_backward: dbias");
+  detail::through_f32(*this, dweight_out, [&](Tensor& dweight) {
+    detail::through_f32(*this, dbias_out, [&](Tensor& dbias) {
+      layernorm_backward_f32(dy, x, weight, mean, rstd, dx, dweight, dbias);
+    });
+  });
+}
+
+void CudaBackend::layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight,
+                                         const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
+                                         Tensor& dbias) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const int64_t rows = detail::check_layernorm_backward(dev_check, dy, x, weight, mean, rstd, dx, dweight, dbias);
   const int64_t n = weight.numel();
@@ -92,11 +104,17 @@ void CudaBackend::embedding_forward(const Tensor& ids, const Tensor& table, Tens
                                              id_offset, accumulate, stream_));
 }
 
-void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) {
+void CudaBackend::embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable_out, int64_t id_offset) {
+  // A 16-bit dtable (--grad-dtype param): accumulated into an f32 copy, rounded once.
+  check_float(dtable_out, "embedding_backward: dtable");
+  detail::through_f32(*this, dtable_out,
+                      [&](Tensor& dtable) { embedding_backward_f32(ids, dout, dtable, id_offset); });
+}
+
+void CudaBackend::embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset) {
   check(ids, DType::I32, "embedding_backward: ids");
   PP3D_CHECK(ids.dim() == 1, "embedding_backward: ids must be 1-d [N], got shape {}", shape_str(ids.shape()));
   check(dout, DType::F32, "embedding_backward: dout");
-  detail::check_no_grad16(dtable, "CUDA", "embedding_backward: dtable");
   check(dtable, DType::F32, "embedding_backward: dtable");
   PP3D_CHECK(dtable.dim() == 2, "embedding_backward: dtable must be [V_local, C], got {}",
              shape_str(dtable.shape()));
@@ -144,11 +162,11 @@ void CudaBackend::xent_backward(const Tensor& logits, const Tensor& targets, int
 
 // ---- AdamW ---------------------------------------------------------------------------
 
-void CudaBackend::adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, Tensor& master,
+void CudaBackend::adamw_step(Tensor& param, const Tensor& grad_in, Tensor& m, Tensor& v, Tensor& master,
                              const AdamWParams& p) {
   check_float(param, "adamw_step: param");
-  detail::check_no_grad16(grad, "CUDA", "adamw_step: grad");
-  check(grad, DType::F32, "adamw_step: grad");
+  check_float(grad_in, "adamw_step: grad");
+  const Tensor grad = value_as_f32(*this, grad_in);  // 16-bit gradients (--grad-dtype param) read through f32
   check(m, DType::F32, "adamw_step: m");
   check(v, DType::F32, "adamw_step: v");
   check_same_numel(param, grad, "adamw_step: grad");
