@@ -175,14 +175,7 @@ Tensor forward_decode(Gpt& model, const Tensor& ids_in, KvCache& cache, bool all
 
   // Head on every new token, or on the last one of each sequence.
   const int64_t Tout = all_positions ? Tn : 1, rows = B * Tout;
-  Tensor xh = x;
-  if (!all_positions && Tn > 1) {
-    xh = new_activation(be, {B, C});
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor dst = xh.slice(b, b + 1);
-      be.copy(x.slice(b * Tn + Tn - 1, b * Tn + Tn), dst);
-    }
-  }
+  const Tensor xh = decode_head_rows(be, x, B, Tn, all_positions);
   Tensor lnf = new_activation(be, {rows, C}), mean = new_activation(be, {rows}), rstd = new_activation(be, {rows});
   be.layernorm_forward(xh.reshape({rows, C}), value_as_f32(be, param(model, "ln_f.weight").value),
                        value_as_f32(be, param(model, "ln_f.bias").value), lnf, mean, rstd, cfg.ln_eps);

@@ -3,6 +3,7 @@
 
 #include <utility>
 
+#include "pp3d/backend/backend.h"
 #include "pp3d/core/error.h"
 
 namespace pp3d {
@@ -46,6 +47,16 @@ Tensor check_decode_ids(const Tensor& ids, int64_t batch, int64_t cached, int64_
     PP3D_CHECK(id[i] >= 0 && id[i] < vocab, "forward_decode: token id {} at [{}, {}] is outside the vocabulary [0, {})",
                id[i], i / Tn, i % Tn, vocab);
   return host;
+}
+
+Tensor decode_head_rows(Backend& be, const Tensor& x, int64_t B, int64_t Tn, bool all_positions) {
+  if (all_positions || Tn == 1) return x;
+  Tensor last = Tensor::empty({B, x.size(-1)}, DType::F32, be.device(), MemCategory::Activations);
+  for (int64_t b = 0; b < B; ++b) {
+    Tensor dst = last.slice(b, b + 1);
+    be.copy(x.slice(b * Tn + Tn - 1, b * Tn + Tn), dst);
+  }
+  return last;
 }
 
 }  // namespace pp3d

@@ -190,14 +190,7 @@ Tensor forward_decode(Llama& model, const Tensor& ids_in, LlamaKvCache& cache, b
 
   // Head on every new token, or on the last one of each sequence.
   const int64_t Tout = all_positions ? Tn : 1, rows = B * Tout;
-  Tensor xh = x;
-  if (!all_positions && Tn > 1) {
-    xh = act(be, {B, C});
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor dst = xh.slice(b, b + 1);
-      be.copy(x.slice(b * Tn + Tn - 1, b * Tn + Tn), dst);
-    }
-  }
+  const Tensor xh = decode_head_rows(be, x, B, Tn, all_positions);
   const Tensor h = rmsnorm(be, xh.reshape({rows, C}), param(model, "model.norm.weight"), cfg.norm_eps);
   Parameter& head = param(model, cfg.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   const Tensor logits = ColumnParallelLinear(head, nullptr, {true, false}).forward(be, tp, h.reshape({B, Tout, C}));

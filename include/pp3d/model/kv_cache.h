@@ -16,6 +16,8 @@
 
 namespace pp3d {
 
+class Backend;
+
 // One K and one V tensor [batch, heads, max_len, head_dim] f32 per layer, zeroed,
 // on `device` (MemCategory::Activations). `owner` ("KvCache", "LlamaKvCache")
 // prefixes the accessors' errors.
@@ -47,5 +49,10 @@ int64_t kv_cache_max_len(std::string_view owner, int64_t batch, int64_t max_len,
 // every id in [0, vocab). Returns ids on the host (ids itself when it is).
 Tensor check_decode_ids(const Tensor& ids, int64_t batch, int64_t cached, int64_t cache_max_len, int64_t context,
                         int64_t vocab);
+
+// The rows of the new tokens' hidden states x [B*Tn, C] that the head reads:
+// x itself when all_positions (or Tn == 1), else the last new token of each
+// sequence copied into a new f32 activation [B, C].
+Tensor decode_head_rows(Backend& be, const Tensor& x, int64_t B, int64_t Tn, bool all_positions);
 
 }  // namespace pp3d
