@@ -143,30 +143,10 @@ KvCache::KvCache(Gpt& model, int64_t batch, int64_t max_len) : model_(&model), b
              "decoding needs the whole model (embedding, layers [0, {}) and head) on every tensor-parallel rank; "
              "this instance is a pipeline stage (layers [{}, {}), embedding {}, head {})",
              c.num_layers, l.first_layer, l.end_layer(c), l.has_embedding, l.has_head);
-  PP3D_CHECK(batch >= 1, "KvCache: batch must be >= 1, got {}", batch);
-  max_len_ = max_len == 0 ? c.max_seq_len : max_len;
-  PP3D_CHECK(max_len_ >= 1 && max_len_ <= c.max_seq_len,
-             "KvCache: max_len {} must be in [1, the model's max_seq_len {}] (learned positions)", max_len_,
-             c.max_seq_len);
+  max_len_ = kv_cache_max_len("KvCache", batch, max_len, c.max_seq_len, "(learned positions)");
   heads_ = c.num_heads / l.tp_size;
   head_dim_ = c.head_dim();
-  const Device dev = model.backend().device();
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    k_.push_back(Tensor::zeros({batch_, heads_, max_len_, head_dim_}, DType::F32, dev, MemCategory::Activations));
-    v_.push_back(Tensor::zeros({batch_, heads_, max_len_, head_dim_}, DType::F32, dev, MemCategory::Activations));
-  }
-}
-
-const Tensor& KvCache::keys(int64_t layer) const {
-  PP3D_CHECK(layer >= 0 && layer < static_cast<int64_t>(k_.size()), "KvCache: layer {} out of [0, {})", layer,
-             k_.size());
-  return k_[static_cast<std::size_t>(layer)];
-}
-
-const Tensor& KvCache::values(int64_t layer) const {
-  PP3D_CHECK(layer >= 0 && layer < static_cast<int64_t>(v_.size()), "KvCache: layer {} out of [0, {})", layer,
-             v_.size());
-  return v_[static_cast<std::size_t>(layer)];
+  kv_ = KvStore("KvCache", c.num_layers, batch_, heads_, max_len_, head_dim_, model.backend().device());
 }
 
 Tensor forward_decode(Gpt& model, const Tensor& ids_in, KvCache& cache, bool all_positions) {
@@ -177,21 +157,8 @@ Tensor forward_decode(Gpt& model, const Tensor& ids_in, KvCache& cache, bool all
   Communicator* tp = model.tp_group();
   PP3D_CHECK(lay.tp_size == 1 || (tp != nullptr && tp->size() == lay.tp_size),
              "forward_decode: tp_size {} needs a tp_group of that size", lay.tp_size);
-  PP3D_CHECK(ids_in.defined() && ids_in.dim() == 2 && ids_in.dtype() == DType::I32 &&
-                 ids_in.size(0) == cache.batch() && ids_in.size(1) >= 1,
-             "forward_decode: ids must be i32 [{}, T_new >= 1], got {}", cache.batch(),
-             ids_in.defined() ? ids_in.str() : std::string("undefined"));
+  (void)check_decode_ids(ids_in, cache.batch(), cache.length(), cache.max_len(), cfg.max_seq_len, cfg.vocab_size);
   const int64_t B = cache.batch(), Tn = ids_in.size(1), t0 = cache.length(), N = B * Tn, C = cfg.hidden_size;
-  PP3D_CHECK(t0 + Tn <= cache.max_len(),
-             "forward_decode: {} cached + {} new tokens exceed the cache's {} positions (model context {})", t0, Tn,
-             cache.max_len(), cfg.max_seq_len);
-  {
-    const Tensor host_ids = ids_in.device().is_cpu() ? ids_in : ids_in.to(Device::cpu());
-    const int32_t* id = host_ids.data<int32_t>();
-    for (int64_t i = 0; i < N; ++i)
-      PP3D_CHECK(id[i] >= 0 && id[i] < cfg.vocab_size, "forward_decode: token id {} at [{}, {}] is outside the "
-                 "vocabulary [0, {})", id[i], i / Tn, i % Tn, cfg.vocab_size);
-  }
   const Tensor ids = detail::on_device(be, ids_in);
   const int64_t H = cache.local_heads(), D = cache.head_dim(), Tmax = cache.max_len();
 
@@ -202,20 +169,13 @@ Tensor forward_decode(Gpt& model, const Tensor& ids_in, KvCache& cache, bool all
                  .reshape({N, C});
   be.embedding_forward(detail::positions(be, B, t0, Tn), value_as_f32(be, param(model, "wpe").value), x, 0, true);
   for (int64_t l = 0; l < cfg.num_layers; ++l)
-    x = decode_block(be, tp, layer_params(model, l), x, cache.k_[static_cast<std::size_t>(l)],
-                     cache.v_[static_cast<std::size_t>(l)], B, Tn, t0, H, D, Tmax, cfg.ln_eps);
+    x = decode_block(be, tp, layer_params(model, l), x, cache.keys(l), cache.values(l), B, Tn, t0, H, D, Tmax,
+                     cfg.ln_eps);
   cache.length_ = t0 + Tn;
 
   // Head on every new token, or on the last one of each sequence.
   const int64_t Tout = all_positions ? Tn : 1, rows = B * Tout;
-  Tensor xh = x;
-  if (!all_positions && Tn > 1) {
-    xh = new_activation(be, {B, C});
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor dst = xh.slice(b, b + 1);
-      be.copy(x.slice(b * Tn + Tn - 1, b * Tn + Tn), dst);
-    }
-  }
+  const Tensor xh = decode_head_rows(be, x, B, Tn, all_positions);
   Tensor lnf = new_activation(be, {rows, C}), mean = new_activation(be, {rows}), rstd = new_activation(be, {rows});
   be.layernorm_forward(xh.reshape({rows, C}), value_as_f32(be, param(model, "ln_f.weight").value),
                        value_as_f32(be, param(model, "ln_f.bias").value), lnf, mean, rstd, cfg.ln_eps);

@@ -160,29 +160,10 @@ LlamaKvCache::LlamaKvCache(Llama& model, int64_t batch, int64_t max_len) : model
              "decoding needs the whole Llama (embedding, layers [0, {}) and head) on every tensor-parallel rank; "
              "this instance is a pipeline stage (layers [{}, {}), embedding {}, head {})",
              c.num_layers, l.first_layer, l.end_layer, l.has_embedding, l.has_head);
-  PP3D_CHECK(batch >= 1, "LlamaKvCache: batch must be >= 1, got {}", batch);
-  max_len_ = max_len == 0 ? c.max_seq_len : max_len;
-  PP3D_CHECK(max_len_ >= 1 && max_len_ <= c.max_seq_len,
-             "LlamaKvCache: max_len {} must be in [1, the model's max_seq_len {}]", max_len_, c.max_seq_len);
+  max_len_ = kv_cache_max_len("LlamaKvCache", batch, max_len, c.max_seq_len);
   kv_heads_ = c.num_kv_heads / l.tp_size;
   head_dim_ = c.head_dim();
-  const Device dev = model.backend().device();
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    k_.push_back(Tensor::zeros({batch_, kv_heads_, max_len_, head_dim_}, DType::F32, dev, MemCategory::Activations));
-    v_.push_back(Tensor::zeros({batch_, kv_heads_, max_len_, head_dim_}, DType::F32, dev, MemCategory::Activations));
-  }
-}
-
-const Tensor& LlamaKvCache::keys(int64_t layer) const {
-  PP3D_CHECK(layer >= 0 && layer < static_cast<int64_t>(k_.size()), "LlamaKvCache: layer {} out of [0, {})", layer,
-             k_.size());
-  return k_[static_cast<std::size_t>(layer)];
-}
-
-const Tensor& LlamaKvCache::values(int64_t layer) const {
-  PP3D_CHECK(layer >= 0 && layer < static_cast<int64_t>(v_.size()), "LlamaKvCache: layer {} out of [0, {})", layer,
-             v_.size());
-  return v_[static_cast<std::size_t>(layer)];
+  kv_ = KvStore("LlamaKvCache", c.num_layers, batch_, kv_heads_, max_len_, head_dim_, model.backend().device());
 }
 
 Tensor forward_decode(Llama& model, const Tensor& ids_in, LlamaKvCache& cache, bool all_positions) {
@@ -194,43 +175,22 @@ Tensor forward_decode(Llama& model, const Tensor& ids_in, LlamaKvCache& cache, b
   PP3D_CHECK(lay.tp_size == 1 || (tp != nullptr && tp->size() == lay.tp_size),
              "forward_decode: tp_size {} needs a tp_group of that size (LlamaLayout::tensor_parallel(grid))",
              lay.tp_size);
-  PP3D_CHECK(ids_in.defined() && ids_in.dim() == 2 && ids_in.dtype() == DType::I32 &&
-                 ids_in.size(0) == cache.batch() && ids_in.size(1) >= 1,
-             "forward_decode: ids must be i32 [{}, T_new >= 1], got {}", cache.batch(),
-             ids_in.defined() ? ids_in.str() : std::string("undefined"));
+  const Tensor host_ids =
+      check_decode_ids(ids_in, cache.batch(), cache.length(), cache.max_len(), cfg.max_seq_len, cfg.vocab_size);
   const int64_t B = cache.batch(), Tn = ids_in.size(1), t0 = cache.length(), N = B * Tn, C = cfg.hidden_size;
-  PP3D_CHECK(t0 + Tn <= cache.max_len(),
-             "forward_decode: {} cached + {} new tokens exceed the cache's {} positions (model context {})", t0, Tn,
-             cache.max_len(), cfg.max_seq_len);
-  const Tensor host_ids = ids_in.device().is_cpu() ? ids_in : ids_in.to(Device::cpu());
-  {
-    const int32_t* id = host_ids.data<int32_t>();
-    for (int64_t i = 0; i < N; ++i)
-      PP3D_CHECK(id[i] >= 0 && id[i] < cfg.vocab_size, "forward_decode: token id {} at [{}, {}] is outside the "
-                 "vocabulary [0, {})", id[i], i / Tn, i % Tn, cfg.vocab_size);
-  }
   const Tensor ids = be.device().is_cpu() ? host_ids : host_ids.to(be.device(), MemCategory::Activations);
   const Dims d{B, Tn, t0, cfg.num_heads / lay.tp_size, cache.local_kv_heads(), cache.head_dim(), cache.max_len()};
 
   const VocabShard shard = vocab_shard(cfg.vocab_size, cfg.padded_vocab_size, lay.tp_rank, lay.tp_size);
   const Tensor embed = value_as_f32(be, param(model, "model.embed_tokens.weight").value);
   Tensor x = vocab_parallel_embedding_forward(be, tp, ids, embed, shard.start, false).reshape({N, C});
-  for (int64_t l = 0; l < cfg.num_layers; ++l) {
-    const auto i = static_cast<std::size_t>(l);
-    x = decode_block(be, tp, cfg, block_params(model, l), x, cache.k_[i], cache.v_[i], d);
-  }
+  for (int64_t l = 0; l < cfg.num_layers; ++l)
+    x = decode_block(be, tp, cfg, block_params(model, l), x, cache.keys(l), cache.values(l), d);
   cache.length_ = t0 + Tn;
 
   // Head on every new token, or on the last one of each sequence.
   const int64_t Tout = all_positions ? Tn : 1, rows = B * Tout;
-  Tensor xh = x;
-  if (!all_positions && Tn > 1) {
-    xh = act(be, {B, C});
-    for (int64_t b = 0; b < B; ++b) {
-      Tensor dst = xh.slice(b, b + 1);
-      be.copy(x.slice(b * Tn + Tn - 1, b * Tn + Tn), dst);
-    }
-  }
+  const Tensor xh = decode_head_rows(be, x, B, Tn, all_positions);
   const Tensor h = rmsnorm(be, xh.reshape({rows, C}), param(model, "model.norm.weight"), cfg.norm_eps);
   Parameter& head = param(model, cfg.tied_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   const Tensor logits = ColumnParallelLinear(head, nullptr, {true, false}).forward(be, tp, h.reshape({B, Tout, C}));
@@ -239,26 +199,9 @@ Tensor forward_decode(Llama& model, const Tensor& ids_in, LlamaKvCache& cache, b
   return logits.to(Device::cpu());
 }
 
-namespace {
-
-// prompt + max_new_tokens - 1 positions (the last new token is never fed back).
-int64_t positions_needed(const LlamaConfig& cfg, const std::vector<int32_t>& prompt, const GenerateOptions& o) {
-  PP3D_CHECK(!prompt.empty(), "generate: the prompt must hold at least one token");
-  PP3D_CHECK(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got {}", o.max_new_tokens);
-  const auto P = static_cast<int64_t>(prompt.size());
-  const int64_t needed = P + std::max<int64_t>(o.max_new_tokens - 1, 0);
-  PP3D_CHECK(needed <= cfg.max_seq_len,
-             "the prompt ({} tokens) + --max-new-tokens {} needs {} positions but the model's context is {} tokens "
-             "(max_seq_len); shorten the prompt or lower --max-new-tokens",
-             P, o.max_new_tokens, needed, cfg.max_seq_len);
-  return needed;
-}
-
-}  // namespace
-
 std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, const GenerateOptions& o) {
   o.sampling.validate();
-  const int64_t needed = positions_needed(model.config(), prompt, o);
+  const int64_t needed = generation_positions(prompt, o, model.config().max_seq_len, "max_seq_len");
   if (o.max_new_tokens == 0) return {};
   LlamaKvCache cache(model, 1, needed);
   return generate_with([&](const Tensor& ids) { return forward_decode(model, ids, cache); },
@@ -267,7 +210,7 @@ std::vector<int32_t> generate(Llama& model, const std::vector<int32_t>& prompt, 
 
 std::vector<int32_t> generate_uncached(Llama& model, const std::vector<int32_t>& prompt, const GenerateOptions& o) {
   o.sampling.validate();
-  (void)positions_needed(model.config(), prompt, o);
+  (void)generation_positions(prompt, o, model.config().max_seq_len, "max_seq_len");
   PP3D_CHECK(model.layout().tp_size == 1, "generate_uncached: tp_size must be 1, got {}", model.layout().tp_size);
   Backend& be = model.backend();
   std::vector<int32_t> seq;

@@ -95,6 +95,19 @@ std::vector<int32_t> generate_with(const DecodeStep& step, int64_t vocab, const 
   return out;
 }
 
+int64_t generation_positions(const std::vector<int32_t>& prompt, const GenerateOptions& o, int64_t context,
+                             std::string_view context_limit) {
+  PP3D_CHECK(!prompt.empty(), "generate: the prompt must hold at least one token");
+  PP3D_CHECK(o.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got {}", o.max_new_tokens);
+  const auto P = static_cast<int64_t>(prompt.size());
+  const int64_t needed = P + std::max<int64_t>(o.max_new_tokens - 1, 0);
+  PP3D_CHECK(needed <= context,
+             "the prompt ({} tokens) + --max-new-tokens {} needs {} positions but the model's context is {} tokens "
+             "({}); shorten the prompt or lower --max-new-tokens",
+             P, o.max_new_tokens, needed, context, context_limit);
+  return needed;
+}
+
 std::vector<int32_t> encode_bytes(std::string_view text) {
   std::vector<int32_t> ids;
   ids.reserve(text.size());

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/decode_tp_util.h"
 #include "parallel/tp_test_util.h"
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/bootstrap.h"
@@ -42,8 +43,7 @@ void compare(Backend& be, const std::shared_ptr<Communicator>& world, int64_t kv
   Llama model(cfg, be, l, opts);
 
   const int64_t B = 2, T = 16, Vp = serial.config().padded_vocab_size, V = cfg.vocab_size;
-  std::vector<int32_t> ids(static_cast<std::size_t>(B * T));
-  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % V);
+  const std::vector<int32_t> ids = decode_ids(B, T, V);
   const Tensor ids_t = Tensor::from_vector_i32({B, T}, ids);
   ActivationCache full;
   (void)module_forward(serial, ids_t, ids_t, 0.0f, full, ForwardMode::Train);
@@ -53,40 +53,10 @@ void compare(Backend& be, const std::shared_ptr<Communicator>& world, int64_t kv
   // Prefill 7 tokens, then one at a time; all positions.
   LlamaKvCache cache(model, B);
   TP_EXPECT(cache.local_kv_heads() == kv_heads / tp, "{}: {} local kv heads cached", what, cache.local_kv_heads());
-  std::vector<float> got(want.size());
-  int64_t t0 = 0;
-  for (int64_t n : {7, 1, 1, 1, 1, 1, 1, 1, 1, 1}) {
-    std::vector<int32_t> chunk;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = t0; t < t0 + n; ++t) chunk.push_back(ids[static_cast<std::size_t>(b * T + t)]);
-    const std::vector<float> lg =
-        forward_decode(model, Tensor::from_vector_i32({B, n}, chunk), cache, true).to_vector();
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < n; ++j)
-        std::copy_n(lg.begin() + (b * n + j) * Vp, Vp, got.begin() + (b * T + t0 + j) * Vp);
-    t0 += n;
-  }
-  for (int64_t p = 0; p < B * T; ++p) {
-    double scale = 0.0;
-    for (int64_t v = 0; v < V; ++v) scale = std::max(scale, std::fabs(static_cast<double>(want[p * Vp + v])));
-    for (int64_t v = 0; v < V; ++v) {
-      const double w = want[p * Vp + v], g = got[p * Vp + v];
-      if (!(std::fabs(g - w) <= 1e-5 * (std::fabs(w) + scale))) {
-        TP_EXPECT(false, "{}: position {} token {}: decoded {} full forward {}", what, p, v, g, w);
-        return;
-      }
-    }
-  }
+  expect_logits_match(decode_in_chunks(model, cache, ids, B, T, Vp, {7, 1, 1, 1, 1, 1, 1, 1, 1, 1}), want, Vp, V,
+                      what);
   // Generation: the serial model's tokens on every rank.
-  GenerateOptions g;
-  g.max_new_tokens = 12;
-  for (float temp : {0.0f, 1.0f}) {
-    g.sampling.temperature = temp;
-    g.sampling.top_p = temp > 0 ? 0.9f : 1.0f;
-    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
-    const std::vector<int32_t> a = generate(serial, prompt, g), b = generate(model, prompt, g);
-    TP_EXPECT(a == b, "{}: temperature {}: TP generation differs from the serial model's", what, temp);
-  }
+  expect_same_generation(serial, model, 0.9f, what);
 }
 
 }  // namespace

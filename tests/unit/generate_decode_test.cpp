@@ -9,9 +9,12 @@
 #include <catch2/catch.hpp>
 
 #include "pp3d/core/error.h"
+#include "decode_test_util.h"
 #include "pp3d/model/generate.h"
 
 using namespace pp3d;
+using decode_test::random_ids;
+using decode_test::require_logits_close;
 
 namespace {
 
@@ -28,42 +31,11 @@ GptConfig decode_config() {
   return c;
 }
 
-std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint32_t seed) {
-  std::vector<int32_t> ids(static_cast<std::size_t>(n));
-  uint32_t s = seed;
-  for (auto& id : ids) {
-    s = s * 1664525u + 1013904223u;
-    id = static_cast<int32_t>((s >> 8) % static_cast<uint32_t>(vocab));
-  }
-  return ids;
-}
-
 // Full-forward logits [B, T, Vp] of ids [B, T].
 std::vector<float> full_logits(Gpt& model, const Tensor& ids) {
   ActivationCache cache;
   model.forward(ids, ids, 1.0f, cache, ForwardMode::Train);
   return cache.logits().to_vector();
-}
-
-// |got - want| <= 1e-5 * (|want| + max |logit| of the position): fp32 relative
-// accuracy of a sum of terms as large as the largest logit.
-void require_logits_close(const std::vector<float>& got, const std::vector<float>& want, int64_t Vp,
-                          int64_t valid, const std::string& what) {
-  REQUIRE(got.size() == want.size());
-  for (std::size_t p = 0; p < want.size() / static_cast<std::size_t>(Vp); ++p) {
-    const float* w = want.data() + p * static_cast<std::size_t>(Vp);
-    const float* g = got.data() + p * static_cast<std::size_t>(Vp);
-    float scale = 0.0f;
-    for (int64_t v = 0; v < valid; ++v) scale = std::max(scale, std::fabs(w[v]));
-    REQUIRE(scale > 0.5f);  // the logits are not trivially small
-    for (int64_t v = 0; v < valid; ++v) {
-      const double tol = 1e-5 * (std::fabs(w[v]) + scale);
-      if (!(std::fabs(g[v] - w[v]) <= tol)) {
-        INFO(what << ": position " << p << " token " << v << " got " << g[v] << " want " << w[v]);
-        REQUIRE(false);
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -80,18 +52,8 @@ TEST_CASE("forward_decode matches the full forward at every position", "[generat
 
   SECTION("one token at a time") {
     KvCache cache(model, B);
-    std::vector<float> got(want.size());
-    for (int64_t t = 0; t < T; ++t) {
-      std::vector<int32_t> step(static_cast<std::size_t>(B));
-      for (int64_t b = 0; b < B; ++b) step[static_cast<std::size_t>(b)] = ids[static_cast<std::size_t>(b * T + t)];
-      const Tensor lg = forward_decode(model, Tensor::from_vector_i32({B, 1}, step), cache);
-      REQUIRE(lg.shape() == Shape{B, 1, Vp});
-      REQUIRE(cache.length() == t + 1);
-      const std::vector<float> v = lg.to_vector();
-      for (int64_t b = 0; b < B; ++b)
-        std::copy_n(v.begin() + b * Vp, Vp, got.begin() + (b * T + t) * Vp);
-    }
-    require_logits_close(got, want, Vp, V, "one token at a time");
+    require_logits_close(decode_test::decode_token_by_token(model, cache, ids, B, T, Vp), want, Vp, V,
+                         "one token at a time");
   }
   SECTION("whole prefix at once (prefill), all positions") {
     KvCache cache(model, B, T);
@@ -101,18 +63,7 @@ TEST_CASE("forward_decode matches the full forward at every position", "[generat
   }
   SECTION("chunks of 5, 1 and 13 tokens; last-position logits") {
     KvCache cache(model, B);
-    int64_t t0 = 0;
-    for (int64_t n : {5, 1, 13}) {
-      std::vector<int32_t> chunk;
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t t = t0; t < t0 + n; ++t) chunk.push_back(ids[static_cast<std::size_t>(b * T + t)]);
-      const Tensor lg = forward_decode(model, Tensor::from_vector_i32({B, n}, chunk), cache);
-      t0 += n;
-      std::vector<float> want_last, got = lg.to_vector();
-      for (int64_t b = 0; b < B; ++b)
-        want_last.insert(want_last.end(), want.begin() + (b * T + t0 - 1) * Vp, want.begin() + (b * T + t0) * Vp);
-      require_logits_close(got, want_last, Vp, V, "chunk ending at " + std::to_string(t0));
-    }
+    (void)decode_test::require_chunks_match(model, cache, ids, B, T, want, Vp, V, {5, 1, 13});
   }
 }
 
@@ -166,12 +117,6 @@ TEST_CASE("forward_decode of a bf16 model matches its full forward", "[generate]
   const std::vector<int32_t> ids = random_ids(B * T, V, 23);
   const std::vector<float> want = full_logits(model, Tensor::from_vector_i32({B, T}, ids));
   KvCache cache(model, B);
-  std::vector<float> got(want.size());
-  for (int64_t t = 0; t < T; ++t) {
-    std::vector<int32_t> step(static_cast<std::size_t>(B));
-    for (int64_t b = 0; b < B; ++b) step[static_cast<std::size_t>(b)] = ids[static_cast<std::size_t>(b * T + t)];
-    const std::vector<float> v = forward_decode(model, Tensor::from_vector_i32({B, 1}, step), cache).to_vector();
-    for (int64_t b = 0; b < B; ++b) std::copy_n(v.begin() + b * Vp, Vp, got.begin() + (b * T + t) * Vp);
-  }
-  require_logits_close(got, want, Vp, V, "bf16 one token at a time");
+  require_logits_close(decode_test::decode_token_by_token(model, cache, ids, B, T, Vp), want, Vp, V,
+                       "bf16 one token at a time");
 }

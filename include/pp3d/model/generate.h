@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "pp3d/model/gpt.h"
+#include "pp3d/model/kv_cache.h"
 #include "pp3d/model/sampling.h"  // SamplingOptions, GenerateOptions, sample_token, encode_bytes
 
 namespace pp3d {
@@ -54,15 +55,15 @@ class KvCache {
   void reset() { length_ = 0; }
 
   // Layer l's keys / values [B, H_local, max_len, D]; positions >= length() are stale.
-  const Tensor& keys(int64_t layer) const;
-  const Tensor& values(int64_t layer) const;
+  const Tensor& keys(int64_t layer) const { return kv_.keys(layer); }
+  const Tensor& values(int64_t layer) const { return kv_.values(layer); }
 
  private:
   friend Tensor forward_decode(Gpt&, const Tensor&, KvCache&, bool);
   Gpt* model_;
   int64_t batch_, max_len_, heads_, head_dim_;
   int64_t length_ = 0;
-  std::vector<Tensor> k_, v_;
+  KvStore kv_;
 };
 
 // Feeds `ids` [B, T_new] (i32, host or device; B == cache.batch()) at positions

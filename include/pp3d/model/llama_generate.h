@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "pp3d/model/llama.h"
+#include "pp3d/model/kv_cache.h"
 #include "pp3d/model/sampling.h"
 
 namespace pp3d {
@@ -56,15 +57,15 @@ class LlamaKvCache {
   void reset() { length_ = 0; }
 
   // Layer l's keys (after RoPE) / values [B, Hkv_local, max_len, D]; positions >= length() are stale.
-  const Tensor& keys(int64_t layer) const;
-  const Tensor& values(int64_t layer) const;
+  const Tensor& keys(int64_t layer) const { return kv_.keys(layer); }
+  const Tensor& values(int64_t layer) const { return kv_.values(layer); }
 
  private:
   friend Tensor forward_decode(Llama&, const Tensor&, LlamaKvCache&, bool);
   Llama* model_;
   int64_t batch_, max_len_, kv_heads_, head_dim_;
   int64_t length_ = 0;
-  std::vector<Tensor> k_, v_;
+  KvStore kv_;
 };
 
 // Feeds `ids` [B, T_new] (i32, host or device; B == cache.batch()) at positions

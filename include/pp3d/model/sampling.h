@@ -55,6 +55,14 @@ using DecodeStep = std::function<Tensor(const Tensor& ids)>;
 std::vector<int32_t> generate_with(const DecodeStep& step, int64_t vocab, const std::vector<int32_t>& prompt,
                                    const GenerateOptions& options);
 
+// Cache positions a generate() needs: prompt + max_new_tokens - 1 (the last
+// new token is never fed back). Throws when the prompt is empty,
+// max_new_tokens < 0 or the positions exceed `context` tokens; the message
+// names `context_limit`, what bounds the context ("learned positions",
+// "max_seq_len"), and the flags to change.
+int64_t generation_positions(const std::vector<int32_t>& prompt, const GenerateOptions& options, int64_t context,
+                             std::string_view context_limit);
+
 // Byte-level tokenisation (vocab 256, pp3d's text data): one token per byte.
 std::vector<int32_t> encode_bytes(std::string_view text);
 // vocab_size 256: the bytes as text; otherwise the ids separated by spaces.
