@@ -63,7 +63,7 @@ class GptEmbeddingLayer final : public Layer {
   Gpt& g_;
 };
 
-class GptBlockLayer final : public Layer {
+class GptBlockLayer final : public LinearSplitBackwardLayer<BlockState> {
  public:
   GptBlockLayer(Gpt& g, Gpt::Block& b) : g_(g), b_(b) {}
   std::vector<Parameter*> parameters() override {
@@ -87,25 +87,12 @@ class GptBlockLayer final : public Layer {
     return out.reshape(shape);
   }
 
-  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    return run_backward(dy, static_cast<BlockState&>(saved), nullptr);
-  }
-
-  // Input part: everything but the four Linear weight/bias GEMMs (LayerNorm
-  // gradients included); their operands wait in the state for the weight part.
-  bool splits_backward() const override { return true; }
-  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<BlockState&>(saved);
-    return run_backward(dy, s, &s.weight_grads);
-  }
-  void backward_weight(MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<BlockState&>(saved);
-    for (LinearWeightGrad& w : s.weight_grads) w.run(*g_.backend_);
-    s.weight_grads.clear();
-  }
-
  private:
-  Tensor run_backward(const Tensor& dy, BlockState& s, std::vector<LinearWeightGrad>* defer_weight) {
+  // Split backward (LinearSplitBackwardLayer): the input part is everything but
+  // the four Linear weight/bias GEMMs (LayerNorm gradients included).
+  Backend& weight_grad_backend() override { return *g_.backend_; }
+  Tensor backward_parts(const Tensor& dy, MicroBatchContext&, BlockState& s,
+                        std::vector<LinearWeightGrad>* defer_weight) override {
     Backend& be = *g_.backend_;
     const int64_t C = g_.cfg_.hidden_size;
     if (!s.acts.full()) {  // activation recompute: rerun this block's forward from its input
@@ -116,7 +103,6 @@ class GptBlockLayer final : public Layer {
         b_.backward(be, s.B, s.T, s.acts, on_device(be, dy).reshape({dy.numel() / C, C}), defer_weight);
     return dx.reshape(g_.hidden_shape(s.B, s.T));
   }
-
 
   Gpt& g_;
   Gpt::Block& b_;

@@ -172,7 +172,7 @@ struct BlockState : LayerState {
   bool full() const { return q.defined(); }
 };
 
-class BlockLayer final : public Layer {
+class BlockLayer final : public LinearSplitBackwardLayer<BlockState> {
  public:
   BlockLayer(const LayerEnv& env, const BlockParams& p) : env_(env), p_(p) {}
   std::vector<Parameter*> parameters() override {
@@ -198,27 +198,13 @@ class BlockLayer final : public Layer {
     return y;
   }
 
-  Tensor backward(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    return run_backward(dy, static_cast<BlockState&>(saved), nullptr);
-  }
-
-  // Split backward: the input part is everything but the seven Linear
-  // weight-gradient GEMMs (RMSNorm weight gradients included), whose operands
-  // wait in the state for the weight part; together bitwise the fused backward.
-  bool splits_backward() const override { return true; }
-  Tensor backward_input(const Tensor& dy, MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<BlockState&>(saved);
-    return run_backward(dy, s, &s.weight_grads);
-  }
-  void backward_weight(MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<BlockState&>(saved);
-    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
-    s.weight_grads.clear();
-  }
-
  private:
+  // Split backward (LinearSplitBackwardLayer): the input part is everything but
+  // the seven Linear weight-gradient GEMMs (RMSNorm weight gradients included).
+  Backend& weight_grad_backend() override { return *env_.be; }
   // defer: nullptr (fused), or where the Linear weight-gradient parts go.
-  Tensor run_backward(const Tensor& dy, BlockState& s, std::vector<LinearWeightGrad>* defer) {
+  Tensor backward_parts(const Tensor& dy, MicroBatchContext&, BlockState& s,
+                        std::vector<LinearWeightGrad>* defer) override {
     if (!s.full()) run_forward(s);  // activation recompute
     Backend& be = *env_.be;
     const int64_t B = s.B, T = s.T, Tl = env_.local_seq(T), Nl = B * Tl, C = env_.cfg.hidden_size;
@@ -346,7 +332,7 @@ struct HeadState : LayerState {
   std::vector<LinearWeightGrad> weight_grads;  // split backward: the LM-head weight GEMM
 };
 
-class HeadLayer final : public Layer {
+class HeadLayer final : public LinearSplitBackwardLayer<HeadState> {
  public:
   HeadLayer(const LayerEnv& env, Parameter& norm, Parameter& head) : env_(env), norm_(norm), head_(head) {}
   std::vector<Parameter*> parameters() override { return {&norm_, &head_}; }
@@ -377,26 +363,13 @@ class HeadLayer final : public Layer {
     return Tensor();
   }
 
-  Tensor backward(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
-    return run_backward(ctx, static_cast<HeadState&>(saved), nullptr);
-  }
-
-  // Split backward: the input part is the loss gradient, the LM-head dx GEMM
-  // and the final norm (its weight gradient included); the LM-head weight
-  // GEMM waits for the weight part.
-  bool splits_backward() const override { return true; }
-  Tensor backward_input(const Tensor&, MicroBatchContext& ctx, LayerState& saved) override {
-    auto& s = static_cast<HeadState&>(saved);
-    return run_backward(ctx, s, &s.weight_grads);
-  }
-  void backward_weight(MicroBatchContext&, LayerState& saved) override {
-    auto& s = static_cast<HeadState&>(saved);
-    for (LinearWeightGrad& w : s.weight_grads) w.run(*env_.be);
-    s.weight_grads.clear();
-  }
-
  private:
-  Tensor run_backward(MicroBatchContext& ctx, HeadState& s, std::vector<LinearWeightGrad>* defer) {
+  // Split backward (LinearSplitBackwardLayer): the input part is the loss
+  // gradient, the LM-head dx GEMM and the final norm (its weight gradient
+  // included); the LM-head weight GEMM waits for the weight part.
+  Backend& weight_grad_backend() override { return *env_.be; }
+  Tensor backward_parts(const Tensor&, MicroBatchContext& ctx, HeadState& s,
+                        std::vector<LinearWeightGrad>* defer) override {
     Backend& be = *env_.be;
     ctx.output = Tensor();
     const int64_t N = s.B * s.T, C = env_.cfg.hidden_size, Tl = env_.local_seq(s.T);

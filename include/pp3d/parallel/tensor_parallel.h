@@ -34,6 +34,7 @@
 #include "pp3d/backend/backend.h"
 #include "pp3d/comm/communicator.h"
 #include "pp3d/core/parameter.h"
+#include "pp3d/parallel/module.h"
 
 namespace pp3d {
 
@@ -79,6 +80,37 @@ struct LinearWeightGrad {
   DType gemm_dtype = DType::F32;  // the layer's Options::gemm_dtype
   // Accumulates the gradients and releases dy and x.
   void run(Backend& be);
+};
+
+// A Layer whose split backward defers exactly its Linear weight-gradient GEMMs.
+// The subclass writes its backward once, as backward_parts(dy, ctx, state,
+// defer): with defer == nullptr (fused backward) the Linears accumulate their
+// weight gradients in place; otherwise they append LinearWeightGrad parts to
+// *defer (the state's `weight_grads`), which backward_weight runs later with
+// the same operands, so input + weight parts equal the fused backward bitwise.
+// `State` is the layer's LayerState type with a std::vector<LinearWeightGrad>
+// weight_grads member.
+template <class State>
+class LinearSplitBackwardLayer : public Layer {
+ public:
+  Tensor backward(const Tensor& dy, MicroBatchContext& ctx, LayerState& saved) override {
+    return backward_parts(dy, ctx, static_cast<State&>(saved), nullptr);
+  }
+  bool splits_backward() const override { return true; }
+  Tensor backward_input(const Tensor& dy, MicroBatchContext& ctx, LayerState& saved) override {
+    auto& s = static_cast<State&>(saved);
+    return backward_parts(dy, ctx, s, &s.weight_grads);
+  }
+  void backward_weight(MicroBatchContext&, LayerState& saved) override {
+    auto& s = static_cast<State&>(saved);
+    for (LinearWeightGrad& w : s.weight_grads) w.run(weight_grad_backend());
+    s.weight_grads.clear();
+  }
+
+ private:  // the subclass overrides these (privately is fine: only this base calls them)
+  virtual Tensor backward_parts(const Tensor& dy, MicroBatchContext& ctx, State& s,
+                                std::vector<LinearWeightGrad>* defer) = 0;
+  virtual Backend& weight_grad_backend() = 0;
 };
 
 class ColumnParallelLinear {
