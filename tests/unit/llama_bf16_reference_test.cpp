@@ -72,21 +72,7 @@ struct Errors {
   double loss = 0, logits = 0, grad_worst = 0, grad_all = 0, step_loss = 0, final_loss = 0;
 };
 
-LlamaConfig fixture_config(const Fixture& fx) {
-  const auto& c = fx.at("config").i;
-  const auto& cf = fx.at("config_f").f;
-  LlamaConfig cfg;
-  cfg.num_layers = c[0];
-  cfg.hidden_size = c[1];
-  cfg.num_heads = c[2];
-  cfg.num_kv_heads = c[3];
-  cfg.mlp_hidden_size = c[4];
-  cfg.vocab_size = c[5];
-  cfg.max_seq_len = c[7];
-  cfg.rope_theta = cf[0];
-  cfg.norm_eps = cf[1];
-  return cfg;
-}
+LlamaConfig fixture_config(const Fixture& fx) { return pp3d::test::llama_fixture_config(fx); }
 
 std::pair<Tensor, Tensor> llama_batch(const Fixture& fx) {
   const int64_t B = fx.at("config").i[6], T = fx.at("config").i[7];

@@ -4,10 +4,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "pp3d/model/llama.h"
+#include "reference_fixture.h"
 
 namespace pp3d::test {
 
@@ -50,6 +52,25 @@ inline void set_llama_fixture_weights(Llama& m, double wscale, double nscale) {
     v.resize(static_cast<std::size_t>(p->value.numel()), 0.0f);
     p->value.fill_from(v);
   }
+}
+
+// The model of a make_llama_fixture.py-family fixture ("config": L, C, Hq, Hkv,
+// F, V, B, T; "config_f": rope theta, norm eps, weight and norm scales); untied.
+inline LlamaConfig llama_fixture_config(const std::map<std::string, Record>& fx) {
+  const auto& c = fx.at("config").i;
+  const auto& cf = fx.at("config_f").f;
+  LlamaConfig cfg;
+  cfg.num_layers = c[0];
+  cfg.hidden_size = c[1];
+  cfg.num_heads = c[2];
+  cfg.num_kv_heads = c[3];
+  cfg.mlp_hidden_size = c[4];
+  cfg.vocab_size = c[5];
+  cfg.max_seq_len = c[7];
+  cfg.rope_theta = cf[0];
+  cfg.norm_eps = cf[1];
+  cfg.tied_embeddings = false;
+  return cfg;
 }
 
 }  // namespace pp3d::test

@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 
 #include "decode_test_util.h"
+#include "llama_fixture.h"
 #include "pp3d/core/error.h"
 #include "pp3d/model/llama_generate.h"
 #include "reference_fixture.h"
@@ -157,44 +158,12 @@ TEST_CASE("llama generation equals recomputing the full forward for every token"
 TEST_CASE("llama forward_decode reproduces the PyTorch fixture's logits", "[generate][llama][reference]") {
   using namespace pp3d::test;
   const auto fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/llama_reference.bin");
+  const LlamaConfig cfg = llama_fixture_config(fx);
   const auto& c = fx.at("config").i;
-  const auto& cf = fx.at("config_f").f;
-  LlamaConfig cfg;
-  cfg.num_layers = c[0];
-  cfg.hidden_size = c[1];
-  cfg.num_heads = c[2];
-  cfg.num_kv_heads = c[3];
-  cfg.mlp_hidden_size = c[4];
-  cfg.vocab_size = c[5];
   const int64_t B = c[6], T = c[7], V = cfg.vocab_size;
-  cfg.max_seq_len = T;
-  cfg.rope_theta = cf[0];
-  cfg.norm_eps = cf[1];
   auto be = make_cpu_backend();
   Llama model(cfg, *be);
-  // The fixture's weights (tools/make_llama_fixture.py: fixture_value), as in llama_reference_test.
-  auto fnv1a64 = [](const std::string& s) {
-    uint64_t h = 0xCBF29CE484222325ull;
-    for (unsigned char ch : s) h = (h ^ ch) * 0x100000001B3ull;
-    return h;
-  };
-  for (Parameter* p : model.parameters()) {
-    const bool norm = p->global_shape.size() == 1;
-    const int64_t rows = p->global_shape[0] == model.config().padded_vocab_size ? V : p->global_shape[0];
-    const int64_t n = rows * (norm ? 1 : p->global_shape[1]);
-    std::vector<float> v(static_cast<std::size_t>(p->value.numel()), 0.0f);
-    const uint64_t base = fnv1a64(p->name);
-    for (int64_t e = 0; e < n; ++e) {
-      uint64_t z = base + static_cast<uint64_t>(e) + 0x9E3779B97F4A7C15ull;
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      z ^= z >> 31;
-      const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
-      const double x = 2.0 * u - 1.0;
-      v[static_cast<std::size_t>(e)] = static_cast<float>(norm ? 1.0 + cf[3] * x : cf[2] * x);
-    }
-    p->value.copy_from(Tensor::from_vector(p->value.shape(), v));
-  }
+  set_llama_fixture_weights(model, fx.at("config_f").f[2], fx.at("config_f").f[3]);  // as llama_reference_test
   const auto& tok = fx.at("tokens").i;
   const int64_t Vp = model.config().padded_vocab_size;
   LlamaKvCache cache(model, B);

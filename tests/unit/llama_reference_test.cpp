@@ -47,20 +47,10 @@ struct Fixture {
 Fixture load() {
   Fixture f;
   f.fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/llama_reference.bin");
+  f.cfg = pp3d::test::llama_fixture_config(f.fx);
   const auto& c = f.fx.at("config").i;
-  const auto& cf = f.fx.at("config_f").f;
-  f.cfg.num_layers = c[0];
-  f.cfg.hidden_size = c[1];
-  f.cfg.num_heads = c[2];
-  f.cfg.num_kv_heads = c[3];
-  f.cfg.mlp_hidden_size = c[4];
-  f.cfg.vocab_size = c[5];
   f.B = c[6];
   f.T = c[7];
-  f.cfg.max_seq_len = f.T;
-  f.cfg.rope_theta = cf[0];
-  f.cfg.norm_eps = cf[1];
-  f.cfg.tied_embeddings = false;
   const auto& tok = f.fx.at("tokens").i;
   std::vector<int32_t> ids, tgt;
   for (int64_t b = 0; b < f.B; ++b)
