@@ -47,15 +47,8 @@ constexpr double BOUND_LOSS = 1e-5, BOUND_GRAD = 7e-3, BOUND_STEP = 1e-2, BREAK_
 constexpr double AUTOCAST_LOSS = 2e-3, AUTOCAST_GRAD = 0.1, AUTOCAST_STEP = 5e-2;
 
 // One pp3d run: loss and gradients at init, 20 AdamW steps, final loss.
-struct Run {
-  double loss0 = 0, final_loss = 0;
-  std::map<std::string, std::vector<float>> grads;
-  std::vector<double> losses;
-};
-
-struct Errors {
-  double loss = 0, grad_worst = 0, grad_all = 0, step_loss = 0, final_loss = 0;
-};
+using Run = pp3d::test::ReferenceRun;
+using Errors = pp3d::test::ReferenceErrors;
 
 Run run_pp3d(const Fixture& fx, DType compute, DType activations) {
   GptOptions opts;
@@ -83,30 +76,7 @@ Run run_pp3d(const Fixture& fx, DType compute, DType activations) {
 
 // `r` against the fixture's records under `prefix` ("autocast/" or "pp3d/").
 Errors compare(const Fixture& fx, const Run& r, const std::string& prefix, const std::string& tag) {
-  Errors e;
-  const double ref0 = fx.at(prefix + "loss").f[0];
-  e.loss = std::fabs(r.loss0 - ref0) / ref0;
-  std::vector<float> all, all_ref;
-  for (const auto& [name, got] : r.grads) {
-    const auto& g = fx.at(prefix + "grad/" + name).f;
-    e.grad_worst = std::max(e.grad_worst, ref_rel_l2(got, g));
-    all.insert(all.end(), got.begin(), got.end());
-    all_ref.insert(all_ref.end(), g.begin(), g.end());
-  }
-  e.grad_all = ref_rel_l2(all, all_ref);
-  const auto& losses = fx.at(prefix + "losses").f;
-  REQUIRE(losses.size() == r.losses.size());
-  for (std::size_t s = 0; s < losses.size(); ++s)
-    e.step_loss = std::max(e.step_loss, std::fabs(r.losses[s] - losses[s]) / losses[s]);
-  const double ref_final = fx.at(prefix + "final_loss").f[0];
-  e.final_loss = std::fabs(r.final_loss - ref_final) / ref_final;
-  const std::string t = tag + " vs " + prefix;
-  report_margin(t + " loss", e.loss);
-  report_margin(t + " worst grad", e.grad_worst);
-  report_margin(t + " all grads", e.grad_all);
-  report_margin(t + " worst step loss", e.step_loss);
-  report_margin(t + " final loss", e.final_loss);
-  return e;
+  return pp3d::test::compare_to_reference(fx, r, prefix, tag);
 }
 
 }  // namespace

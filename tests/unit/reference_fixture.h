@@ -3,6 +3,7 @@
 // tools/README.md): named f32 / i32 records with their dims.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -117,6 +118,53 @@ inline AdamWConfig fixture_adamw(const std::vector<float>& a) {
   c.eps = a.at(3);
   c.weight_decay = a.at(4);
   return c;
+}
+
+// A pp3d training run compared with a mixed-precision reference's records
+// "<prefix>loss", "<prefix>grad/<name>", "<prefix>losses", "<prefix>final_loss"
+// and, when the run has logits, "<prefix>logits" (tools/make_bf16_reference.py,
+// tools/make_llama_bf16_reference.py).
+struct ReferenceRun {
+  double loss0 = 0, final_loss = 0;
+  std::vector<float> logits;  // empty: not compared
+  std::map<std::string, std::vector<float>> grads;
+  std::vector<double> losses;
+};
+
+struct ReferenceErrors {
+  double loss = 0, logits = 0, grad_worst = 0, grad_all = 0, step_loss = 0, final_loss = 0;
+};
+
+// Relative errors of `r` against the records under `prefix`, each reported
+// (PP3D_REF_VERBOSE) as "<tag> vs <prefix> <what>".
+inline ReferenceErrors compare_to_reference(const std::map<std::string, Record>& fx, const ReferenceRun& r,
+                                            const std::string& prefix, const std::string& tag) {
+  ReferenceErrors e;
+  const double ref0 = fx.at(prefix + "loss").f[0];
+  e.loss = std::fabs(r.loss0 - ref0) / ref0;
+  if (!r.logits.empty()) e.logits = ref_rel_l2(r.logits, fx.at(prefix + "logits").f);
+  std::vector<float> all, all_ref;
+  for (const auto& [name, got] : r.grads) {
+    const auto& g = fx.at(prefix + "grad/" + name).f;
+    e.grad_worst = std::max(e.grad_worst, ref_rel_l2(got, g));
+    all.insert(all.end(), got.begin(), got.end());
+    all_ref.insert(all_ref.end(), g.begin(), g.end());
+  }
+  e.grad_all = ref_rel_l2(all, all_ref);
+  const auto& losses = fx.at(prefix + "losses").f;
+  REQUIRE(losses.size() == r.losses.size());
+  for (std::size_t s = 0; s < losses.size(); ++s)
+    e.step_loss = std::max(e.step_loss, std::fabs(r.losses[s] - losses[s]) / losses[s]);
+  const double ref_final = fx.at(prefix + "final_loss").f[0];
+  e.final_loss = std::fabs(r.final_loss - ref_final) / ref_final;
+  const std::string t = tag + " vs " + prefix;
+  report_margin(t + " loss", e.loss);
+  if (!r.logits.empty()) report_margin(t + " logits", e.logits);
+  report_margin(t + " worst grad", e.grad_worst);
+  report_margin(t + " all grads", e.grad_all);
+  report_margin(t + " worst step loss", e.step_loss);
+  report_margin(t + " final loss", e.final_loss);
+  return e;
 }
 
 }  // namespace pp3d::test
