@@ -5,7 +5,7 @@
 # is built there). Writes everything under $OUT (default DIR/device_out):
 #   device_info.txt   card, driver, toolkit, bundle, library resolution
 #   cuda_tests.txt    every bin/*_test: PASS / FAIL / SKIP (77) with its log
-#   loss_parity.txt   pp3d-train 10 steps, small GPT and Llama: cuda vs cpu losses, fp32, bf16, bf16 16-bit compute (GPT also with 16-bit gradients)
+#   loss_parity.txt   pp3d-train 10 steps, small GPT and Llama: cuda vs cpu losses, fp32, bf16 with f32 compute, bf16 16-bit compute (GPT also with 16-bit gradients)
 #   gemm_calibration_<preset>.yaml (+ .txt)   the planner's GEMM calibration
 #   cuda_ops_bench.txt   op throughput (memory-bound kernels in GB/s)
 #   copy_bandwidth.txt   the card's device-to-device copy bandwidth (torch)
@@ -79,7 +79,7 @@ small=(--max-steps 10 --warmup-steps 0 --num-layers 2 --hidden-size 64 --num-hea
 for mode in "fp32:1e-5" "bf16:5e-3" "bf16c16:1e-2" "bf16c16g16:1e-2" "llama:1e-5" "llama_bf16c16:1e-2"; do
   prec=${mode%%:*} bound=${mode#*:}
   extra=()
-  [ "$prec" = bf16 ] && extra=(--bf16)
+  [ "$prec" = bf16 ] && extra=(--bf16 --compute-dtype f32)
   [ "$prec" = bf16c16 ] && extra=(--bf16 --compute-dtype param --activation-dtype param)
   [ "$prec" = llama ] && extra=(--arch llama --num-kv-heads 2)
   [ "$prec" = bf16c16g16 ] && extra=(--bf16 --compute-dtype param --activation-dtype param --grad-dtype param)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPT-2 124M and 350M training steps on one GPU, T = 1024, bf16, same batch:
-# pp3d (pp3d-train --device cuda --bf16) vs PyTorch eager and torch.compile
+# pp3d (pp3d-train --device cuda --bf16 --compute-dtype param, the default of --bf16) vs PyTorch eager and torch.compile
 # (gpt2_train_torch.py), run back to back in this invocation. Prints a table
 # with tokens/s, MFU, peak memory and the ratio pp3d / torch.compile.
 #   MFU = tokens/s * (6 N + 12 L C T) / peak, N = all parameters (tied wte
@@ -32,7 +32,7 @@ for spec in "124M 12 768 12 16" "350M 24 1024 16 8"; do
   N=$((50304 * C + T * C + L * (12 * C * C + 13 * C) + 2 * C))
   flops_per_token=$((6 * N + 12 * L * C * T))
   declare -A tps=() memgib=()
-  run_sampled "$out/e2e_${name}_pp3d.log" timeout 90 "$bundle/bin/pp3d-train" --device cuda --bf16 \
+  run_sampled "$out/e2e_${name}_pp3d.log" timeout 90 "$bundle/bin/pp3d-train" --device cuda --bf16 --compute-dtype param \
     --num-layers "$L" --hidden-size "$C" --num-heads "$H" --seq-len $T --vocab-size 50257 --batch-size "$B" \
     --global-batch-size "$B" --max-steps 10 --warmup-steps 2 --lr 6e-4 --eval-interval 0 --eval-batches 1 --no-progress \
     --output-dir "$out/e2e_${name}_pp3d"

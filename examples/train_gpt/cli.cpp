@@ -54,17 +54,19 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   opt("--seed", c.seed, "seed of initialization and batch sampling");
   app.add_flag("--recompute", c.recompute, "recompute activations per block in backward");
   // ---- mixed precision (docs/MIXED_PRECISION.md)
-  app.add_flag("--bf16", c.bf16, "bf16 parameters (f32 gradients, master weights and Adam state; no loss scaling)");
-  app.add_flag("--fp16", c.fp16, "fp16 parameters with dynamic loss scaling (not with --bf16)");
+  app.add_flag("--bf16", c.bf16, "bf16 parameters and 16-bit compute (f32 gradients, master weights and Adam state; no loss "
+               "scaling; --compute-dtype f32 keeps f32 compute)");
+  app.add_flag("--fp16", c.fp16, "fp16 parameters and 16-bit compute with dynamic loss scaling (not with --bf16)");
   opt("--grad-dtype", c.grad_dtype, "gradient storage: f32 (fp32 accumulation) | param (the 16-bit parameter dtype; "
       "needs --bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
   opt("--activation-dtype", c.activation_dtype, "storage of saved activations and the hidden state between blocks: "
-      "f32 | param (the 16-bit parameter dtype; compute stays f32 unless --compute-dtype param; needs --bf16/--fp16)")
+      "f32 | param (the 16-bit parameter dtype, the residual stream included; needs --bf16/--fp16)")
       ->check(CLI::IsMember({"f32", "param"}));
-  opt("--compute-dtype", c.compute_dtype, "compute precision: f32 | param (activations flow in the 16-bit parameter "
-      "dtype between ops: Linear GEMMs with 16-bit operands and f32 accumulation, LayerNorm / GELU / attention with "
-      "16-bit inputs and outputs and f32 math; residual, logits and loss f32; tensor cores and cuDNN attention on "
-      "CUDA; needs --bf16/--fp16)")->check(CLI::IsMember({"f32", "param"}));
+  opt("--compute-dtype", c.compute_dtype, "compute precision: auto | f32 | param. param: activations flow in the "
+      "16-bit parameter dtype between ops (Linear GEMMs with 16-bit operands and f32 accumulation, LayerNorm / GELU / "
+      "attention with 16-bit inputs and outputs and f32 math; residual, logits and loss f32; tensor cores and cuDNN "
+      "attention on CUDA; needs --bf16/--fp16). auto (default): param with --bf16/--fp16, else f32; f32 with "
+      "--bf16/--fp16 multiplies f32 activations by the widened 16-bit weights")->check(CLI::IsMember({"auto", "f32", "param"}));
   opt("--initial-loss-scale", c.loss_scaler.init_scale, "--fp16: initial loss scale (DeepSpeed 2^initial_scale_power)");
   opt("--loss-scale-window", c.loss_scaler.scale_window, "--fp16: clean steps before the loss scale doubles");
   opt("--hysteresis", c.loss_scaler.hysteresis, "--fp16: overflows tolerated before the loss scale halves");
@@ -142,7 +144,7 @@ nlohmann::ordered_json config_json(const TrainConfig& c) {
           {"warmup_steps", c.warmup_steps}, {"lr_schedule", c.lr_schedule}, {"weight_decay", c.weight_decay},
           {"adam_eps", c.adam_eps}, {"grad_clip", c.grad_clip}, {"seed", c.seed}, {"recompute", c.recompute},
           {"bf16", c.bf16}, {"fp16", c.fp16}, {"grad_dtype", c.grad_dtype},
-          {"activation_dtype", c.activation_dtype}, {"compute_dtype", c.compute_dtype},
+          {"activation_dtype", c.activation_dtype}, {"compute_dtype", c.compute16() ? "param" : "f32"},
           {"initial_loss_scale", c.loss_scaler.init_scale},
           {"loss_scale_window", c.loss_scaler.scale_window}, {"hysteresis", c.loss_scaler.hysteresis},
           {"min_loss_scale", c.loss_scaler.min_scale},

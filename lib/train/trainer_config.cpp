@@ -115,9 +115,9 @@ void TrainConfig::validate(int world_size) const {
                "--activation-dtype must be f32 or param, got '{}'", activation_dtype);
   PP3D_REQUIRE(activation_dtype == "f32" || bf16 || fp16,
                "--activation-dtype param stores activations in the 16-bit parameter dtype: it needs --bf16 or --fp16");
-  PP3D_REQUIRE(compute_dtype == "f32" || compute_dtype == "param", "--compute-dtype must be f32 or param, got '{}'",
-               compute_dtype);
-  PP3D_REQUIRE(compute_dtype == "f32" || bf16 || fp16,
+  PP3D_REQUIRE(compute_dtype == "auto" || compute_dtype == "f32" || compute_dtype == "param",
+               "--compute-dtype must be auto, f32 or param, got '{}'", compute_dtype);
+  PP3D_REQUIRE(compute_dtype != "param" || bf16 || fp16,
                "--compute-dtype param runs the GEMMs on 16-bit operands of the parameter dtype: it needs --bf16 or "
                "--fp16");
   PP3D_REQUIRE(num_layers >= 1, "--num-layers must be >= 1, got {}", num_layers);

@@ -78,7 +78,7 @@ void Trainer::build_model(const GptConfig& mc) {
   const DType param = mp_.param_dtype();
   const DType grad = cfg_.grad_dtype == "param" ? param : DType::F32;
   const DType act = cfg_.activation_dtype == "param" ? param : DType::F32;
-  const DType compute = cfg_.compute_dtype == "param" ? param : DType::F32;
+  const DType compute = cfg_.compute16() ? param : DType::F32;
   if (!mc.is_llama()) {
     GptOptions opts;
     opts.seed = cfg_.seed;

@@ -68,8 +68,8 @@ void Trainer::log_header() {
   const std::string grads = fmt::format("{} gradients, {} activations, {} GEMM operands{}",
                                         cfg_.grad_dtype == "param" ? half : "f32",
                                         cfg_.activation_dtype == "param" ? half : "f32",
-                                        cfg_.compute_dtype == "param" ? half : "f32",
-                                        cfg_.compute_dtype == "param" ? " and op inputs/outputs" : "");
+                                        cfg_.compute16() ? half : "f32",
+                                        cfg_.compute16() ? " and op inputs/outputs" : "");
   if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);
   if (cfg_.fp16)
     log->info("mixed precision: fp16 parameters, {}, f32 master weights / Adam state; dynamic loss scale "
@@ -100,12 +100,13 @@ StepMetrics Trainer::run() {
   const detail::StopSignalGuard signals;
   stop_signal_ = 0;
   detail::ProgressBar bar(rank0 && cfg_.progress && !cfg_.quiet);
-  // MFU against the peak of the precision the GEMMs actually run in: 16-bit tensor cores only with
-  // --compute-dtype param; --bf16 / --fp16 alone multiply f32 activations by widened weights (fp32 peak).
-  const bool gemm16 = cfg_.compute_dtype == "param" && (cfg_.bf16 || cfg_.fp16);
+  // MFU against the peak of the precision the GEMMs actually run in: 16-bit tensor cores with 16-bit
+  // compute (--bf16 / --fp16 by default); --compute-dtype f32 multiplies f32 activations by widened
+  // weights (fp32 peak).
+  const bool gemm16 = cfg_.compute16();
   const std::string gemm_dtype = gemm16 ? (cfg_.bf16 ? "bf16" : "fp16") : "f32";
   const std::optional<double> peak_tflops = detail::peak_tflops_for(backend_->device(), gemm16, cfg_.peak_tflops);
-  // The attention implementation of this run (16-bit q/k/v with --compute-dtype param).
+  // The attention implementation of this run (16-bit q/k/v with 16-bit compute).
   const std::string attention_impl =
       backend_->attention_impl(gemm16 ? (cfg_.bf16 ? DType::BF16 : DType::F16) : DType::F32);
   if (rank0 && !cfg_.quiet) logger()->info("attention: {}", attention_impl);

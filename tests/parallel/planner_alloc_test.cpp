@@ -55,12 +55,12 @@ const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
       {"serial", 1, [](TrainConfig&) {}},
       {"serial recompute", 1, [](TrainConfig& c) { c.recompute = true; }},
-      {"serial bf16", 1, [](TrainConfig& c) { c.bf16 = true; }},
+      {"serial bf16", 1, [](TrainConfig& c) { c.bf16 = true, c.compute_dtype = "f32"; }},
       {"dp2 zero0", 2, [](TrainConfig&) {}},
       {"dp2 zero1", 2, [](TrainConfig& c) { c.zero_stage = 1; }},
       {"dp2 zero2", 2, [](TrainConfig& c) { c.zero_stage = 2; }},
       {"dp2 zero3", 2, [](TrainConfig& c) { c.zero_stage = 3; }},
-      {"dp2 zero3 bf16", 2, [](TrainConfig& c) { c.zero_stage = 3, c.bf16 = true; }},
+      {"dp2 zero3 bf16", 2, [](TrainConfig& c) { c.zero_stage = 3, c.bf16 = true, c.compute_dtype = "f32"; }},
       {"tp2", 2, [](TrainConfig& c) { c.tp = 2; }},
       {"tp2 sp", 2, [](TrainConfig& c) { c.tp = 2, c.sequence_parallel = true; }},
       {"pp2 gpipe", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "gpipe"; }},
@@ -73,7 +73,7 @@ const std::vector<Case>& cases() {
       {"dp2 zero3 one micro-batch", 2, [](TrainConfig& c) { c.zero_stage = 3, c.global_batch_size = 4; }, true},
       {"tp2 pp2 dp2 zero1", 8, [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1; }},
       {"tp2 sp pp2 dp2 zero2 bf16", 8,
-       [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true, c.bf16 = true; }},
+       [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true, c.bf16 = true, c.compute_dtype = "f32"; }},
       {"tp2 sp pp2 dp2 zero1 zb-h1", 8,
        [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1, c.sequence_parallel = true, c.schedule = "zb-h1"; }},
   };

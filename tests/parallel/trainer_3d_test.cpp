@@ -158,7 +158,7 @@ void check_layout(const std::shared_ptr<Communicator>& world, TrainConfig par, c
                            (par.bf16 ? " bf16" : par.fp16 ? " fp16" : "") +
                            (par.grad_dtype == "param" ? " 16-bit grads" : "") +
                            (par.activation_dtype == "param" ? " 16-bit activations" : "") +
-                           (par.compute_dtype == "param" ? " 16-bit GEMMs" : "");
+                           (par.compute16() ? " 16-bit GEMMs" : "");
   // Model-state memory of this rank at start vs the ZeRO formulas (+ padding), on every rank.
   ModelStateBytes used = allocator_model_state_bytes();
   used.params -= base.params, used.grads -= base.grads, used.optimizer -= base.optimizer;

@@ -285,24 +285,40 @@ TEST_CASE("TrainConfig: --activation-dtype param needs --bf16 / --fp16", "[train
   CHECK_NOTHROW(c.validate());
 }
 
-TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16; a bf16 run logs 16-bit GEMMs in metrics",
+TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16; --bf16 computes in 16 bits unless "
+          "--compute-dtype f32 (metrics say which)",
           "[trainer][mixed][gemm16]") {
   TrainConfig c = tiny();
+  CHECK(c.compute_dtype == "auto");
+  CHECK_FALSE(c.compute16());  // auto with f32 parameters: f32
   c.compute_dtype = "param";
   CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--compute-dtype param runs the GEMMs"));
   c.compute_dtype = "bf16";
-  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--compute-dtype must be f32 or param"));
-  c.compute_dtype = "param";
+  CHECK_THAT(error_of([&] { c.validate(); }), Catch::Contains("--compute-dtype must be auto, f32 or param"));
   c.bf16 = true;
   c.max_steps = 2;
   c.warmup_steps = 0;
-  c.output_dir = tmp("compute16");
-  CHECK_NOTHROW(Trainer(c).run());
-  std::ifstream in(c.output_dir + "/metrics.jsonl");
-  std::string line;
-  REQUIRE(std::getline(in, line));
-  CHECK(nlohmann::json::parse(line)["gemm_dtype"] == "bf16");
-  CHECK(nlohmann::json::parse(line)["attention_impl"] == "cpu_emulation_16bit");  // 16-bit q/k/v, P, O
+  // The first metrics row of a run with this --compute-dtype.
+  auto first_row = [&](const std::string& compute) {
+    TrainConfig r = c;
+    r.compute_dtype = compute;
+    r.output_dir = tmp("compute_" + compute);
+    Trainer(r).run();
+    std::ifstream in(r.output_dir + "/metrics.jsonl");
+    std::string line;
+    REQUIRE(std::getline(in, line));
+    fs::remove_all(r.output_dir);
+    return nlohmann::json::parse(line);
+  };
+  for (const std::string compute : {"param", "auto"}) {  // --bf16 alone (auto) is 16-bit compute, as in Megatron
+    INFO("--compute-dtype " << compute);
+    const auto row = first_row(compute);
+    CHECK(row["gemm_dtype"] == "bf16");
+    CHECK(row["attention_impl"] == "cpu_emulation_16bit");  // 16-bit q/k/v, P, O
+  }
+  const auto f32 = first_row("f32");  // bf16 parameters widened into f32 GEMMs
+  CHECK(f32["gemm_dtype"] == "f32");
+  CHECK(f32["attention_impl"] != "cpu_emulation_16bit");
 }
 
 TEST_CASE("Trainer: --fp16 checkpoints carry the loss scaler state", "[trainer][mixed]") {

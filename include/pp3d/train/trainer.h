@@ -88,7 +88,11 @@ struct TrainConfig {
   bool fp16 = false;               // --fp16: f16 parameters + dynamic loss scaling (exclusive with bf16)
   std::string grad_dtype = "f32";  // --grad-dtype f32 | param (16-bit gradients in the param dtype; needs --bf16/--fp16)
   std::string activation_dtype = "f32";  // --activation-dtype f32 | param (saved activations + hidden state in 16-bit)
-  std::string compute_dtype = "f32";     // --compute-dtype f32 | param (Linear GEMM operands in 16-bit, f32 accumulation)
+  // --compute-dtype auto | f32 | param: param = activations flow in 16 bits between ops (16-bit GEMM
+  // operands, f32 accumulation); auto (default) = param with --bf16 / --fp16 (Megatron's --bf16), else f32.
+  std::string compute_dtype = "auto";
+  // The compute precision this config runs: true = 16-bit (compute_dtype param, or auto with 16-bit params).
+  bool compute16() const { return compute_dtype == "param" || (compute_dtype == "auto" && (bf16 || fp16)); }
   LossScalerConfig loss_scaler;    // --fp16 only: --initial-loss-scale, --loss-scale-window, --hysteresis, --min-loss-scale
   // ---- parallelism (dp = world size / (tp * pp))
   int tp = 1;                      // tensor-parallel size (divides num_heads)
