@@ -5,8 +5,11 @@
 //   fill:  x[i] = bits (a 32-bit or 16-bit pattern computed on the host, so bf16/f16/i32 fills are exact)
 //   cast:  dst[i] = convert(src[i]) between f32/bf16/f16, round to nearest even, bit-identical to
 //          pp3d::f32_to_bf16 / f32_to_f16 (common.cuh ports them)
+//   scale_typed / axpy_typed: scale / axpy with x, y in any of f32/bf16/f16 (16-bit gradients):
+//          f32 math, y rounded once, no FMA contraction (the CPU backend's rounding, bitwise)
 // f32 ops use one 128-bit load/store (float4) per thread when every pointer is 16-byte aligned,
-// a scalar path otherwise.
+// a scalar path otherwise; the typed ops (cast, scale_typed, axpy_typed) 8 elements per thread
+// (a 128-bit word of 16-bit values) under the same condition (map_typed in common.cuh).
 // sum_squares: sum over i of double(x[i])^2, deterministic: pass 1 gives each of a fixed number of
 // blocks (a function of n only) a grid-stride range; each thread sums its elements in order in
 // double, then a fixed-tree block reduction writes one partial per block; pass 2 (one block) adds the
@@ -65,10 +68,20 @@ __global__ void fill_kernel(T* x, T bits, int64_t n) {
   if (i < n) x[i] = bits;
 }
 
-__global__ void cast_kernel(void* dst, int dst_dt, const void* src, int src_dt, int64_t n) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) store_from_f32(dst, i, dst_dt, load_as_f32(src, i, src_dt));
-}
+// Typed maps (map_typed, common.cuh: 128-bit accesses when aligned). __fmul_rn /
+// __fadd_rn keep nvcc from contracting into an FMA: the CPU backend rounds the
+// product and the sum separately, so the 16-bit results match it bitwise.
+struct CastOp {
+  __device__ float operator()(float v, float) const { return v; }
+};
+struct ScaleOp {
+  float alpha;
+  __device__ float operator()(float x, float) const { return __fmul_rn(x, alpha); }
+};
+struct AxpyOp {  // (y, x) -> y + alpha x
+  float alpha;
+  __device__ float operator()(float y, float x) const { return __fadd_rn(y, __fmul_rn(alpha, x)); }
+};
 
 __global__ void sum_squares_partial_kernel(double* partials, const void* x, int dt, int64_t n) {
   __shared__ double sh[kWarp];
@@ -140,9 +153,15 @@ int fill_u16(void* x, uint16_t bits, int64_t n, void* stream) {
 }
 
 int cast(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n, void* stream) {
-  if (n == 0) return 0;
-  cast_kernel<<<grid_for(n, kThreads), kThreads, 0, as_stream(stream)>>>(dst, dst_dtype, src, src_dtype, n);
-  return static_cast<int>(cudaGetLastError());
+  return map_typed(CastOp{}, dst, dst_dtype, src, src_dtype, nullptr, 0, n, as_stream(stream));
+}
+
+int scale_typed(void* x, int dtype, float alpha, int64_t n, void* stream) {
+  return map_typed(ScaleOp{alpha}, x, dtype, x, dtype, nullptr, 0, n, as_stream(stream));
+}
+
+int axpy_typed(void* y, int y_dtype, float alpha, const void* x, int x_dtype, int64_t n, void* stream) {
+  return map_typed(AxpyOp{alpha}, y, y_dtype, y, y_dtype, x, x_dtype, n, as_stream(stream));
 }
 
 int64_t sum_squares_blocks(int64_t n) {

@@ -28,6 +28,9 @@ int fill_u32(void* x, uint32_t bits, int64_t n, void* stream);
 int fill_u16(void* x, uint16_t bits, int64_t n, void* stream);
 // dtype codes: 0 f32, 1 bf16, 2 f16 (pp3d::DType order); round to nearest even.
 int cast(void* dst, int dst_dtype, const void* src, int src_dtype, int64_t n, void* stream);
+// x = round(x * alpha), y = round(y + alpha * x): each array in its own dtype, f32 math, no FMA.
+int scale_typed(void* x, int dtype, float alpha, int64_t n, void* stream);
+int axpy_typed(void* y, int y_dtype, float alpha, const void* x, int x_dtype, int64_t n, void* stream);
 // Number of double partials sum_squares needs (a function of n only).
 int64_t sum_squares_blocks(int64_t n);
 // *out (device) = sum of x^2 in double; partials: sum_squares_blocks(n) doubles of scratch.
@@ -37,18 +40,26 @@ int sum_squares(double* out, double* partials, const void* x, int dtype, int64_t
 int bias_add_f32(float* x, const float* bias, int64_t rows, int64_t n, void* stream);
 // Scratch rows for bias_grad: partial needs bias_grad_chunks(rows) * n floats.
 int64_t bias_grad_chunks(int64_t rows);
+// dbias (dbias_dtype) = round(dbias + column sums of dy (dy_dtype)); f32 sums, 0 f32 / 1 bf16 / 2 f16.
+int bias_grad(void* dbias, int dbias_dtype, const void* dy, int dy_dtype, int64_t rows, int64_t n, float* partial,
+              void* stream);
 int bias_grad_f32(float* dbias, const float* dy, int64_t rows, int64_t n, float* partial, void* stream);
+// dst[j] = round(dst[j] + sum_c partial[c * stride + j]) for j < n, c < chunks (fixed-order f32 sum):
+// pass 2 of bias_grad and layernorm_backward.
+int add_chunk_sums(void* dst, int dst_dtype, const float* partial, int64_t chunks, int64_t stride, int64_t n,
+                   void* stream);
 
 // ---- layernorm.cu -------------------------------------------------------------
 // x, y (and dy, x, dx in backward) in their own dtype (0 f32, 1 bf16, 2 f16; f32 math,
-// outputs rounded once); w, b, mean, rstd and the parameter gradients f32.
+// outputs rounded once); w, b, mean, rstd f32; the parameter gradients dw, db accumulate
+// in their own dtype (dw = round(dw + f32 total)).
 int layernorm_forward(void* y, int y_dtype, float* mean, float* rstd, const void* x, int x_dtype, const float* w,
                       const float* b, int64_t rows, int64_t n, float eps, void* stream);
 // Scratch for backward: partial needs layernorm_backward_chunks(rows) * 2 * n floats.
 int64_t layernorm_backward_chunks(int64_t rows);
-int layernorm_backward(void* dx, int dx_dtype, float* dw, float* db, const void* dy, int dy_dtype, const void* x,
-                       int x_dtype, const float* w, const float* mean, const float* rstd, int64_t rows, int64_t n,
-                       float* partial, void* stream);
+int layernorm_backward(void* dx, int dx_dtype, void* dw, int dw_dtype, void* db, int db_dtype, const void* dy,
+                       int dy_dtype, const void* x, int x_dtype, const float* w, const float* mean, const float* rstd,
+                       int64_t rows, int64_t n, float* partial, void* stream);
 
 // ---- attention.cu (causal, D <= 128) ---------------------------------------------
 // p_dtype 1 (bf16) / 2 (f16): the probabilities (and dS) rounded as a 16-bit flash

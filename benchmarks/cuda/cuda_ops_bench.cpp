@@ -3,7 +3,12 @@
 // GEMMs report TFLOP/s (2mnk per product) in bf16 (bf16 in/out, f32 accumulate),
 // fp32 (true fp32) and fp32 with TF32; attention reports ms and TFLOP/s of the
 // causal part (forward 2 * 2BHT^2D/2, backward 2.5x that); LayerNorm, GELU,
-// xent and AdamW report GB/s of the bytes they must move. Timing: 2 warm-up runs, then
+// xent and AdamW report GB/s of the bytes they must move. The 16-bit rows (GPT's
+// --bf16 --compute-dtype param path, kernels' 128-bit vector loads) run at B*T = 16*1024
+// rows for C = 768 (124M) and 1024 (350M): LayerNorm forward / backward (x f32 as the
+// residual stream is by default, or bf16), GELU forward / backward at 4C, bias_grad of a
+// bf16 dy into an f32 dbias, and the f32 <-> bf16 casts, next to a device-to-device copy of
+// the same bytes (the card's copy bandwidth, read + write). Timing: 2 warm-up runs, then
 // the mean over N runs between CUDA events on the backend's stream.
 // Prints a markdown table. Exits 77 without a GPU.
 //
@@ -85,6 +90,50 @@ void bench_gemm(CudaBackend& be, const char* name, bool ta, bool tb, int64_t m, 
   be.set_allow_tf32(false);
 }
 
+double gbps(double bytes, double ms) { return bytes / (ms * 1e-3) / 1e9; }
+
+// The 16-bit memory-bound ops at [rows, C] (GELU and the fc bias gradient at [rows, 4C]).
+void bench_memops16(CudaBackend& be, int64_t rows, int64_t C) {
+  const Device gpu = Device::cuda(0);
+  const DType h = DType::BF16;
+  const double e = static_cast<double>(rows) * C;  // elements of one [rows, C] tensor
+  const std::string shape = std::to_string(rows) + "x" + std::to_string(C);
+  const std::string shape4 = std::to_string(rows) + "x" + std::to_string(4 * C);
+  Tensor w = dev_rand({C}, rng_key(7, "w")), b = dev_rand({C}, rng_key(7, "b"));
+  Tensor mean = Tensor::empty({rows}, DType::F32, gpu), rstd = Tensor::empty({rows}, DType::F32, gpu);
+  Tensor dw = Tensor::zeros({C}, DType::F32, gpu), db = Tensor::zeros({C}, DType::F32, gpu);
+  Tensor dy = dev_rand({rows, C}, rng_key(7, "dy"), h), y = Tensor::empty({rows, C}, h, gpu);
+  for (DType xdt : {DType::F32, h}) {
+    const bool f = xdt == DType::F32;
+    Tensor x = dev_rand({rows, C}, rng_key(7, "x"), xdt), dx = Tensor::empty({rows, C}, xdt, gpu);
+    const double xb = f ? 4.0 : 2.0;
+    double ms = time_ms(be, [&] { be.layernorm_forward(x, w, b, y, mean, rstd, 1e-5f); });
+    row("layernorm fwd", shape, f ? "x f32 -> y bf16" : "bf16", ms, gbps((xb + 2) * e, ms), "GB/s");
+    ms = time_ms(be, [&] { be.layernorm_backward(dy, x, w, mean, rstd, dx, dw, db); });  // reads dy, x; writes dx
+    row("layernorm bwd", shape, f ? "dy bf16, x/dx f32" : "bf16", ms, gbps((2 + 2 * xb) * e, ms), "GB/s");
+  }
+  {
+    Tensor x = dev_rand({rows, 4 * C}, rng_key(8, "x"), h), g = dev_rand({rows, 4 * C}, rng_key(8, "dy"), h);
+    Tensor out = Tensor::empty({rows, 4 * C}, h, gpu);
+    double ms = time_ms(be, [&] { be.copy(x, out); });
+    row("copy (D2D reference)", shape4, "bf16", ms, gbps(2.0 * 2 * 4 * e, ms), "GB/s");
+    ms = time_ms(be, [&] { be.gelu_forward(x, out); });
+    row("gelu fwd", shape4, "bf16", ms, gbps(2.0 * 2 * 4 * e, ms), "GB/s");
+    ms = time_ms(be, [&] { be.gelu_backward(x, g, out); });
+    row("gelu bwd", shape4, "bf16", ms, gbps(3.0 * 2 * 4 * e, ms), "GB/s");
+    Tensor dbias = Tensor::zeros({4 * C}, DType::F32, gpu);
+    ms = time_ms(be, [&] { be.bias_grad(g, dbias); });
+    row("bias_grad", shape4, "dy bf16 -> f32", ms, gbps(2.0 * 4 * e, ms), "GB/s");
+  }
+  {
+    Tensor x32 = dev_rand({rows, C}, rng_key(9, "x")), x16 = Tensor::empty({rows, C}, h, gpu);
+    double ms = time_ms(be, [&] { be.cast(x32, x16); });
+    row("cast", shape, "f32 -> bf16", ms, gbps(6.0 * e, ms), "GB/s");
+    ms = time_ms(be, [&] { be.cast(x16, x32); });
+    row("cast", shape, "bf16 -> f32", ms, gbps(6.0 * e, ms), "GB/s");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -146,6 +195,7 @@ int main(int argc, char** argv) {
     ms = time_ms(be, [&] { be.gelu_backward(x, dy, dx); });
     row("gelu bwd", shape, "fp32", ms, 3.0 * n * 4 / (ms * 1e-3) / 1e9, "GB/s");
   }
+  for (int64_t c16 : {int64_t{768}, int64_t{1024}}) bench_memops16(be, 16 * 1024, c16);
   {
     const int64_t rows = 1024;  // a slice of the batch keeps the logits at 206 MB
     Tensor logits = dev_rand({rows, V}, rng_key(4, "logits"));

@@ -8,7 +8,6 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_sdpa.h"
-#include "backend/f32_grad.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
 #include "pp3d/core/error.h"
@@ -76,23 +75,27 @@ void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   PP3D_CHECK_CUDA(kernels::add_f32(out.data<float>(), a.data<float>(), b.data<float>(), a.numel(), stream_));
 }
 
-// scale / axpy on a 16-bit x or y (16-bit gradients, --grad-dtype param) run the f32
-// kernel on f32 copies and round once, as the CPU backend does.
-void CudaBackend::scale(Tensor& x_out, float alpha) {
-  check_float(x_out, "scale: x");
-  detail::through_f32(*this, x_out, [&](Tensor& x) {
+// scale / axpy on a 16-bit x or y (16-bit gradients, --grad-dtype param): one typed kernel
+// reads and writes each array in its dtype, f32 math, one rounding (the CPU backend's result).
+void CudaBackend::scale(Tensor& x, float alpha) {
+  check_float(x, "scale: x");
+  if (x.dtype() == DType::F32) {
     PP3D_CHECK_CUDA(kernels::scale_f32(x.data<float>(), alpha, x.numel(), stream_));
-  });
+    return;
+  }
+  PP3D_CHECK_CUDA(kernels::scale_typed(x.raw(), static_cast<int>(x.dtype()), alpha, x.numel(), stream_));
 }
 
-void CudaBackend::axpy(float alpha, const Tensor& x_in, Tensor& y_out) {
-  check_float(x_in, "axpy: x");
-  check_float(y_out, "axpy: y");
-  check_same_numel(x_in, y_out, "axpy: y");
-  const Tensor x = value_as_f32(*this, x_in);
-  detail::through_f32(*this, y_out, [&](Tensor& y) {
+void CudaBackend::axpy(float alpha, const Tensor& x, Tensor& y) {
+  check_float(x, "axpy: x");
+  check_float(y, "axpy: y");
+  check_same_numel(x, y, "axpy: y");
+  if (x.dtype() == DType::F32 && y.dtype() == DType::F32) {
     PP3D_CHECK_CUDA(kernels::axpy_f32(y.data<float>(), alpha, x.data<float>(), x.numel(), stream_));
-  });
+    return;
+  }
+  PP3D_CHECK_CUDA(kernels::axpy_typed(y.raw(), static_cast<int>(y.dtype()), alpha, x.raw(),
+                                      static_cast<int>(x.dtype()), x.numel(), stream_));
 }
 
 void CudaBackend::fill(Tensor& x, float value) {
@@ -174,27 +177,19 @@ void CudaBackend::bias_add(Tensor& x, const Tensor& bias) {
   PP3D_CHECK_CUDA(kernels::bias_add_f32(x.data<float>(), bias.data<float>(), rows, bias.numel(), stream_));
 }
 
-void CudaBackend::bias_grad(const Tensor& dy_in, Tensor& dbias_out) {
+void CudaBackend::bias_grad(const Tensor& dy, Tensor& dbias) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
-  detail::check_act(dev_check, dy_in, "bias_grad: dy");
-  check_float(dbias_out, "bias_grad: dbias");
-  // A 16-bit dbias (--grad-dtype param): summed into an f32 copy, rounded once.
-  detail::through_f32(*this, dbias_out, [&](Tensor& dbias) { bias_grad_f32(dy_in, dbias); });
-}
-
-void CudaBackend::bias_grad_f32(const Tensor& dy_in, Tensor& dbias) {
-  const int64_t rows = bias_rows(dy_in, dbias, "bias_grad: dy", "bias_grad: dbias");
+  detail::check_act(dev_check, dy, "bias_grad: dy");
+  check_float(dbias, "bias_grad: dbias");
+  const int64_t rows = bias_rows(dy, dbias, "bias_grad: dy", "bias_grad: dbias");
   const int64_t n = dbias.numel();
   if (rows == 0 || n == 0) return;
-  // A 16-bit dy (16-bit compute) is summed in f32 through an f32 copy (Workspace).
-  Tensor dy = dy_in;
-  if (dy_in.dtype() != DType::F32) {
-    dy = Tensor::empty(dy_in.shape(), DType::F32, dy_in.device(), MemCategory::Workspace);
-    cast(dy_in, dy);
-  }
+  // dy (a 16-bit activation gradient with 16-bit compute) and dbias (16-bit with
+  // --grad-dtype param) are read in their dtypes: f32 sums, dbias rounded once.
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::bias_grad_chunks(rows) * n) * sizeof(float)));
-  PP3D_CHECK_CUDA(kernels::bias_grad_f32(dbias.data<float>(), dy.data<float>(), rows, n, partial, stream_));
+  PP3D_CHECK_CUDA(kernels::bias_grad(dbias.raw(), static_cast<int>(dbias.dtype()), dy.raw(),
+                                     static_cast<int>(dy.dtype()), rows, n, partial, stream_));
 }
 
 }  // namespace pp3d

@@ -128,10 +128,8 @@ class CudaBackend final : public Backend {
 
  private:
   // The f32-gradient bodies of the ops whose parameter gradient may be 16-bit (the public
-  // op runs them on an f32 copy through detail::through_f32).
-  void bias_grad_f32(const Tensor& dy, Tensor& dbias);
-  void layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                              const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias);
+  // op runs them on an f32 copy through detail::through_f32). bias_grad, layernorm_backward,
+  // scale and axpy need none: their kernels accumulate into a 16-bit gradient directly.
   void embedding_backward_f32(const Tensor& ids, const Tensor& dout, Tensor& dtable, int64_t id_offset);
   void rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                             Tensor& dx, Tensor& dweight);

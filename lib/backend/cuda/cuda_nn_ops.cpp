@@ -31,30 +31,24 @@ void CudaBackend::layernorm_forward(const Tensor& x, const Tensor& weight, const
 }
 
 void CudaBackend::layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
-                                     const Tensor& rstd, Tensor& dx, Tensor& dweight_out, Tensor& dbias_out) {
-  // 16-bit dweight / dbias (--grad-dtype param): accumulated into f32 copies, rounded once.
-  check_float(dweight_out, "layernorm_backward: dweight");
-  check_float(dbias_out, "layernorm_backward: dbias");
-  detail::through_f32(*this, dweight_out, [&](Tensor& dweight) {
-    detail::through_f32(*this, dbias_out, [&](Tensor& dbias) {
-      layernorm_backward_f32(dy, x, weight, mean, rstd, dx, dweight, dbias);
-    });
-  });
-}
-
-void CudaBackend::layernorm_backward_f32(const Tensor& dy, const Tensor& x, const Tensor& weight,
-                                         const Tensor& mean, const Tensor& rstd, Tensor& dx, Tensor& dweight,
-                                         Tensor& dbias) {
-  const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
+                                     const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
+  // dweight / dbias may be 16-bit (--grad-dtype param; the kernel adds the f32 sums and
+  // rounds once): the shared check's f32 rule applies to every other tensor.
+  check_float(dweight, "layernorm_backward: dweight");
+  check_float(dbias, "layernorm_backward: dbias");
+  const auto dev_check = [&](const Tensor& t, DType dt, const char* what) {
+    if (&t == &dweight || &t == &dbias) return;
+    check(t, dt, what);
+  };
   const int64_t rows = detail::check_layernorm_backward(dev_check, dy, x, weight, mean, rstd, dx, dweight, dbias);
   const int64_t n = weight.numel();
   if (rows == 0) return;
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::layernorm_backward_chunks(rows) * 2 * n) * sizeof(float)));
-  PP3D_CHECK_CUDA(kernels::layernorm_backward(dx.raw(), static_cast<int>(dx.dtype()), dweight.data<float>(),
-                                              dbias.data<float>(), dy.raw(), static_cast<int>(dy.dtype()), x.raw(),
-                                              static_cast<int>(x.dtype()), weight.data<float>(), mean.data<float>(),
-                                              rstd.data<float>(), rows, n, partial, stream_));
+  PP3D_CHECK_CUDA(kernels::layernorm_backward(
+      dx.raw(), static_cast<int>(dx.dtype()), dweight.raw(), static_cast<int>(dweight.dtype()), dbias.raw(),
+      static_cast<int>(dbias.dtype()), dy.raw(), static_cast<int>(dy.dtype()), x.raw(), static_cast<int>(x.dtype()),
+      weight.data<float>(), mean.data<float>(), rstd.data<float>(), rows, n, partial, stream_));
 }
 
 // ---- GELU -------------------------------------------------------------------------
