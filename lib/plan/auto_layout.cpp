@@ -91,7 +91,7 @@ TrainerPlan trainer_plan(const TrainConfig& c, int world_size) {
   l.uneven_pp = p.model.num_layers % c.pp != 0;
   p.work.global_batch = pl.global_batch;
   p.work.seq_len = c.seq_len;
-  p.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16());
+  p.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16(), c.activation_dtype == "param");
   p.options = trainer_options(c);
   return p;
 }
@@ -142,7 +142,7 @@ std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size
       PlanRequest req;
       req.gpus = world_size;
       req.work = {G, c.seq_len};
-      req.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16());
+      req.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16(), c.activation_dtype == "param");
       req.options = trainer_options(c);
       const Planner planner(model, cluster, req);
       for (int zero = 0; zero <= 3; ++zero) {

@@ -10,95 +10,127 @@
 
 namespace pp3d::detail {
 
-// Elements, all f32 in pp3d (new_activation): N = b*s tokens, Nl = N/t in the
-// sequence-parallel regions, t = tp.
-//  block (Gpt::Block::forward keeps): x, ln1, x2, ln2 (Nl*C each), 4 LayerNorm
-//    statistics (Nl each), qkv 3NC/t, att NC/t, lse N*a/t, fc and gelu N*F/t;
-//    with recompute only x.
-//  head (Gpt::head_forward keeps): x_final, ln_f out (Nl*C), 2 statistics,
-//    logits N*V/t, max and sum-exp (N each).
+// Elements per tensor (N = b*s tokens, Nl = N/t in the sequence-parallel
+// regions, t = tp) and their sizes in bytes: rb the stored residual stream
+// (x, x2, the hidden state between layers: 4, 2 with --activation-dtype
+// param), ob the per-op activations as stored (2 with 16-bit compute or
+// storage), gb the per-op gradients and the GEMM operands as the ops read
+// them (2 with 16-bit compute), 4 the norm statistics, the log-sum-exp, the
+// residual gradients and every f32 GEMM result before it is rounded.
+//  block (Gpt::Block::forward keeps): x, x2 (Nl*C, rb), ln1, ln2 (Nl*C, ob),
+//    4 LayerNorm statistics (Nl each), qkv 3NC/t, att NC/t, fc and gelu
+//    N*F/t (ob), lse N*a/t; with recompute only x.
+//  head (Gpt::head_forward keeps): x_final (Nl*C, rb), ln_f out (Nl*C, ob),
+//    2 statistics, logits N*V/t (f32), max and sum-exp (N each).
 //  Backward temporaries at the peak: on the head stage the logits gradient
-//    (N*V/t) while everything of the micro-batch is still alive (or, when
-//    larger, the head GEMM's input-gradient buffers); in a block's
-//    backward the incoming gradient (Nl*C), its sequence all-gather (N*C, SP)
-//    and the GELU-output gradient (N*F/t) while the block is still whole (with
-//    recompute: the re-materialised block on top of the kept inputs).
+//    (N*V/t, f32) while everything of the micro-batch is still alive, or
+//    (logits freed) its 16-bit copy and the head GEMM's f32 input gradient
+//    (N*C, + its 16-bit rounding; SP: the re-gathered ln_f output N*C and the
+//    reduce-scattered result Nl*C); in a block's backward the incoming
+//    gradient (Nl*C, f32) while the block is still whole (with recompute: the
+//    re-materialised block on top of the kept inputs) and the last Linear's
+//    backward: the 16-bit rounding of that gradient (Nl*C), its sequence
+//    all-gather (N*C, SP), the f32 input gradient N*F/t and its 16-bit
+//    rounding. With 16-bit storage and f32 compute a block's forward ends with
+//    every per-op tensor and x2, out in f32 next to the first rounded copy.
 //  zb-h1 (split backward): stage r holds 1F1B's min(pp - r, m) full sets and
 //    the pending weight parts of min(pp, m) minus that many micro-batches:
-//    per block the four Linear GEMMs' inputs (ln1, ln2: N*C; att N*C/t, gelu
-//    N*F/t; Activations only when f32, else their f32 copies are Workspace)
-//    and output gradients (f32: d(out), d(x2) N*C; d(qkv) 3NC/t, d(fc) N*F/t);
-//    on the head stage the logits gradient N*V/t and ln_f's output N*C.
-//  Llama (lib/model/llama_layers.cpp BlockLayer keeps): x, h1, x2, h2 (Nl*C
-//    each), rstd1, rstd2 (Nl each), RoPE'd q NC/t, k and v N*Ckv/t each
-//    (Ckv = kv_heads * head_dim), att NC/t, lse N*a/t, gate, up and the
-//    SwiGLU product N*F/t each; the head keeps x, h (Nl*C), rstd (Nl), logits
-//    and the two cross-entropy statistics. Block backward peak: the incoming
-//    gradient (Nl*C) and max(down's input gradient + gate/up gradients 2N*F/t
-//    with the product freed, N*F/t + the SP-gathered output gradient N*C).
+//    per block the four Linear GEMMs' inputs (ln1, ln2: N*C, their SP
+//    all-gathers (gb); att N*C/t, gelu N*F/t: as stored when the GEMM reads
+//    them as they are (f32, or 16-bit compute), else their f32 copies are
+//    Workspace) and output gradients (gb: d(out), d(x2) N*C; d(qkv) 3NC/t,
+//    d(fc) N*F/t); on the head stage the logits gradient N*V/t and ln_f's
+//    output N*C.
+//  Llama (lib/model/llama_layers.cpp BlockLayer keeps): x, x2 (rb), h1, h2
+//    (Nl*C each, ob), rstd1, rstd2 (Nl each), RoPE'd q NC/t, k and v N*Ckv/t
+//    each (Ckv = kv_heads * head_dim), att NC/t, lse N*a/t, gate, up and the
+//    SwiGLU product N*F/t each (ob); the head keeps x (rb), h (ob), rstd
+//    (Nl), logits and the two cross-entropy statistics. Block backward peak:
+//    the incoming gradient (Nl*C) and max(down's backward as GPT's last
+//    Linear, down's input gradient + gate/up gradients 3N*F/t with the
+//    product freed).
 void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
                       const ModelOptions&, int stage, MemoryBreakdown& r) {
   const double s = double(plan_seq_len(cfg, work)), b = double(l.micro_batch), t = l.tp;
   const double C = double(cfg.hidden_size), F = double(cfg.mlp_hidden()), a = double(cfg.num_heads);
-  const double Vl = double(cfg.padded_vocab()) / t, ab = prec.activation_bytes(), lb = prec.logits_bytes;
+  const double Vl = double(cfg.padded_vocab()) / t, lb = prec.logits_bytes;
+  const bool c16 = prec.compute16;
+  const double rb = prec.activation_bytes(), ob = c16 || rb < 4 ? 2.0 : 4.0, gb = c16 ? 2.0 : 4.0;
+  // The GEMM inputs a deferred weight part holds as Activations: the stored
+  // tensor when the GEMM reads it as it is, none when it reads an f32 copy.
+  const double xb = c16 ? 2.0 : ob == 4 ? 4.0 : 0.0;
   const bool sp = l.sequence_parallel && l.tp > 1, last = stage == l.pp - 1;
   const double N = b * s, Nl = sp ? N / t : N;
   const bool llama = cfg.is_llama();
   const double Ckv = double(cfg.kv_heads() * cfg.head_dim());
-  // Per block: Nl*C tensors and per-token statistics in the norm/residual
-  // regions; per-token widths of the tensor-parallel tensors (/t).
-  const double norm_tensors = 4 * Nl * C + (llama ? 2 : 4) * Nl;
-  const double tp_width = llama ? 2 * C + 2 * Ckv + a + 3 * F : 4 * C + a + 2 * F;
-  const double block_full = norm_tensors + N * tp_width / t;
+  // Per block: the residual x, x2; the per-op tensors (norm outputs in the
+  // Nl regions, the tensor-parallel ones /t); the f32 statistics.
+  const double op_elems = 2 * Nl * C + N * (llama ? 2 * C + 2 * Ckv + 3 * F : 4 * C + 2 * F) / t;
+  const double stat_elems = (llama ? 2 : 4) * Nl + N * a / t;
+  const double block_full = 2 * Nl * C * rb + op_elems * ob + stat_elems * 4;
   const bool rc = l.recompute == Recompute::Full;
-  const double block_kept = rc ? Nl * C : block_full;
+  const double block_kept = rc ? Nl * C * rb : block_full;
   const double L = double(r.layers);
   const double head_stats = llama ? Nl : 2 * Nl;  // RMSNorm rstd / LayerNorm mean and rstd
-  const double head = last ? (2 * Nl * C + head_stats + 2 * N) * ab + N * Vl * lb : 0.0;
+  const double head = last ? Nl * C * (rb + ob) + (head_stats + 2 * N) * 4 + N * Vl * lb : 0.0;
   const double k = r.in_flight;  // micro-batch equivalents (interleaved: chunks / v)
-  const double rc_extra = rc && L > 0 ? (block_full - Nl * C) * ab : 0.0;
-  // Llama: the down projection's input gradient (N*F/t) next to the SwiGLU
-  // gate and up gradients (2 N*F/t, the product freed), or while down's
-  // backward runs, its output gradient gathered over the sequence (SP).
-  const double mlp_grads = llama ? std::max(2 * N * F / t, (sp ? N * C : 0.0) + N * F / t) : (sp ? N * C : 0.0) + N * F / t;
-  const double transient = (Nl * C + mlp_grads) * ab;
+  const double rc_extra = rc && L > 0 ? block_full - Nl * C * rb : 0.0;
+  // The last Linear's backward (mlp_proj / down): d(out) rounded to 16 bits
+  // and all-gathered (SP), its f32 input gradient and that rounded.
+  const double last_linear = (c16 ? 2 * Nl * C : 0.0) + (sp ? N * C * gb : 0.0) + N * F / t * (c16 ? 6 : 4);
+  // Llama: down's input gradient next to the gate and up gradients, the product freed.
+  const double mlp_grads = llama ? std::max(last_linear, N * F / t * (3 * gb - ob)) : last_linear;
+  // 16-bit storage with f32 compute: the forward's f32 tensors before rounding.
+  const double fwd_round = c16 || ob == 4 ? 0.0 : op_elems * (4 - ob) + Nl * C * ((4 - rb) + 4 + ob);
+  const double transient = std::max(Nl * C * 4 + mlp_grads, fwd_round);
   // 1F1B / interleaved on a stage that receives activations: the next
   // micro-batch's input is received before this backward runs.
   const int64_t m = plan_micro_batches(l, work);
   const bool forwards_first = all_forwards_first(l, m);  // GPipe; interleaved with m = pp
-  const double pending = stage > 0 && !forwards_first && m > 1 ? Nl * C * ab : 0.0;
+  const double pending = stage > 0 && !forwards_first && m > 1 ? Nl * C * rb : 0.0;
   // Blocks of every in-flight micro-batch (chunk); a head's tensors live from
   // its forward to its backward, which follow each other on the last stage
   // except when all m forwards run first (GPipe, interleaved with m = pp).
   const bool zb = l.schedule == Schedule::ZeroBubbleH1;
   const double full_sets = zb ? double(std::min<int64_t>(l.pp - stage, m)) : k, weight_sets = k - full_sets;
-  const double x_bytes = ab == 4 ? 4.0 : 0.0;  // the GEMM inputs a weight part keeps, when they are Activations
   // Per block: output gradients of q/k/v (c_attn), o, gate/up (c_fc), down;
-  // the inputs h1 (ln1), att, h2 (ln2), product (gelu).
+  // the inputs h1 (ln1), h2 (ln2) (all-gathered with SP), att, product (gelu).
   const double col_out = llama ? C + 2 * Ckv + 2 * F : 3 * C + F;
-  const double block_weight = (2 * N * C + N * col_out / t) * 4 + (2 * N * C + N * (C + F) / t) * x_bytes;
-  const double head_weight = N * Vl * 4 + N * C * x_bytes;
-  const double blocks = full_sets * L * block_kept * ab + weight_sets * L * block_weight;
+  const double d_outs = (2 * N * C + N * col_out / t) * gb;
+  const double block_weight = d_outs + 2 * N * C * (sp ? gb : xb) + N * (C + F) / t * xb;
+  const double head_weight = N * Vl * gb + N * C * (sp ? gb : xb);
+  const double blocks = full_sets * L * block_kept + weight_sets * L * block_weight;
   const double other_heads = !last ? 0.0
                              : forwards_first ? (k - 1) * head
                                                              : weight_sets * head_weight;
   double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
   if (zb && L > 0) {
     // The input part of a micro-batch's backward: its upper blocks already
-    // hold weight-part tensors, the current block is whole (re-materialised
-    // with recompute) next to its output gradients and d(input).
-    const double d_out = (2 * N * C + N * col_out / t) * 4 + Nl * C * 4;
-    const double in_input_part = (full_sets - 1) * L * block_kept * ab + weight_sets * L * block_weight +
-                                 (L - 1) * std::max(block_kept * ab, block_weight) + block_full * ab + d_out +
+    // hold weight-part tensors; the current block, next to its incoming
+    // gradient, is counted whole (re-materialised with recompute) next to
+    // all its output gradients (what f32 measures), or in the last Linear's
+    // backward, or at its end (16-bit compute: the block's tensors freed by
+    // then are larger than what is still allocated): x, the first norm's
+    // statistics, its own weight-part tensors, the f32 residual gradients
+    // d(x2), d(h1) or d(ln1) and d(x) (+ d(h1)'s rounding) and, in Llama, the
+    // locals da and datt that live to the end of BlockLayer::backward_parts.
+    const double locals =
+        Nl * C * (llama ? 12 : 8) + (c16 ? 2 * Nl * C : 0.0) + (llama ? N * (F + C) / t * gb : 0.0);
+    const double block_end = Nl * C * rb + (llama ? 1 : 2) * Nl * 4 + block_weight + locals;
+    const double in_input_part = (full_sets - 1) * L * block_kept + weight_sets * L * block_weight +
+                                 (L - 1) * std::max(block_kept, block_weight) +
+                                 std::max({block_full + d_outs, block_full + mlp_grads, block_end}) + Nl * C * 4 +
                                  other_heads;
     in_block = std::max(in_block, in_input_part);
   }
   // Head backward: the logits gradient next to the logits; then (logits
-  // freed) the head GEMM's input gradient N*C, with SP also the re-gathered
-  // ln_f output (N*C) and the reduce-scattered result (Nl*C).
-  const double head_grad = std::max(N * Vl * lb, (N * C * (sp ? 2 : 1) + (sp ? Nl * C : 0.0)) * ab);
+  // freed) its 16-bit copy and the head GEMM's f32 input gradient N*C (+ its
+  // rounding), with SP the re-gathered ln_f output (N*C) and the
+  // reduce-scattered result (Nl*C) instead of the rounding.
+  const double head_dx = (sp ? N * C * gb + (N + Nl) * C * 4 : N * C * (c16 ? 6 : 4)) + N * Vl * (c16 ? 2 : 0);
+  const double head_grad = std::max(N * Vl * 4, N * Vl * (4 - lb) + head_dx);
   const double in_head = last ? blocks + other_heads + head + head_grad : 0.0;
-  r.activation_per_layer = block_kept * ab;
+  r.activation_per_layer = block_kept;
   r.recompute_working = rc_extra;
   r.logits = last ? N * Vl * lb : 0.0;
   r.activations = std::max(in_block, in_head) + pending;

@@ -9,6 +9,9 @@
 // asynchronous reduce-scatters complete, and the prediction is its upper bound); comm buffers and workspace are printed but not checked (see
 // docs/PLANNER.md: the model does not predict pp3d's transient comm staging
 // and f32 parameter copies). Rank 0 prints a table of the per-category errors.
+// Precision: f32, --bf16 with f32 compute ("bf16"), --bf16 as it runs by
+// default with 16-bit compute ("bf16 c16"), with 16-bit activation storage too
+// ("c16 act16"), and 16-bit storage with f32 compute ("bf16 f32 act16").
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -51,18 +54,32 @@ TrainConfig tiny() {
   return c;
 }
 
+// --bf16 as pp3d-train runs it by default: 16-bit compute (compute_dtype auto),
+// f32 residual stream; act16: also --activation-dtype param (16-bit storage).
+void bf16(TrainConfig& c) { c.bf16 = true; }
+void bf16_act16(TrainConfig& c) { c.bf16 = true, c.activation_dtype = "param"; }
+// 16-bit storage with f32 compute (--compute-dtype f32 --activation-dtype param).
+void bf16_f32_act16(TrainConfig& c) { c.bf16 = true, c.compute_dtype = "f32", c.activation_dtype = "param"; }
+
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
       {"serial", 1, [](TrainConfig&) {}},
       {"serial recompute", 1, [](TrainConfig& c) { c.recompute = true; }},
       {"serial bf16", 1, [](TrainConfig& c) { c.bf16 = true, c.compute_dtype = "f32"; }},
+      {"serial bf16 c16", 1, bf16},
+      {"serial bf16 c16 recompute", 1, [](TrainConfig& c) { bf16(c), c.recompute = true; }},
+      {"serial bf16 c16 act16", 1, bf16_act16},
+      {"serial bf16 f32 act16", 1, bf16_f32_act16},
       {"dp2 zero0", 2, [](TrainConfig&) {}},
       {"dp2 zero1", 2, [](TrainConfig& c) { c.zero_stage = 1; }},
       {"dp2 zero2", 2, [](TrainConfig& c) { c.zero_stage = 2; }},
       {"dp2 zero3", 2, [](TrainConfig& c) { c.zero_stage = 3; }},
       {"dp2 zero3 bf16", 2, [](TrainConfig& c) { c.zero_stage = 3, c.bf16 = true, c.compute_dtype = "f32"; }},
+      {"dp2 zero3 bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.zero_stage = 3; }},
       {"tp2", 2, [](TrainConfig& c) { c.tp = 2; }},
       {"tp2 sp", 2, [](TrainConfig& c) { c.tp = 2, c.sequence_parallel = true; }},
+      {"tp2 sp bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.tp = 2, c.sequence_parallel = true; }},
+      {"tp2 bf16 c16 act16", 2, [](TrainConfig& c) { bf16_act16(c), c.tp = 2; }},
       {"pp2 gpipe", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "gpipe"; }},
       {"pp2 1f1b", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "1f1b"; }},
       {"pp2 interleaved v2", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2; }},
@@ -70,12 +87,28 @@ const std::vector<Case>& cases() {
        [](TrainConfig& c) { c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2, c.micro_batch_size = 4; }},
       {"pp2 zb-h1", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1"; }},
       {"pp2 zb-h1 recompute", 2, [](TrainConfig& c) { c.pp = 2, c.schedule = "zb-h1", c.recompute = true; }},
+      {"pp2 1f1b bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.pp = 2, c.schedule = "1f1b"; }},
+      {"pp2 1f1b bf16 f32 act16", 2, [](TrainConfig& c) { bf16_f32_act16(c), c.pp = 2, c.schedule = "1f1b"; }},
+      {"pp2 gpipe bf16 c16 act16", 2, [](TrainConfig& c) { bf16_act16(c), c.pp = 2, c.schedule = "gpipe"; }},
+      {"pp2 interleaved v2 bf16 c16", 2,
+       [](TrainConfig& c) { bf16(c), c.pp = 2, c.schedule = "interleaved", c.virtual_stages = 2; }},
+      {"pp2 zb-h1 bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.pp = 2, c.schedule = "zb-h1"; }},
+      {"pp2 zb-h1 recompute bf16 c16", 2,
+       [](TrainConfig& c) { bf16(c), c.pp = 2, c.schedule = "zb-h1", c.recompute = true; }},
+      {"pp2 zb-h1 bf16 f32 act16", 2, [](TrainConfig& c) { bf16_f32_act16(c), c.pp = 2, c.schedule = "zb-h1"; }},
       {"dp2 zero3 one micro-batch", 2, [](TrainConfig& c) { c.zero_stage = 3, c.global_batch_size = 4; }, true},
       {"tp2 pp2 dp2 zero1", 8, [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1; }},
       {"tp2 sp pp2 dp2 zero2 bf16", 8,
        [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true, c.bf16 = true, c.compute_dtype = "f32"; }},
       {"tp2 sp pp2 dp2 zero1 zb-h1", 8,
        [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1, c.sequence_parallel = true, c.schedule = "zb-h1"; }},
+      {"tp2 sp pp2 dp2 zero2 bf16 c16", 8,
+       [](TrainConfig& c) { bf16(c), c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true; }},
+      {"tp2 sp pp2 dp2 zero3 bf16 act16", 8,
+       [](TrainConfig& c) { bf16_act16(c), c.tp = 2, c.pp = 2, c.zero_stage = 3, c.sequence_parallel = true; }},
+      {"tp2 sp pp2 dp2 zero1 zb-h1 bf16 c16", 8, [](TrainConfig& c) {
+         bf16(c), c.tp = 2, c.pp = 2, c.zero_stage = 1, c.sequence_parallel = true, c.schedule = "zb-h1";
+       }},
   };
   return all;
 }

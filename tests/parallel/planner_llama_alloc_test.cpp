@@ -7,8 +7,10 @@
 // compared on every rank with predict_stage_memory() for that rank's pipeline
 // stage. Params, grads, optimizer state and activations must agree within 5%,
 // the tolerance of the GPT cases (planner_alloc_test.cpp); comm and workspace
-// are printed only. Rank 0 prints the table. (zb-h1 with sequence
-// parallelism is not a Llama layout for the planner, see layout_check.cpp.)
+// are printed only. Rank 0 prints the table. Precision: f32, or bf16
+// parameters with 16-bit compute, 16-bit storage, or both (Mixed). (zb-h1
+// with sequence parallelism is not a Llama layout for the planner, see
+// layout_check.cpp.)
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -29,11 +31,17 @@ namespace {
 
 constexpr int64_t kSeq = 32, kGlobalBatch = 8;
 
+// Precision, as pp3d-train --arch llama runs it: f32; --bf16 (16-bit compute,
+// compute_dtype auto); --bf16 --activation-dtype param (16-bit storage too);
+// --bf16 --compute-dtype f32 --activation-dtype param.
+enum class Mixed { F32, Bf16, Bf16Act16, Bf16F32Act16 };
+
 struct Case {
   std::string name;
   std::string layout;  // parse_layout() spec; dp = ranks / (tp * pp)
   int ranks;
   bool tied = false;
+  Mixed mixed = Mixed::F32;
 };
 
 const std::vector<Case>& cases() {
@@ -41,9 +49,15 @@ const std::vector<Case>& cases() {
       {"serial", "tp=1,pp=1,dp=1,mb=2", 1},
       {"serial recompute", "tp=1,pp=1,dp=1,mb=2,recompute=full", 1},
       {"serial tied", "tp=1,pp=1,dp=1,mb=2", 1, true},
+      {"serial bf16", "tp=1,pp=1,dp=1,mb=2", 1, false, Mixed::Bf16},
+      {"serial bf16 recompute", "tp=1,pp=1,dp=1,mb=2,recompute=full", 1, false, Mixed::Bf16},
+      {"serial bf16 act16", "tp=1,pp=1,dp=1,mb=2", 1, false, Mixed::Bf16Act16},
+      {"serial bf16 f32 act16", "tp=1,pp=1,dp=1,mb=2", 1, false, Mixed::Bf16F32Act16},
       {"tp2", "tp=2,pp=1,dp=1,mb=2,sp=0", 2},
       {"tp2 sp", "tp=2,pp=1,dp=1,mb=2,sp=1", 2},
       {"tp2 sp recompute", "tp=2,pp=1,dp=1,mb=2,sp=1,recompute=full", 2},
+      {"tp2 sp bf16", "tp=2,pp=1,dp=1,mb=2,sp=1", 2, false, Mixed::Bf16},
+      {"tp2 sp recompute bf16 act16", "tp=2,pp=1,dp=1,mb=2,sp=1,recompute=full", 2, false, Mixed::Bf16Act16},
       {"pp2 1f1b", "tp=1,pp=2,dp=1,mb=2,sched=1f1b", 2},
       {"pp2 1f1b tied", "tp=1,pp=2,dp=1,mb=2,sched=1f1b", 2, true},
       {"pp2 gpipe", "tp=1,pp=2,dp=1,mb=2,sched=gpipe", 2},
@@ -52,13 +66,23 @@ const std::vector<Case>& cases() {
       {"pp2 zb-h1", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2},
       {"pp2 zb-h1 recompute", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1,recompute=full", 2},
       {"pp2 zb-h1 tied", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2, true},
+      {"pp2 1f1b bf16", "tp=1,pp=2,dp=1,mb=2,sched=1f1b", 2, false, Mixed::Bf16},
+      {"pp2 1f1b bf16 f32 act16", "tp=1,pp=2,dp=1,mb=2,sched=1f1b", 2, false, Mixed::Bf16F32Act16},
+      {"pp2 interleaved v2 bf16 act16", "tp=1,pp=2,dp=1,mb=2,sched=interleaved,v=2", 2, false, Mixed::Bf16Act16},
+      {"pp2 zb-h1 bf16", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2, false, Mixed::Bf16},
+      {"pp2 zb-h1 recompute bf16", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1,recompute=full", 2, false, Mixed::Bf16},
+      {"pp2 zb-h1 bf16 f32 act16", "tp=1,pp=2,dp=1,mb=2,sched=zb-h1", 2, false, Mixed::Bf16F32Act16},
       {"dp2 zero1", "tp=1,pp=1,dp=2,mb=2,zero=1", 2},
       {"dp2 zero2", "tp=1,pp=1,dp=2,mb=2,zero=2", 2},
       {"dp2 zero3", "tp=1,pp=1,dp=2,mb=2,zero=3", 2},
+      {"dp2 zero3 bf16", "tp=1,pp=1,dp=2,mb=2,zero=3", 2, false, Mixed::Bf16},
       {"tp2 sp pp2 dp2 zero2", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=2", 8},
       {"tp2 pp2 dp2 zero3 tied", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=3", 8, true},
       {"tp2 sp pp2 v2 dp2 zero1", "tp=2,pp=2,dp=2,mb=1,sp=1,zero=1,sched=interleaved,v=2", 8},
       {"tp2 pp2 dp2 zero1 zb-h1", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=1,sched=zb-h1", 8},
+      {"tp2 sp pp2 dp2 zero2 bf16", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=2", 8, false, Mixed::Bf16},
+      {"tp2 sp pp2 dp2 zero3 bf16 act16", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=3", 8, false, Mixed::Bf16Act16},
+      {"tp2 pp2 dp2 zero1 zb-h1 bf16", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=1,sched=zb-h1", 8, false, Mixed::Bf16},
   };
   return all;
 }
@@ -103,6 +127,11 @@ std::vector<double> measure(const Case& k, const Layout& l, std::shared_ptr<Comm
   const LlamaLayout base = LlamaLayout::tensor_parallel(grid, l.sequence_parallel);
   LlamaOptions opts;
   opts.recompute = l.recompute == Recompute::Full;
+  const bool half = k.mixed != Mixed::F32, c16 = half && k.mixed != Mixed::Bf16F32Act16;
+  const bool act16 = k.mixed == Mixed::Bf16Act16 || k.mixed == Mixed::Bf16F32Act16;
+  if (half) opts.param_dtype = DType::BF16;
+  if (c16) opts.compute_dtype = DType::BF16;
+  if (act16) opts.activation_dtype = DType::BF16;
   const PipelineSplit split = PipelineSplit::balanced(mc.num_layers, grid.pp(), l.virtual_stages);
   PipelineStage stage(make_llama_chunks(mc, *be, base, opts, split, grid.pp_rank()), grid.pp_group(),
                       grid.embedding_group(), pc, split);
@@ -137,7 +166,8 @@ std::vector<double> measure(const Case& k, const Layout& l, std::shared_ptr<Comm
   o.pp3d_accounting = true;
   o.prefetch_layers = zc.prefetch_layers;
   const int st = grid.pp_rank();
-  const MemoryBreakdown pred = predict_stage_memory(llama_plan_config(mc), l, Precision::pp3d(false), work, o, st);
+  const MemoryBreakdown pred =
+      predict_stage_memory(llama_plan_config(mc), l, Precision::pp3d(half, c16, act16), work, o, st);
   return row(pred, peak, st);
 }
 

@@ -208,3 +208,32 @@ TEST_CASE("auto layout for --arch llama: the Llama description, tp only over who
   (void)resolve_auto_layout(r, 8, cpu_ranks_cluster(8), AutoLayoutRequest::from(r));
   CHECK_NOTHROW(r.validate(8));
 }
+
+// The run's precision reaches the memory model: --bf16 computes in 16 bits by
+// default (16-bit per-op activations), --activation-dtype param also stores
+// the residual stream in 16 bits; --compute-dtype f32 counts f32 activations.
+// (The byte counts themselves are checked against the allocator by
+// planner_alloc_test and planner_llama_alloc_test.)
+TEST_CASE("trainer_plan: --bf16's compute and activation dtypes set the activation accounting", "[planner][auto]") {
+  TrainConfig c = tiny();
+  c.tp = 1, c.pp = 1, c.zero_stage = 0;
+  c.bf16 = true;
+  auto activations = [](const TrainConfig& t) {
+    const TrainerPlan p = trainer_plan(t, 1);
+    return predict_stage_memory(p.model, p.layout, p.precision, p.work, p.options, 0).activations;
+  };
+  const TrainerPlan c16 = trainer_plan(c, 1);
+  CHECK(c16.precision.compute16);
+  CHECK(c16.precision.activation_bytes() == 4);
+  TrainConfig f32 = c;
+  f32.compute_dtype = "f32";
+  CHECK_FALSE(trainer_plan(f32, 1).precision.compute16);
+  TrainConfig act16 = c;
+  act16.activation_dtype = "param";
+  CHECK(trainer_plan(act16, 1).precision.activation_bytes() == 2);
+  CHECK(activations(f32) > activations(c));
+  CHECK(activations(c) > activations(act16));
+  TrainConfig fp32 = c;  // no 16-bit parameters: nothing is 16-bit
+  fp32.bf16 = false, fp32.compute_dtype = "auto";
+  CHECK(activations(fp32) == activations(f32));
+}

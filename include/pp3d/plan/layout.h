@@ -53,12 +53,18 @@ struct Workload {
 // Adam moments, the ZeRO paper's K = 12): 2 B params, 2 B grads, 12 B optimizer
 // state per parameter. fp32 training: 4 B params, 4 B grads, 8 B Adam (m, v).
 //
-// pp3d's own trainer keeps f32 gradients and f32 activations whatever the
-// parameter dtype (lib/model, lib/parallel): Precision::pp3d() sets the two
-// element-size overrides accordingly (4 B grads and activations; params 2 B
-// with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B). Not modelled yet:
-// --activation-dtype param (16-bit saved activations, measured ~0.6x the
-// Activations peak), for which these estimates are an overestimate.
+// pp3d's own trainer (lib/model, lib/parallel) keeps f32 gradients whatever
+// the parameter dtype; Precision::pp3d() sets the element-size overrides
+// accordingly (4 B grads; params 2 B with --bf16/--fp16, else 4 B; optimizer
+// 12 B or 8 B). Its activations are counted per tensor by the pp3d accounting
+// (ModelOptions::pp3d_accounting, docs/PLANNER.md): act_elem is the stored
+// residual stream (block inputs, x2, the hidden state between layers and
+// stages: 4 B, 2 B with --activation-dtype param), `compute16` says the
+// per-op activations (norm outputs, q/k/v, attention output, MLP
+// activations) and their gradients flow in 16 bits (--compute-dtype param,
+// or auto with --bf16/--fp16); the per-op activations are stored in 2 B
+// also with --activation-dtype param; norm statistics, the attention
+// log-sum-exp, the logits and the residual gradients stay f32.
 //
 // fp8 (Precision::fp8(), mixed only): the transformer blocks' linear-layer GEMMs
 // run in FP8 on the GPU's FP8 tensor-core peak, as Transformer Engine does
@@ -82,6 +88,7 @@ struct Precision {
   bool linear16 = true;     // mixed: linear GEMMs at the 16-bit peak; false: at the fp32 rate
   bool attention16 = true;  // mixed: attention at the 16-bit peak; false: at the fp32 rate
   bool cuda_core_fp32 = false;  // the fp32 rate is GpuSpec::cuda_core_fp32(), not the TF32 fp32 peak
+  bool compute16 = false;       // pp3d accounting: per-op activations and their gradients in 16 bits (above)
 
   double param_bytes() const { return mixed ? 2 : 4; }
   double grad_bytes() const { return grad_elem > 0 ? grad_elem : (mixed ? 2 : 4); }
@@ -91,9 +98,12 @@ struct Precision {
   static Precision fp32() { return {false, 4}; }
   static Precision fp8() { return {true, 4, 0, 0, true}; }
   // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`),
-  // 16-bit linear GEMMs with --compute-dtype param (`compute16`).
-  static Precision pp3d(bool half_params, bool compute16 = false) {
-    return {half_params, 4, 4, 4, false, half_params && compute16, half_params && compute16, true};
+  // 16-bit compute (`compute16`: TrainConfig::compute16(), the linear GEMMs and
+  // attention on 16-bit operands, 16-bit per-op activations) and 16-bit
+  // activation storage (`act16`: --activation-dtype param); both need half_params.
+  static Precision pp3d(bool half_params, bool compute16 = false, bool act16 = false) {
+    const bool c16 = half_params && compute16;
+    return {half_params, 4, 4, half_params && act16 ? 2.0 : 4.0, false, c16, c16, true, c16};
   }
 };
 
