@@ -26,9 +26,13 @@ in bf16 between ops, each op computing in f32 and rounding its output once
 bf16): LayerNorm outputs; Linear outputs x W^T + b (bf16 operands, f32
 products and bias, one rounding; Linear16); attention (Attention16: q, k, v,
 O bf16, S and the softmax statistics f32, P rounded before P V, dS before dQ
-and dK, the flash-attention / cuDNN SDPA rounding points); GELU outputs. The
-residual stream and its gradient are f32; the LM head writes f32 logits and
-the cross-entropy is f32; its input gradient d(ln_f) is bf16.
+and dK, the flash-attention / cuDNN SDPA rounding points); c_fc and GELU as one
+fused op (Gelu16: cuBLASLt's GELU_AUX_BIAS / DGELU epilogues, Transformer
+Engine / llm.c: GELU of the unrounded f32 c_fc sum, the bf16 pre-activation
+saved, and in backward mlp.c_proj's unrounded f32 input gradient times GELU'
+of that saved value, rounded once). The residual stream and its gradient are
+f32; the LM head writes f32 logits and the cross-entropy is f32; its input
+gradient d(ln_f) is bf16.
 
 Writes, for each of `autocast/` and `pp3d/`: the loss and every parameter
 gradient (f32, unrounded: the straight-through master) at the initial weights,
@@ -87,6 +91,27 @@ class Round(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return R(g)
+
+
+class Gelu16(torch.autograd.Function):
+    """GELU fused into c_fc's GEMM epilogue (pp3d's Backend::linear16_gelu_forward /
+    linear16_dgelu_backward): pre is the f32 x W^T + b; forward returns round(gelu(pre))
+    and saves aux = round(pre); backward gets mlp.c_proj's f32 input gradient g (its GEMM
+    result, not rounded) and returns round(g * gelu'(aux))."""
+
+    @staticmethod
+    def forward(ctx, pre):
+        aux = R(pre)
+        ctx.save_for_backward(aux)
+        return R(F.gelu(pre, approximate="tanh"))
+
+    @staticmethod
+    def backward(ctx, g):
+        (aux,) = ctx.saved_tensors
+        with torch.enable_grad():
+            a = aux.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad(F.gelu(a, approximate="tanh"), a, g)
+        return R(d)
 
 
 class Attention16(torch.autograd.Function):
@@ -151,12 +176,12 @@ def gpt_loss_bf16(p, ids, targets, L, H, V, policy, eps=1e-5):
     if policy == "autocast":
         lin = autocast_policy()[0]
         ln = lambda x, w, b: F.layer_norm(x.float(), (C,), w, b, eps)  # f32
-        act = lambda t: t  # bf16 Linear outputs, GELU on bf16
+        fc_gelu = lambda x, w, b: F.gelu(lin(x, w, b), approximate="tanh")  # GELU on the bf16 Linear output
         attn = autocast_attention
     else:
         lin = lambda x, w, b: Round.apply(Linear16.apply(x, w) + b)
         ln = lambda x, w, b: Round.apply(F.layer_norm(x, (C,), w, b, eps))
-        act = Round.apply
+        fc_gelu = lambda x, w, b: Gelu16.apply(Linear16.apply(x, w) + b)
         attn = Attention16.apply
     x = wte[ids] + q["wpe"][:T]  # embedding in the weights' dtype: f32 residual stream
     for l in range(L):
@@ -168,7 +193,7 @@ def gpt_loss_bf16(p, ids, targets, L, H, V, policy, eps=1e-5):
         y = attn(qq, kk, vv, scale).transpose(1, 2).reshape(B, T, C)
         x = x + lin(y, h("attn.c_proj.weight"), h("attn.c_proj.bias"))
         a = ln(x, h("ln_2.weight"), h("ln_2.bias"))
-        m = act(F.gelu(lin(a, h("mlp.c_fc.weight"), h("mlp.c_fc.bias")), approximate="tanh"))
+        m = fc_gelu(a, h("mlp.c_fc.weight"), h("mlp.c_fc.bias"))
         x = x + lin(m, h("mlp.c_proj.weight"), h("mlp.c_proj.bias"))
     x = ln(x, q["ln_f.weight"], q["ln_f.bias"])
     logits = Linear16.apply(x, wte)[..., :V]  # bf16 operands, f32 logits (both policies)

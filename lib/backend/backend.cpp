@@ -57,6 +57,40 @@ void Backend::linear16_forward(DType input_dtype, int64_t rows, int64_t out, int
   cast(y32, y2);
 }
 
+namespace {
+
+// A 16-bit output / saved tensor of the fused GELU ops: input_dtype, rows x cols elements.
+void check_out16(const Tensor& t, DType dt, int64_t rows, int64_t cols, const char* what) {
+  PP3D_CHECK(t.defined() && t.dtype() == dt && t.numel() == rows * cols, "{} must hold [{}, {}] in {}, got {}", what,
+             rows, cols, dtype_name(dt), t.defined() ? t.str() : std::string("undefined"));
+}
+
+}  // namespace
+
+void Backend::linear16_gelu_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
+                                    const Tensor& w, const Tensor& bias, Tensor& aux, Tensor& y) {
+  check_out16(aux, input_dtype, rows, out, "linear16_gelu_forward: aux");
+  check_out16(y, input_dtype, rows, out, "linear16_gelu_forward: y");
+  PP3D_CHECK(!bias.defined() || bias.numel() == out, "linear16_gelu_forward: bias must hold {} elements, got {}",
+             out, bias.str());
+  Tensor pre = Tensor::empty({rows, out}, DType::F32, device(), MemCategory::Workspace);
+  gemm16(input_dtype, false, true, rows, out, in, 1.0f, x, w, 0.0f, pre);
+  if (bias.defined()) bias_add(pre, value_as_f32(*this, bias));
+  Tensor aux2 = aux.reshape({rows, out}), y2 = y.reshape({rows, out});
+  cast(pre, aux2);
+  gelu_forward(pre, y2);  // GELU of the unrounded f32 sum, rounded once into 16-bit y
+}
+
+void Backend::linear16_dgelu_backward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& dy,
+                                      const Tensor& w, const Tensor& aux, Tensor& dx) {
+  check_out16(aux, input_dtype, rows, in, "linear16_dgelu_backward: aux");
+  check_out16(dx, input_dtype, rows, in, "linear16_dgelu_backward: dx");
+  Tensor g = Tensor::empty({rows, in}, DType::F32, device(), MemCategory::Workspace);
+  gemm16(input_dtype, false, false, rows, in, out, 1.0f, dy, w, 0.0f, g);
+  Tensor dx2 = dx.reshape({rows, in});
+  gelu_backward(aux.reshape({rows, in}), g, dx2);  // f32 GEMM result times gelu'(aux), rounded once
+}
+
 // Llama-family ops a backend has not implemented (yet) fail with a clear error.
 #define PP3D_UNIMPLEMENTED(op) PP3D_FAIL("the {} backend does not implement {} yet", name(), op)
 void Backend::rmsnorm_forward(const Tensor&, const Tensor&, Tensor&, Tensor&, float) {

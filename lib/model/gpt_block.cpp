@@ -108,9 +108,13 @@ Tensor Gpt::Block::forward(Backend& be, int64_t B, int64_t T, detail::BlockActs&
   a.ln2_rstd = new_activation(be, {Nl});
   be.layernorm_forward(a.x2, value_as_f32(be, ln2_w->value), value_as_f32(be, ln2_b->value), a.ln2, a.ln2_mean,
                        a.ln2_rstd, eps);
-  a.fc = c_fc.forward(be, tp, a.ln2.reshape({B, Tl, C}));
-  a.gelu = new_act(be, a.fc.shape());
-  be.gelu_forward(a.fc, a.gelu);
+  if (c16) {  // one fused op (cuBLASLt GELU_AUX_BIAS): gelu = round(gelu(f32 pre)), fc = round(pre)
+    a.gelu = c_fc.forward_gelu(be, tp, a.ln2.reshape({B, Tl, C}), a.fc);
+  } else {
+    a.fc = c_fc.forward(be, tp, a.ln2.reshape({B, Tl, C}));
+    a.gelu = new_act(be, a.fc.shape());
+    be.gelu_forward(a.fc, a.gelu);
+  }
   Tensor out = residual_f32(be, mlp_proj.forward(be, tp, a.gelu.reshape({B, T, -1})).reshape({Nl, C}));
   be.add(a.x2, out, out);  // residual
   if (act_dtype == DType::F32) return out;
@@ -148,13 +152,17 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   auto in = [&](const Tensor& t) { return c16 ? t : f32(t); };
 
   // MLP branch: out = x2 + mlp_proj(gelu(fc(ln2(x2))))
-  Tensor dgelu =
-      mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), in(a.gelu).reshape({B, T, -1}), true, defer_weight);
-  a.gelu = Tensor();
-  Tensor dfc = new_act(be, a.fc.shape());
-  be.gelu_backward(in(a.fc), dgelu.reshape(a.fc.shape()), dfc);
-  a.fc = Tensor();
-  dgelu = Tensor();
+  Tensor dfc;
+  if (c16) {  // mlp_proj's input gradient fused with GELU's backward (cuBLASLt DGELU): dfc 16-bit
+    dfc = mlp_proj.backward_dgelu(be, tp, dout.reshape({B, Tl, C}), a.gelu.reshape({B, T, -1}),
+                                  a.fc.reshape({B, T, -1}), defer_weight);
+  } else {
+    const Tensor dgelu =
+        mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), in(a.gelu).reshape({B, T, -1}), true, defer_weight);
+    dfc = new_act(be, a.fc.shape());
+    be.gelu_backward(in(a.fc), dgelu.reshape(a.fc.shape()), dfc);
+  }
+  a.gelu = a.fc = Tensor();
   Tensor dln2 = c_fc.backward(be, tp, dfc, in(a.ln2).reshape({B, Tl, C}), true, defer_weight).reshape({Nl, C});
   dfc = Tensor();
   a.ln2 = Tensor();

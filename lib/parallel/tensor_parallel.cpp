@@ -129,6 +129,20 @@ Tensor ColumnParallelLinear::forward(Backend& be, Communicator* tp, const Tensor
   return opts_.gather_output ? gather_features(be, tp, y) : y;
 }
 
+Tensor ColumnParallelLinear::forward_gelu(Backend& be, Communicator* tp, const Tensor& x, Tensor& pre) const {
+  PP3D_CHECK(opts_.output16 && !opts_.gather_output,
+             "ColumnParallelLinear '{}': forward_gelu needs output16 and no gather_output", w_->name);
+  const int64_t out_l = w_->value.size(0), in = w_->value.size(1);
+  check_input(x, in, "ColumnParallelLinear::forward_gelu");
+  const Tensor X = opts_.sequence_parallel ? sequence_all_gather(be, tp, x) : x;
+  const int64_t rows = X.numel() / in;
+  const Shape shape = with_last_dim(X.shape(), out_l);
+  pre = activation16(be, shape, opts_.gemm_dtype);
+  Tensor y = activation16(be, shape, opts_.gemm_dtype);
+  be.linear16_gelu_forward(opts_.gemm_dtype, rows, out_l, in, X, w_->value, b_ ? b_->value : Tensor(), pre, y);
+  return y;
+}
+
 Tensor ColumnParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
                                       bool input_grad, std::vector<LinearWeightGrad>* defer_weight) const {
   const int n = tp_world(tp);
@@ -196,6 +210,23 @@ Tensor RowParallelLinear::forward(Backend& be, Communicator* tp, const Tensor& x
 
 Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
                                    bool input_grad, std::vector<LinearWeightGrad>* defer_weight) const {
+  return backward_impl(be, tp, dy, x, input_grad, defer_weight, Tensor());
+}
+
+Tensor RowParallelLinear::backward_dgelu(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
+                                         const Tensor& pre, std::vector<LinearWeightGrad>* defer_weight) const {
+  PP3D_CHECK(opts_.grad16 && opts_.input_is_parallel,
+             "RowParallelLinear '{}': backward_dgelu needs grad16 and input_is_parallel", w_->name);
+  PP3D_CHECK(pre.defined() && x.defined() && pre.shape() == x.shape(),
+             "RowParallelLinear::backward_dgelu '{}': pre must have x's shape {}, got {}", w_->name,
+             x.defined() ? shape_str(x.shape()) : std::string("undefined"),
+             pre.defined() ? pre.str() : std::string("undefined"));
+  return backward_impl(be, tp, dy, x, true, defer_weight, pre);
+}
+
+Tensor RowParallelLinear::backward_impl(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x,
+                                        bool input_grad, std::vector<LinearWeightGrad>* defer_weight,
+                                        const Tensor& gelu_pre) const {
   const int64_t out = w_->value.size(0), in_l = w_->value.size(1);
   const Tensor xl = opts_.input_is_parallel ? x : local_columns(be, tp, x, in_l);
   check_input(xl, in_l, "RowParallelLinear::backward (x)");
@@ -209,6 +240,11 @@ Tensor RowParallelLinear::backward(Backend& be, Communicator* tp, const Tensor& 
   const Tensor dy2 = dY.reshape({rows, out});
   weight_grad(be, w_, b_, dy2, xl, opts_.gemm_dtype, defer_weight);
   if (!input_grad) return Tensor();
+  if (gelu_pre.defined()) {  // backward_dgelu: x is local (input_is_parallel), no gather
+    Tensor dpre = activation16(be, xl.shape(), opts_.gemm_dtype);
+    be.linear16_dgelu_backward(opts_.gemm_dtype, rows, out, in_l, dy2, w_->value, gelu_pre, dpre);
+    return dpre;
+  }
   Tensor dxl = activation(be, xl.shape());
   linear_gemm(be, opts_.gemm_dtype, false, false, rows, in_l, out, dy2, w_->value, 0.0f, dxl);
   if (opts_.grad16) dxl = to16(be, dxl, opts_.gemm_dtype);

@@ -95,6 +95,21 @@ inline void expect_bitwise(const Tensor& got, const Tensor& want, const std::str
   std::printf("ok   %s (%zu bytes, bitwise)\n", what.c_str(), w.size());
 }
 
+// Any float tensor (any device) as host f32 values.
+inline std::vector<float> to_host_f32(const Tensor& t) {
+  Tensor h = t.device().is_cpu() ? t : t.to(Device::cpu());
+  if (h.dtype() == DType::F32) return h.to_vector();
+  Tensor out = Tensor::empty(h.shape(), DType::F32);
+  make_cpu_backend()->cast(h, out);
+  return out.to_vector();
+}
+
+// One-ulp rounding flips of a 16-bit output allowed (the f32 sums' order differs between implementations).
+inline Tol one_ulp_tol(DType dt) {
+  if (dt == DType::BF16) return {1e-3, 1.6e-2};
+  return dt == DType::F16 ? Tol{1e-4, 2e-3} : Tol{1e-5, 1e-5};
+}
+
 inline std::string tag(const char* op, std::initializer_list<int64_t> dims, const char* extra = "") {
   std::string s = op;
   s += " [";

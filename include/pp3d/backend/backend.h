@@ -77,6 +77,26 @@ class Backend {
   virtual void linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
                                 const Tensor& w, const Tensor& bias, Tensor& y);
 
+  // ---- 16-bit Linear + GELU, fused the way cuBLASLt's GELU epilogues compute it --------
+  // (Transformer Engine / llm.c; GPT's c_fc -> GELU -> mlp_proj with --compute-dtype param.)
+  // Forward: pre = x . w^T + bias in f32 (x, w, bias as in linear16_forward);
+  // aux[rows, out] = round(pre) (what backward reads) and y[rows, out] = round(gelu(pre)):
+  // GELU (tanh form, as gelu_forward) of the UNROUNDED f32 sum. aux and y in input_dtype.
+  // The default runs gemm16 into an f32 Workspace tensor, bias_add, cast to aux and
+  // gelu_forward(f32 -> 16-bit y): on CPU the emulation, on CUDA the fallback of the
+  // cuBLASLt CUBLASLT_EPILOGUE_GELU_AUX_BIAS path (cuda_gemm_epilogue.cpp).
+  virtual void linear16_gelu_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
+                                     const Tensor& w, const Tensor& bias, Tensor& aux, Tensor& y);
+  // The input-gradient GEMM of a Linear whose input was GELU's output, fused with GELU's
+  // backward: dx[rows, in] = round((dy[rows, out] . w[out, in])_f32 * gelu'(aux[rows, in])),
+  // the f32 GEMM result not rounded before the multiply; dy and w as gemm16's operands,
+  // aux (linear16_gelu_forward's) and dx in input_dtype; dx overwritten. The default runs
+  // gemm16 into an f32 Workspace tensor and gelu_backward(aux, f32 dy -> 16-bit dx); CUDA
+  // runs one cuBLASLt matmul with CUBLASLT_EPILOGUE_DGELU (the bias gradient of the layer
+  // below stays a separate accumulating bias_grad: DGELU_BGRAD would overwrite it).
+  virtual void linear16_dgelu_backward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& dy,
+                                       const Tensor& w, const Tensor& aux, Tensor& dx);
+
   // ---- elementwise (f32) ------------------------------------------------------
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;  // out = a + b (out may alias)
   virtual void scale(Tensor& x, float alpha) = 0;                      // x *= alpha

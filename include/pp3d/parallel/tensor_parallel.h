@@ -142,6 +142,12 @@ class ColumnParallelLinear {
   // slice [B, T/tp, in]. Returns y [..., out/tp] (leading dims [B, T] with
   // sequence_parallel), or [..., out] with gather_output.
   Tensor forward(Backend& be, Communicator* tp, const Tensor& x) const;
+  // forward fused with a GELU after it (Backend::linear16_gelu_forward: the cuBLASLt
+  // GELU_AUX_BIAS epilogue on CUDA): returns round(gelu(x W^T + b)), GELU of the f32 sum,
+  // and sets `pre` to round(x W^T + b) (same shape: GELU backward's input, see
+  // RowParallelLinear::backward_dgelu). Needs output16 and no gather_output. backward is
+  // unchanged: its dy is then the gradient with respect to `pre`.
+  Tensor forward_gelu(Backend& be, Communicator* tp, const Tensor& x, Tensor& pre) const;
   // dy: gradient of forward's output (same shape); x: forward's input.
   // Accumulates weight/bias gradients. Returns dx (shape of x): the sum over
   // the group of the local contributions (all-reduce; reduce-scatter with
@@ -187,10 +193,21 @@ class RowParallelLinear {
   // ColumnParallelLinear::backward.
   Tensor backward(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad = true,
                   std::vector<LinearWeightGrad>* defer_weight = nullptr) const;
+  // backward for x = gelu(pre) (pre from ColumnParallelLinear::forward_gelu), its input
+  // gradient fused with GELU's backward (Backend::linear16_dgelu_backward: the cuBLASLt
+  // DGELU epilogue on CUDA): returns d(pre) = round((dy W)_f32 * gelu'(pre)) instead of
+  // dx; the weight/bias part is unchanged (deferred with `defer_weight`). The input
+  // gradient GEMM is local (no TP reduction), so this needs input_is_parallel and grad16.
+  Tensor backward_dgelu(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, const Tensor& pre,
+                        std::vector<LinearWeightGrad>* defer_weight = nullptr) const;
 
   const Options& options() const { return opts_; }
 
  private:
+  // backward's body; `gelu_pre` defined: backward_dgelu.
+  Tensor backward_impl(Backend& be, Communicator* tp, const Tensor& dy, const Tensor& x, bool input_grad,
+                       std::vector<LinearWeightGrad>* defer_weight, const Tensor& gelu_pre) const;
+
   Parameter* w_;
   Parameter* b_;
   Options opts_;

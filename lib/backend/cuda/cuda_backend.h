@@ -14,6 +14,7 @@
 // The calling thread's current device must be the backend's device (the
 // constructor selects it). One object must not be used concurrently.
 // Implementation: cuda_backend.cpp (setup, elementwise, bias), cuda_gemm.cpp,
+// cuda_gemm_epilogue.cpp (the fused 16-bit Linear ops),
 // cuda_nn_ops.cpp (layernorm, gelu, attention, embedding, xent, adamw).
 #pragma once
 
@@ -32,7 +33,21 @@ namespace pp3d {
 
 namespace detail {
 class CudnnSdpa;
-}
+
+// A cuBLASLt epilogue of one (unbatched) lt_matmul, in our row-major terms:
+//  - bias (dtype bias_dtype, length n) non-null: bias[j] is added to every row of C in
+//    the f32 epilogue, before C is rounded to its type (CUBLASLT_EPILOGUE_BIAS);
+//  - gelu: C = gelu(sum) and aux[m, n] (row-major, dtype aux_dtype, row stride n) =
+//    the f32 sum (+ bias) rounded (CUBLASLT_EPILOGUE_GELU_AUX[_BIAS]);
+//  - dgelu: C = (the f32 product) * gelu'(aux[m, n]) (CUBLASLT_EPILOGUE_DGELU).
+struct LtEpilogue {
+  const void* bias = nullptr;
+  DType bias_dtype = DType::F32;
+  bool gelu = false, dgelu = false;
+  const void* aux = nullptr;  // written (gelu) or read (dgelu)
+  DType aux_dtype = DType::F32;
+};
+}  // namespace detail
 
 struct CudaBackendOptions {
   bool allow_tf32 = false;                         // fp32 GEMMs on TF32 tensor cores (not bitwise fp32)
@@ -57,10 +72,22 @@ class CudaBackend final : public Backend {
   void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const Tensor& a,
             const Tensor& b, float beta, Tensor& c, int64_t batch, int64_t stride_a, int64_t stride_b,
             int64_t stride_c) override;
-  // cuBLASLt with CUBLASLT_EPILOGUE_BIAS (one pass, y written in 16 bits); the base
-  // class's unfused path when cuBLASLt offers no algorithm (cuda_gemm.cpp).
+  // cuBLASLt with CUBLASLT_EPILOGUE_BIAS (one pass, y written in 16 bits), GELU_AUX(_BIAS)
+  // and DGELU; the base class's unfused path when cuBLASLt offers no algorithm
+  // (cuda_gemm_epilogue.cpp).
   void linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x, const Tensor& w,
                         const Tensor& bias, Tensor& y) override;
+  void linear16_gelu_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
+                             const Tensor& w, const Tensor& bias, Tensor& aux, Tensor& y) override;
+  void linear16_dgelu_backward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& dy,
+                               const Tensor& w, const Tensor& aux, Tensor& dx) override;
+  // Calls of those three that ran as one cuBLASLt matmul with its epilogue, and calls
+  // that fell back to the separate kernels (sizes cuBLASLt rejects, e.g. an aux leading
+  // dimension not divisible by 8; tests and benchmarks read them).
+  struct EpilogueCounts {
+    int64_t fused = 0, fallback = 0;
+  };
+  const EpilogueCounts& epilogue_counts() const { return epilogue_counts_; }
 
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void scale(Tensor& x, float alpha) override;
@@ -136,11 +163,9 @@ class CudaBackend final : public Backend {
 
   // One cuBLASLt matmul in column-major terms (see cuda_gemm.cpp); returns false when
   // cuBLASLt offers no algorithm for this configuration.
-  // bias (dtype tbias, length n) non-null: CUBLASLT_EPILOGUE_BIAS adds bias[j] to every row
-  // of the row-major C in the f32 epilogue, before C is rounded to tc.
   bool lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a, DType ta,
                  const void* b, DType tb, float beta, void* c, DType tc, int64_t batch, int64_t stride_a,
-                 int64_t stride_b, int64_t stride_c, const void* bias = nullptr, DType tbias = DType::F32);
+                 int64_t stride_b, int64_t stride_c, const detail::LtEpilogue& epi = {});
 
   // The cuDNN SDPA for 16-bit attention (created on first use; nullptr when this build
   // lacks the cuDNN frontend). Logs the attention choice once.
@@ -156,6 +181,7 @@ class CudaBackend final : public Backend {
   std::array<Tensor, kScratchSlots> scratch_;
   // (key fields...) -> algorithm; key built in cuda_gemm.cpp.
   std::map<std::string, cublasLtMatmulAlgo_t> algo_cache_;
+  EpilogueCounts epilogue_counts_;
 };
 
 // Factory used by make_backend(Device::cuda(i)).

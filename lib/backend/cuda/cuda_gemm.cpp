@@ -81,8 +81,13 @@ bool overlaps(const Tensor& x, const Tensor& y) {
 
 bool CudaBackend::lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const void* a,
                             DType ta, const void* b, DType tb, float beta, void* c, DType tc, int64_t batch,
-                            int64_t stride_a, int64_t stride_b, int64_t stride_c, const void* bias,
-                            DType tbias) {
+                            int64_t stride_a, int64_t stride_b, int64_t stride_c, const detail::LtEpilogue& epi) {
+  const bool gelu_epi = epi.gelu || epi.dgelu;
+  // The GELU input matrix has D's layout (column-major [n, m], ld n) and D's type (the
+  // default of CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, left unset: setting it is only
+  // meant for fp8 outputs); its ld "must be divisible by 8" (cublasLt.h).
+  if (gelu_epi && (batch != 1 || n % 8 != 0 || epi.aux == nullptr || epi.aux_dtype != tc)) return false;
+  const void* bias = epi.dgelu ? nullptr : epi.bias;
   const bool tf32 = opts_.allow_tf32 && ta == DType::F32;
   const cublasComputeType_t compute = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cublasOperation_t op_a = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt A = our B
@@ -91,14 +96,25 @@ bool CudaBackend::lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, in
   PP3D_CHECK_CUBLAS(cublasLtMatmulDescCreate(&d.op, compute, CUDA_R_32F));
   PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  const cublasLtEpilogue_t kind = epi.dgelu ? CUBLASLT_EPILOGUE_DGELU
+                                  : epi.gelu  ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                                  : bias      ? CUBLASLT_EPILOGUE_BIAS
+                                              : CUBLASLT_EPILOGUE_DEFAULT;
+  if (kind != CUBLASLT_EPILOGUE_DEFAULT)
+    PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &kind, sizeof(kind)));
   if (bias != nullptr) {
     // Column-major D^T is [n, m]: its n rows are our columns, so bias[n] is added to each
     // of our rows. The bias type is set explicitly (the default is D's type).
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    const cudaDataType_t bt = lt_type(tbias);
-    PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    const cudaDataType_t bt = lt_type(epi.bias_dtype);
     PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     PP3D_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+  }
+  if (gelu_epi) {
+    const int64_t aux_ld = n;
+    PP3D_CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &epi.aux, sizeof(epi.aux)));
+    PP3D_CHECK_CUBLAS(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)));
   }
   // Stored column-major shapes: our B [k, n] (or [n, k]) and our A [m, k] (or [k, m]) read transposed.
   if (trans_b) make_layout(&d.a, tb, k, n, k, batch, stride_b);
@@ -115,11 +131,14 @@ bool CudaBackend::lt_matmul(bool trans_a, bool trans_b, int64_t m, int64_t n, in
   const uint32_t al_b = alignment_of(a, stride_a * es_a);
   const uint32_t al_c = alignment_of(c, stride_c * es_c);
   const uint64_t ws_bytes = gemm_ws_.defined() ? gemm_ws_.nbytes() : 0;
-  // The heuristic reads the bias pointer for its alignment: part of the key, like A/B/C's.
-  const std::string bias_key = bias ? fmt::format("b{}:{}", int(tbias), alignment_of(bias, 0)) : std::string();
+  // The heuristic reads the bias and aux pointers for their alignment: part of the key, like A/B/C's.
+  const std::string epi_key =
+      fmt::format("e{}|{}", int(kind),
+                  bias ? fmt::format("b{}:{}", int(epi.bias_dtype), alignment_of(bias, 0)) : std::string()) +
+      (gelu_epi ? fmt::format("|a{}", alignment_of(epi.aux, 0)) : std::string());
   const std::string key = fmt::format("{}{}|{},{},{}|{}:{},{},{}|{},{},{}|{},{},{}|{}|{}", int(trans_a), int(trans_b),
                                       m, n, k, batch, stride_a, stride_b, stride_c, int(ta), int(tb), int(tc), al_a,
-                                      al_b, al_c, int(tf32), bias_key);
+                                      al_b, al_c, int(tf32), epi_key);
   auto it = algo_cache_.find(key);
   if (it == algo_cache_.end()) {
     PP3D_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&d.pref));
@@ -224,39 +243,6 @@ void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   }
   if (dc != DType::F32)
     PP3D_CHECK_CUDA(kernels::cast(c.raw(), static_cast<int>(dc), pc, static_cast<int>(DType::F32), span_c, stream_));
-}
-
-// CUBLASLT_EPILOGUE_BIAS: cuBLASLt adds the bias "before applying final postprocessing"
-// (cublasLt.h), i.e. to the f32 accumulator (compute/scale type f32), and converts the
-// sum to y's 16-bit type once: the base class's gemm16 -> f32 -> bias_add -> cast
-// computes the same value in three passes (up to the GEMM's own summation order).
-void CudaBackend::linear16_forward(DType input_dtype, int64_t rows, int64_t out, int64_t in, const Tensor& x,
-                                   const Tensor& w, const Tensor& bias, Tensor& y) {
-  const bool bias_ok = !bias.defined() || bias.dtype() == DType::F32 || bias.dtype() == input_dtype;
-  const bool shapes_ok = y.defined() && y.dtype() == input_dtype && y.numel() == rows * out && x.defined() &&
-                         x.numel() == rows * in && w.defined() && w.numel() == out * in &&
-                         (!bias.defined() || bias.numel() == out);
-  if (bias_ok && shapes_ok && (input_dtype == DType::BF16 || input_dtype == DType::F16) && rows > 0 && out > 0 &&
-      in > 0) {
-    check_float(x, "linear16_forward: x");
-    check_float(w, "linear16_forward: w");
-    check_float(y, "linear16_forward: y");
-    if (bias.defined()) check_float(bias, "linear16_forward: bias");
-    // 16-bit operands: a Workspace rounding of an f32 operand, as in gemm16.
-    auto as16 = [&](const Tensor& t) -> Tensor {
-      if (t.dtype() != DType::F32) return t;  // input_dtype, or another dtype: the base class reports it
-      Tensor o = Tensor::empty(t.shape(), input_dtype, device(), MemCategory::Workspace);
-      cast(t, o);
-      return o;
-    };
-    const Tensor x16 = as16(x), w16 = as16(w);
-    if (x16.dtype() == input_dtype && w16.dtype() == input_dtype &&
-        lt_matmul(false, true, rows, out, in, 1.0f, x16.raw(), input_dtype, w16.raw(), input_dtype, 0.0f, y.raw(),
-                  input_dtype, 1, 0, 0, 0, bias.defined() ? bias.raw() : nullptr,
-                  bias.defined() ? bias.dtype() : DType::F32))
-      return;
-  }
-  Backend::linear16_forward(input_dtype, rows, out, in, x, w, bias, y);  // unfused (also the error messages)
 }
 
 }  // namespace pp3d
