@@ -228,11 +228,10 @@ int main() {
     test_rmsnorm(c, dt);
     test_swiglu(c, dt);
     test_rope(c, dt);
-    for (int64_t rep : {1, 2, 4}) {
-      test_gqa(c, dt, 2, 37, 2 * rep, 2, 64, seed += 5);  // T not a multiple of any tile
-      test_gqa(c, dt, 1, 100, 4 * rep, 4, 128, seed += 5);
-    }
-    test_gqa(c, dt, 1, 70, 8, 1, 64, seed += 5);  // MQA
+    // Hq / Hkv 1, 2, 4 (T 37: one key tile, odd), 4 at D 128 across key tiles, and MQA.
+    for (int64_t rep : {1, 2, 4}) test_gqa(c, dt, 2, 37, 2 * rep, 2, 64, seed += 5);
+    test_gqa(c, dt, 1, 200, 16, 4, 128, seed += 5);
+    test_gqa(c, dt, 1, 70, 8, 1, 64, seed += 5);
   }
   return finish();
 }
