@@ -82,19 +82,23 @@ int xent_stats(float* local_max, float* local_sumexp, float* target_logit, const
 int xent_backward(float* dlogits, const float* logits, const int32_t* targets, const float* gmax, const float* gsum,
                   int64_t n, int64_t vl, int64_t vocab_start, int64_t valid, float weight, void* stream);
 
-// ---- llama_ops.cu (f32) -----------------------------------------------------------
-int rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t n, float eps,
-                    void* stream);
+// ---- llama_ops.cu -----------------------------------------------------------------
+// Activations in their own dtype (0 f32, 1 bf16, 2 f16; f32 math, outputs rounded
+// once); w, rstd and dw f32.
+int rmsnorm_forward(void* y, int y_dtype, float* rstd, const void* x, int x_dtype, const float* w, int64_t rows,
+                    int64_t n, float eps, void* stream);
 // Scratch for backward: partial needs rmsnorm_backward_chunks(rows) * n floats.
 int64_t rmsnorm_backward_chunks(int64_t rows);
-int rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
-                     int64_t rows, int64_t n, float* partial, void* stream);
-int swiglu_forward(float* out, const float* gate, const float* up, int64_t n, void* stream);
-int swiglu_backward(float* dgate, float* dup, const float* gate, const float* up, const float* dout, int64_t n,
-                    void* stream);
+int rmsnorm_backward(void* dx, int dx_dtype, float* dw, const void* dy, int dy_dtype, const void* x, int x_dtype,
+                     const float* w, const float* rstd, int64_t rows, int64_t n, float* partial, void* stream);
+int swiglu_forward(void* out, int out_dtype, const void* gate, int gate_dtype, const void* up, int up_dtype,
+                   int64_t n, void* stream);
+int swiglu_backward(void* dgate, int dgate_dtype, void* dup, int dup_dtype, const void* gate, int gate_dtype,
+                    const void* up, int up_dtype, const void* dout, int dout_dtype, int64_t n, void* stream);
 // x, y [B, T, H, D]; sign +1 forward, -1 backward (y may alias x).
-int rope(float* y, const float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0, float theta, float sign,
-         void* stream);
+int rope(void* y, int y_dtype, const void* x, int x_dtype, int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0,
+         float theta, float sign, void* stream);
+// f32 only (the fallback GQA path: MHA kernels on a repeat_kv pack).
 // qkv [tokens, 3, Hq, D] from q [tokens, Hq, D], k/v [tokens, Hkv, D] (repeat_kv).
 int gqa_pack(float* qkv, const float* q, const float* k, const float* v, int64_t tokens, int Hq, int Hkv, int D,
              void* stream);

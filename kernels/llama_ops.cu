@@ -1,5 +1,13 @@
-// Llama-family ops (fp32): RMSNorm, SwiGLU's gate, rotary position embedding
-// and the repeat_kv packing behind grouped-query attention.
+// Llama-family ops: RMSNorm, SwiGLU's gate, rotary position embedding and the
+// repeat_kv packing behind grouped-query attention.
+//
+// Activations (x, y, dy, dx, gate, up, out, dout, dgate, dup) may each be f32,
+// bf16 or f16 (the Llama's 16-bit compute; per-array dtype codes as in
+// layernorm.cu, since the model mixes them: RMSNorm reads the f32 residual
+// stream and writes a 16-bit y): read through f32 (load_as_f32), f32 math,
+// each output rounded once (store_from_f32) -- the rounding points of the CPU
+// backend's 16-bit emulation (lib/backend/cpu/cpu_llama_ops.cpp). weight,
+// rstd and dweight are f32. With all-f32 arrays the math is the f32 kernels'.
 //
 // RMSNorm over the last dim n of x[rows, n] (one warp per row forward):
 //   rstd = 1/sqrt(sum(x^2)/n + eps), y = x * rstd * w
@@ -23,17 +31,20 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;
 
-__global__ void rmsnorm_forward_kernel(float* __restrict__ y, float* __restrict__ rstd, const float* __restrict__ x,
-                                       const float* __restrict__ w, int64_t rows, int64_t n, float eps) {
+__global__ void rmsnorm_forward_kernel(void* __restrict__ y, int ydt, float* __restrict__ rstd,
+                                       const void* __restrict__ x, int xdt, const float* __restrict__ w, int64_t rows,
+                                       int64_t n, float eps) {
   const int lane = threadIdx.x % kWarp;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   if (row >= rows) return;
-  const float* xr = x + row * n;
+  const int64_t r0 = row * n;
   float ss = 0.0f;
-  for (int64_t j = lane; j < n; j += kWarp) ss += xr[j] * xr[j];
+  for (int64_t j = lane; j < n; j += kWarp) {
+    const float xj = load_as_f32(x, r0 + j, xdt);
+    ss += xj * xj;
+  }
   const float rs = 1.0f / sqrtf(warp_sum(ss) / static_cast<float>(n) + eps);
-  float* yr = y + row * n;
-  for (int64_t j = lane; j < n; j += kWarp) yr[j] = xr[j] * rs * w[j];
+  for (int64_t j = lane; j < n; j += kWarp) store_from_f32(y, r0 + j, ydt, load_as_f32(x, r0 + j, xdt) * rs * w[j]);
   if (lane == 0) rstd[row] = rs;
 }
 
@@ -43,28 +54,27 @@ int64_t rows_per_chunk(int64_t rows) {
 }
 
 // dx may alias dy: each element of dy is read before the same thread overwrites it.
-__global__ void rmsnorm_backward_partial_kernel(float* dx, float* __restrict__ partial, const float* dy,
-                                                const float* __restrict__ x, const float* __restrict__ w,
-                                                const float* __restrict__ rstd, int64_t rows, int64_t n,
-                                                int64_t chunk_rows) {
+__global__ void rmsnorm_backward_partial_kernel(void* dx, int dxdt, float* __restrict__ partial, const void* dy,
+                                                int dydt, const void* __restrict__ x, int xdt,
+                                                const float* __restrict__ w, const float* __restrict__ rstd,
+                                                int64_t rows, int64_t n, int64_t chunk_rows) {
   __shared__ float sh[kWarp];
   float* pdw = partial + static_cast<int64_t>(blockIdx.x) * n;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) pdw[j] = 0.0f;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * chunk_rows;
   const int64_t r1 = r0 + chunk_rows < rows ? r0 + chunk_rows : rows;
   for (int64_t r = r0; r < r1; ++r) {
-    const float* dyr = dy + r * n;
-    const float* xr = x + r * n;
+    const int64_t rn = r * n;
     const float rs = rstd[r];
     float sgx = 0.0f;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sgx += dyr[j] * w[j] * xr[j] * rs;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x)
+      sgx += load_as_f32(dy, rn + j, dydt) * w[j] * load_as_f32(x, rn + j, xdt) * rs;
     const float mgx = block_sum(sgx, sh) / static_cast<float>(n);
-    float* dxr = dx + r * n;
     for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-      const float xhat = xr[j] * rs;
-      const float d = dyr[j];
+      const float xhat = load_as_f32(x, rn + j, xdt) * rs;
+      const float d = load_as_f32(dy, rn + j, dydt);
       pdw[j] += d * xhat;
-      dxr[j] = rs * (d * w[j] - xhat * mgx);
+      store_from_f32(dx, rn + j, dxdt, rs * (d * w[j] - xhat * mgx));
     }
   }
 }
@@ -77,25 +87,28 @@ __global__ void rmsnorm_backward_final_kernel(float* dw, const float* partial, i
   dw[j] += s;
 }
 
-__global__ void swiglu_forward_kernel(float* out, const float* g, const float* u, int64_t n) {
+__global__ void swiglu_forward_kernel(void* out, int odt, const void* g, int gdt, const void* u, int udt,
+                                      int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+  if (i >= n) return;
+  const float gi = load_as_f32(g, i, gdt);
+  store_from_f32(out, i, odt, gi / (1.0f + expf(-gi)) * load_as_f32(u, i, udt));
 }
 
 // dgate / dup may alias gate / up: all inputs of element i are read first.
-__global__ void swiglu_backward_kernel(float* dg, float* du, const float* g, const float* u, const float* dout,
-                                       int64_t n) {
+__global__ void swiglu_backward_kernel(void* dg, int dgdt, void* du, int dudt, const void* g, int gdt, const void* u,
+                                       int udt, const void* dout, int ddt, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  const float gi = g[i], ui = u[i], d = dout[i];
+  const float gi = load_as_f32(g, i, gdt), ui = load_as_f32(u, i, udt), d = load_as_f32(dout, i, ddt);
   const float s = 1.0f / (1.0f + expf(-gi));
-  dg[i] = d * ui * s * (1.0f + gi * (1.0f - s));
-  du[i] = d * gi * s;
+  store_from_f32(dg, i, dgdt, d * ui * s * (1.0f + gi * (1.0f - s)));
+  store_from_f32(du, i, dudt, d * gi * s);
 }
 
 // One thread per pair (token r, head h, i < D/2).
-__global__ void rope_kernel(float* y, const float* x, int64_t tokens, int T, int H, int D, int64_t pos0, double theta,
-                            float sign) {
+__global__ void rope_kernel(void* y, int ydt, const void* x, int xdt, int64_t tokens, int T, int H, int D,
+                            int64_t pos0, double theta, float sign) {
   const int half = D / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= tokens * H * half) return;
@@ -106,11 +119,10 @@ __global__ void rope_kernel(float* y, const float* x, int64_t tokens, int T, int
   double sd, cd;
   sincos(a, &sd, &cd);
   const float c = static_cast<float>(cd), s = sign * static_cast<float>(sd);
-  const float* xr = x + rh * D;
-  float* yr = y + rh * D;
-  const float x0 = xr[i], x1 = xr[i + half];
-  yr[i] = x0 * c - x1 * s;
-  yr[i + half] = x1 * c + x0 * s;
+  const int64_t e0 = rh * D + i, e1 = e0 + half;
+  const float x0 = load_as_f32(x, e0, xdt), x1 = load_as_f32(x, e1, xdt);
+  store_from_f32(y, e0, ydt, x0 * c - x1 * s);
+  store_from_f32(y, e1, ydt, x1 * c + x0 * s);
 }
 
 // One thread per element of qkv [B*T, 3, Hq, D].
@@ -151,12 +163,12 @@ __global__ void gqa_unpack_kernel(float* dq, float* dk, float* dv, const float* 
 
 }  // namespace
 
-int rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t rows, int64_t n, float eps,
-                    void* stream) {
+int rmsnorm_forward(void* y, int y_dtype, float* rstd, const void* x, int x_dtype, const float* w, int64_t rows,
+                    int64_t n, float eps, void* stream) {
   if (rows == 0 || n == 0) return 0;
   const unsigned blocks = static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock);
-  rmsnorm_forward_kernel<<<blocks, kRowsPerBlock * kWarp, 0, static_cast<cudaStream_t>(stream)>>>(y, rstd, x, w, rows,
-                                                                                                  n, eps);
+  rmsnorm_forward_kernel<<<blocks, kRowsPerBlock * kWarp, 0, static_cast<cudaStream_t>(stream)>>>(
+      y, y_dtype, rstd, x, x_dtype, w, rows, n, eps);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -164,40 +176,42 @@ int64_t rmsnorm_backward_chunks(int64_t rows) {
   return rows == 0 ? 0 : (rows + rows_per_chunk(rows) - 1) / rows_per_chunk(rows);
 }
 
-int rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
-                     int64_t rows, int64_t n, float* partial, void* stream) {
+int rmsnorm_backward(void* dx, int dx_dtype, float* dw, const void* dy, int dy_dtype, const void* x, int x_dtype,
+                     const float* w, const float* rstd, int64_t rows, int64_t n, float* partial, void* stream) {
   if (rows == 0 || n == 0) return 0;
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t chunks = rmsnorm_backward_chunks(rows);
-  rmsnorm_backward_partial_kernel<<<static_cast<unsigned>(chunks), 256, 0, s>>>(dx, partial, dy, x, w, rstd, rows, n,
-                                                                                rows_per_chunk(rows));
+  rmsnorm_backward_partial_kernel<<<static_cast<unsigned>(chunks), 256, 0, s>>>(
+      dx, dx_dtype, partial, dy, dy_dtype, x, x_dtype, w, rstd, rows, n, rows_per_chunk(rows));
   const int e = static_cast<int>(cudaGetLastError());
   if (e != 0) return e;
   rmsnorm_backward_final_kernel<<<grid_for(n, 128), 128, 0, s>>>(dw, partial, chunks, n);
   return static_cast<int>(cudaGetLastError());
 }
 
-int swiglu_forward(float* out, const float* gate, const float* up, int64_t n, void* stream) {
+int swiglu_forward(void* out, int out_dtype, const void* gate, int gate_dtype, const void* up, int up_dtype,
+                   int64_t n, void* stream) {
   if (n == 0) return 0;
-  swiglu_forward_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(out, gate, up, n);
+  swiglu_forward_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(out, out_dtype, gate,
+                                                                                         gate_dtype, up, up_dtype, n);
   return static_cast<int>(cudaGetLastError());
 }
 
-int swiglu_backward(float* dgate, float* dup, const float* gate, const float* up, const float* dout, int64_t n,
-                    void* stream) {
+int swiglu_backward(void* dgate, int dgate_dtype, void* dup, int dup_dtype, const void* gate, int gate_dtype,
+                    const void* up, int up_dtype, const void* dout, int dout_dtype, int64_t n, void* stream) {
   if (n == 0) return 0;
-  swiglu_backward_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(dgate, dup, gate, up, dout,
-                                                                                          n);
+  swiglu_backward_kernel<<<grid_for(n, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+      dgate, dgate_dtype, dup, dup_dtype, gate, gate_dtype, up, up_dtype, dout, dout_dtype, n);
   return static_cast<int>(cudaGetLastError());
 }
 
-int rope(float* y, const float* x, int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0, float theta, float sign,
-         void* stream) {
+int rope(void* y, int y_dtype, const void* x, int x_dtype, int64_t B, int64_t T, int64_t H, int64_t D, int64_t pos0,
+         float theta, float sign, void* stream) {
   const int64_t pairs = B * T * H * (D / 2);
   if (pairs == 0) return 0;
   rope_kernel<<<grid_for(pairs, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(
-      y, x, B * T, static_cast<int>(T), static_cast<int>(H), static_cast<int>(D), pos0, static_cast<double>(theta),
-      sign);
+      y, y_dtype, x, x_dtype, B * T, static_cast<int>(T), static_cast<int>(H), static_cast<int>(D), pos0,
+      static_cast<double>(theta), sign);
   return static_cast<int>(cudaGetLastError());
 }
 

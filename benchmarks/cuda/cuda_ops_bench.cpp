@@ -3,7 +3,8 @@
 // GEMMs report TFLOP/s (2mnk per product) in bf16 (bf16 in/out, f32 accumulate),
 // fp32 (true fp32) and fp32 with TF32; attention reports ms and TFLOP/s of the
 // causal part (forward 2 * 2BHT^2D/2, backward 2.5x that); LayerNorm, GELU,
-// xent and AdamW report GB/s of the bytes they must move. The 16-bit rows (GPT's
+// xent, AdamW and the Llama's 16-bit RMSNorm / SwiGLU / RoPE report GB/s of the bytes
+// they must move; the Llama's GQA reports fwd+bwd TFLOP/s. The 16-bit rows (GPT's
 // --bf16 --compute-dtype param path, kernels' 128-bit vector loads) run at B*T = 16*1024
 // rows for C = 768 (124M) and 1024 (350M): LayerNorm forward / backward (x f32 as the
 // residual stream is by default, or bf16), GELU forward / backward at 4C, bias_grad of a
@@ -134,6 +135,56 @@ void bench_memops16(CudaBackend& be, int64_t rows, int64_t C) {
   }
 }
 
+
+// The Llama's 16-bit ops (--compute-dtype param) at a Llama-3-8B layer slice: B 4,
+// T 2048, C 4096, MLP 14336, 32 query heads / 8 kv heads of 128. GB/s of the bytes
+// each must move (RMSNorm reads the f32 residual stream); GQA fwd+bwd TFLOP/s
+// (causal: 7 * 2BHqT^2D / 2) next to MHA on the repeat_kv pack (what the 16-bit
+// path ran before it read the grouped heads in place).
+void bench_llama16(CudaBackend& be) {
+  const DType dt = DType::BF16;
+  const int64_t B = 4, T = 2048, N = B * T, C = 4096, F = 14336, Hq = 32, Hkv = 8, D = 128;
+  auto dev = [](const Shape& s, DType t) { return Tensor::empty(s, t, Device::cuda(0)); };
+  {
+    Tensor x = dev_rand({N, C}, rng_key(7, "x")), w = dev_rand({C}, rng_key(7, "w"));
+    Tensor y = dev({N, C}, dt), rstd = dev({N}, DType::F32), dy = dev_rand({N, C}, rng_key(7, "dy"), dt);
+    Tensor dx = dev({N, C}, DType::F32), dw = Tensor::zeros({C}, DType::F32, Device::cuda(0));
+    const std::string shape = std::to_string(N) + "x" + std::to_string(C);
+    double ms = time_ms(be, [&] { be.rmsnorm_forward(x, w, y, rstd, 1e-5f); });
+    row("rmsnorm fwd (f32 x, bf16 y)", shape, "bf16", ms, 6.0 * N * C / (ms * 1e-3) / 1e9, "GB/s");
+    ms = time_ms(be, [&] { be.rmsnorm_backward(dy, x, w, rstd, dx, dw); });
+    row("rmsnorm bwd (bf16 dy, f32 x, dx)", shape, "bf16", ms, 10.0 * N * C / (ms * 1e-3) / 1e9, "GB/s");
+  }
+  {
+    Tensor g = dev_rand({N, F}, rng_key(8, "g"), dt), u = dev_rand({N, F}, rng_key(8, "u"), dt);
+    Tensor d = dev_rand({N, F}, rng_key(8, "d"), dt), a = dev({N, F}, dt), dg = dev({N, F}, dt), du = dev({N, F}, dt);
+    const std::string shape = std::to_string(N) + "x" + std::to_string(F);
+    double ms = time_ms(be, [&] { be.swiglu_forward(g, u, a); });
+    row("swiglu fwd", shape, "bf16", ms, 6.0 * N * F / (ms * 1e-3) / 1e9, "GB/s");
+    ms = time_ms(be, [&] { be.swiglu_backward(g, u, d, dg, du); });
+    row("swiglu bwd", shape, "bf16", ms, 10.0 * N * F / (ms * 1e-3) / 1e9, "GB/s");
+  }
+  Tensor q = dev_rand({B, T, Hq, D}, rng_key(9, "q"), dt), k = dev_rand({B, T, Hkv, D}, rng_key(9, "k"), dt);
+  Tensor v = dev_rand({B, T, Hkv, D}, rng_key(9, "v"), dt), dout = dev_rand({B, T, Hq, D}, rng_key(9, "do"), dt);
+  const std::string qshape = "B4 T2048 Hq32 D128";
+  const double ms_rope = time_ms(be, [&] { be.rope_forward(q, q, 0, 500000.0f); });
+  row("rope fwd (in place)", qshape, "bf16", ms_rope, 4.0 * q.numel() / (ms_rope * 1e-3) / 1e9, "GB/s");
+  Tensor out = dev({B, T, Hq, D}, dt), lse = dev({B, Hq, T}, DType::F32);
+  Tensor dq = dev(q.shape(), dt), dk = dev(k.shape(), dt), dv = dev(v.shape(), dt);
+  const double flops = 7.0 * 2.0 * B * Hq * T * T * D / 2.0;
+  double ms = time_ms(be, [&] {
+    be.gqa_attention_forward(q, k, v, out, lse, 0.088f);
+    be.gqa_attention_backward(dout, q, k, v, out, lse, dq, dk, dv, 0.088f);
+  });
+  row(("gqa fwd+bwd Hkv 8 (" + be.attention_impl(dt) + ")").c_str(), qshape, "bf16", ms, flops / (ms * 1e-3) / 1e12,
+      "TFLOP/s");
+  Tensor qkv = dev_rand({B, T, 3, Hq, D}, rng_key(9, "qkv"), dt), dqkv = dev({B, T, 3, Hq, D}, dt);
+  ms = time_ms(be, [&] {
+    be.attention_forward(qkv, out, lse, 0.088f);
+    be.attention_backward(dout, qkv, out, lse, dqkv, 0.088f);
+  });
+  row("mha fwd+bwd on the repeat_kv pack", qshape, "bf16", ms, flops / (ms * 1e-3) / 1e12, "TFLOP/s");
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -222,6 +273,7 @@ int main(int argc, char** argv) {
     // reads g, m, v, master; writes m, v, master, bf16 param
     row("adamw", "124M params", "bf16+master", ms, (7.0 * 4 + 2) * n / (ms * 1e-3) / 1e9, "GB/s");
   }
+  bench_llama16(be);
   be.synchronize();
   return 0;
 }

@@ -34,21 +34,8 @@ std::vector<float> host_f32(const Tensor& t) {
   return cast_to(*be, h, DType::F32).to_vector();
 }
 
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - want[i];
-    num += d * d;
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
 void expect_rel_l2(const Tensor& got, const Tensor& want, double bound, const std::string& what) {
-  const double r = rel_l2(host_f32(got), host_f32(want));
-  const bool ok = r <= bound;
-  std::printf("%s %s (rel L2 %.3e, bound %.1e)\n", ok ? "ok  " : "FAIL", what.c_str(), r, bound);
-  if (!ok) ++failures();
+  cudatest::expect_rel_l2(host_f32(got), host_f32(want), bound, what);
 }
 
 // One-ulp rounding flips allowed (f32 reduction order differs between the backends).

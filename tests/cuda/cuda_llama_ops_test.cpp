@@ -3,10 +3,8 @@
 // tests/unit/cpu_backend_llama_ops_test.cpp) on the same random inputs:
 // RMSNorm, SwiGLU, RoPE (offsets, theta) and grouped-query attention (MQA,
 // GQA, MHA; T not a multiple of the 32-row tiles), forward and backward;
-// backward ops run twice to check they are bitwise deterministic. 16-bit
-// (bf16) operands, the Llama's --compute-dtype param: the same ops against the
-// CPU backend's 16-bit emulation, at bf16 tolerances (GQA dk / dv looser: the
-// CUDA path rounds each query head's dK / dV before the group sum).
+// backward ops run twice to check they are bitwise deterministic. All f32;
+// the 16-bit operands (bf16, f16) are tests/cuda/cuda_llama16_test.cpp.
 // Exits 77 without a GPU.
 #include <cmath>
 #include <vector>
@@ -106,58 +104,6 @@ void test_gqa(Ctx& c) {
   }
 }
 
-void test_act16(Ctx& c) {
-  const DType dt = DType::BF16;
-  const Tol t16 = tol_for(dt, {0, 0});
-  auto g16 = [dt](const Shape& s) { return Tensor::empty(s, dt, Device::cuda(0)); };
-  auto h16 = [dt](const Shape& s) { return Tensor::empty(s, dt); };
-  const int64_t rows = 70, n = 96;
-  Tensor x = rand_host({rows, n}, 21, dt, -2.0f, 2.0f), w = rand_host({n}, 22, DType::F32, 0.5f, 1.5f);
-  Tensor y = h16({rows, n}), rstd = Tensor::empty({rows}), yd = g16({rows, n}), rstdd = gpu_empty({rows});
-  c.cpu->rmsnorm_forward(x, w, y, rstd, 1e-5f);
-  c.gpu->rmsnorm_forward(to_gpu(x), to_gpu(w), yd, rstdd, 1e-5f);
-  expect_close(yd, y, t16, tag("bf16 rmsnorm_forward y", {rows, n}));
-  Tensor dy = rand_host({rows, n}, 23, dt), dx = Tensor::empty({rows, n}), dw = Tensor::zeros({n});
-  Tensor dxd = gpu_empty({rows, n}), dwd = to_gpu(Tensor::zeros({n}));
-  c.cpu->rmsnorm_backward(dy, x, w, rstd, dx, dw);
-  c.gpu->rmsnorm_backward(to_gpu(dy), to_gpu(x), to_gpu(w), to_gpu(rstd), dxd, dwd);
-  expect_close(dxd, dx, {1e-4, 1e-3}, tag("bf16 rmsnorm_backward dx (f32 out)", {rows, n}));
-
-  Tensor u = rand_host({rows, n}, 24, dt), a = h16({rows, n}), ad = g16({rows, n});
-  c.cpu->swiglu_forward(x, u, a);
-  c.gpu->swiglu_forward(to_gpu(x), to_gpu(u), ad);
-  expect_close(ad, a, t16, tag("bf16 swiglu_forward", {rows, n}));
-  Tensor dg = h16({rows, n}), du = h16({rows, n}), dgd = g16({rows, n}), dud = g16({rows, n});
-  c.cpu->swiglu_backward(x, u, dy, dg, du);
-  c.gpu->swiglu_backward(to_gpu(x), to_gpu(u), to_gpu(dy), dgd, dud);
-  expect_close(dgd, dg, t16, tag("bf16 swiglu_backward dgate", {rows, n}));
-  expect_close(dud, du, t16, tag("bf16 swiglu_backward dup", {rows, n}));
-
-  const int64_t B = 2, T = 37, Hq = 6, Hkv = 2, D = 16;
-  Tensor q = rand_host({B, T, Hq, D}, 25, dt, -2.0f, 2.0f), k = rand_host({B, T, Hkv, D}, 26, dt, -2.0f, 2.0f);
-  Tensor v = rand_host({B, T, Hkv, D}, 27, dt);
-  Tensor qr = h16(q.shape()), qrd = g16(q.shape());
-  c.cpu->rope_forward(q, qr, 3, 10000.0f);
-  c.gpu->rope_forward(to_gpu(q), qrd, 3, 10000.0f);
-  expect_close(qrd, qr, t16, tag("bf16 rope_forward", {B, T, Hq, D}));
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  Tensor out = h16(q.shape()), lse = Tensor::empty({B, Hq, T}), outd = g16(q.shape()), lsed = gpu_empty({B, Hq, T});
-  c.cpu->gqa_attention_forward(q, k, v, out, lse, scale);
-  const Tensor qd = to_gpu(q), kd = to_gpu(k), vd = to_gpu(v);
-  c.gpu->gqa_attention_forward(qd, kd, vd, outd, lsed, scale);
-  const std::initializer_list<int64_t> dims = {B, T, Hq, Hkv, D};
-  expect_close(outd, out, {1e-3, 1e-2}, tag("bf16 gqa_attention_forward out", dims));
-  expect_close(lsed, lse, {1e-4, 1e-4}, tag("bf16 gqa_attention_forward lse", dims));
-  Tensor dout = rand_host(q.shape(), 28, dt);
-  Tensor dq = h16(q.shape()), dk = h16(k.shape()), dv = h16(v.shape());
-  Tensor dqd = g16(q.shape()), dkd = g16(k.shape()), dvd = g16(v.shape());
-  c.cpu->gqa_attention_backward(dout, q, k, v, out, lse, dq, dk, dv, scale);
-  c.gpu->gqa_attention_backward(to_gpu(dout), qd, kd, vd, to_gpu(out), to_gpu(lse), dqd, dkd, dvd, scale);
-  expect_close(dqd, dq, {1e-2, 2e-2}, tag("bf16 gqa_attention_backward dq", dims));
-  expect_close(dkd, dk, {2e-2, 3e-2}, tag("bf16 gqa_attention_backward dk", dims));
-  expect_close(dvd, dv, {2e-2, 3e-2}, tag("bf16 gqa_attention_backward dv", dims));
-}
-
 }  // namespace
 
 int main() {
@@ -167,6 +113,5 @@ int main() {
   test_swiglu(c);
   test_rope(c);
   test_gqa(c);
-  test_act16(c);
   return finish();
 }

@@ -25,32 +25,6 @@ Tensor cast_to(Backend& be, const Tensor& t, DType dt) {
   return out;
 }
 
-double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
-    den += static_cast<double>(want[i]) * want[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-void expect_rel_l2(const std::vector<float>& got, const std::vector<float>& want, double bound,
-                   const std::string& what) {
-  const double r = rel_l2(got, want);
-  const bool ok = got.size() == want.size() && r <= bound;
-  std::printf("%s %s (rel L2 %.3e, bound %.1e)\n", ok ? "ok  " : "FAIL", what.c_str(), r, bound);
-  if (!ok) ++failures();
-}
-
-void expect_max_abs(const std::vector<float>& got, const std::vector<float>& want, double bound,
-                    const std::string& what) {
-  double worst = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
-  const bool ok = worst <= bound;
-  std::printf("%s %s (max abs %.3e, bound %.1e)\n", ok ? "ok  " : "FAIL", what.c_str(), worst, bound);
-  if (!ok) ++failures();
-}
-
 const char* at(const Tensor& t, int64_t elems) {
   return static_cast<const char*>(t.raw()) + elems * static_cast<int64_t>(dtype_size(t.dtype()));
 }

@@ -110,6 +110,34 @@ inline Tol one_ulp_tol(DType dt) {
   return dt == DType::F16 ? Tol{1e-4, 2e-3} : Tol{1e-5, 1e-5};
 }
 
+// Relative L2 error ||got - want|| / ||want|| (absolute when want is 0), for fused
+// kernels whose elementwise differences are not bounded by one rounding.
+inline double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+inline void expect_rel_l2(const std::vector<float>& got, const std::vector<float>& want, double bound,
+                   const std::string& what) {
+  const double r = rel_l2(got, want);
+  const bool ok = got.size() == want.size() && r <= bound;
+  std::printf("%s %s (rel L2 %.3e, bound %.1e)\n", ok ? "ok  " : "FAIL", what.c_str(), r, bound);
+  if (!ok) ++failures();
+}
+
+inline void expect_max_abs(const std::vector<float>& got, const std::vector<float>& want, double bound,
+                    const std::string& what) {
+  double worst = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(double(got[i]) - want[i]));
+  const bool ok = worst <= bound;
+  std::printf("%s %s (max abs %.3e, bound %.1e)\n", ok ? "ok  " : "FAIL", what.c_str(), worst, bound);
+  if (!ok) ++failures();
+}
+
 inline std::string tag(const char* op, std::initializer_list<int64_t> dims, const char* extra = "") {
   std::string s = op;
   s += " [";

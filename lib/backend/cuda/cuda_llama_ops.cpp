@@ -2,25 +2,37 @@
 // checks are CpuBackend's (backend/op_checks.h); the math is described at the
 // top of kernels/llama_ops.cu.
 //
-// Grouped-query attention packs q and the repeated k/v heads (HF repeat_kv)
-// into the fused [B, T, 3, Hq, D] layout and runs the flash-style MHA kernels
-// of kernels/attention.cu (the T x T scores never reach memory; lse is kept);
-// backward unpacks dq and sums each kv head's query-head gradients in order.
-// The packed copy costs (Hq + 2 Hq) / (Hq + 2 Hkv) times the q|k|v bytes in
-// workspace; a kernel reading k/v per group directly is future work.
+// RMSNorm, SwiGLU and RoPE read and write each activation in its own dtype
+// (f32, bf16 or f16: the Llama's 16-bit compute) with f32 math inside the
+// kernel and each output rounded once -- the CPU emulation's rounding points
+// (lib/backend/cpu/cpu_llama_ops.cpp), with no widened copies. RMSNorm's
+// weight, rstd and dweight are f32 (a 16-bit dweight, --grad-dtype param,
+// goes through an f32 copy rounded once: detail::through_f32).
 //
-// 16-bit activations (bf16/f16, the Llama's 16-bit compute): RMSNorm, SwiGLU
-// and RoPE widen their 16-bit inputs into f32 workspace copies, run the f32
-// kernel and round each output once (Backend::cast) -- the CPU emulation's
-// math, at the cost of extra casts (16-bit-I/O kernels are future work).
-// 16-bit grouped-query attention packs in f32, rounds the packed q|k|v (exact:
-// they were 16-bit) and runs the 16-bit fused attention (cuDNN SDPA, P and dS
-// in 16 bits); backward widens the packed 16-bit dqkv, sums each kv head's
-// query-group gradients in f32 and rounds dk, dv once (the CPU op instead
-// accumulates the group in f32 before one rounding: a difference of the
-// per-query-head dK/dV rounding inside cuDNN).
+// Grouped-query attention, 16-bit q/k/v with the cuDNN frontend in the build
+// ("cudnn_sdpa", attention_impl): cuDNN's fused flash attention
+// (detail::CudnnSdpa) reads q [B, T, Hq, D] and k, v [B, T, Hkv, D] in place
+// (no repeat_kv copy: query head h uses kv head h / (Hq / Hkv)) and writes out
+// and dq, dk, dv in q's dtype, lse in f32; P and dS are 16-bit inside.
+// dK / dV of a kv head sum its query group: cuDNN's SDPA backward graph
+// (cudnn_frontend scaled_dot_product_flash_attention.h) declares per-query-head
+// dK / dV terms in q's dtype reduced by an ADD over the group; whether the
+// fused engine rounds those terms before the sum is not documented. The CPU
+// emulation sums the group in f32 and rounds once; tests/cuda/
+// cuda_llama_ops_test.cpp measures which of the two cuDNN's result is closer to.
+// Forward is deterministic; backward is not bitwise (cuDNN accumulates dQ in an
+// f32 workspace in an unspecified order unless its deterministic mode is set).
+//
+// Fallback (f32 q/k/v, or a build without the cuDNN frontend): q and the
+// repeated k/v heads (HF repeat_kv) are packed in f32 into the fused
+// [B, T, 3, Hq, D] layout and the MHA path runs on it (attention_forward: the
+// flash kernels of kernels/attention.cu, with 16-bit q/k/v on the rounded
+// pack); backward unpacks dq and sums each kv head's query-head gradients in
+// f32, in head order, rounding dk, dv once. The pack costs (3 Hq) / (Hq + 2 Hkv)
+// times the q|k|v bytes in workspace and Hq / Hkv times the K/V attention work.
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_sdpa.h"
 #include "backend/f32_grad.h"
 #include "backend/op_checks.h"
 #include "launchers.h"
@@ -49,19 +61,20 @@ void narrow(Backend& be, const Tensor& out32, Tensor& out) {
   if (is16(out)) be.cast(out32, out);
 }
 
+int code(const Tensor& t) { return static_cast<int>(t.dtype()); }  // kernels' dtype code (0 f32, 1 bf16, 2 f16)
+
+// q [B, T, Hq, D], k and v [B, T, Hkv, D], contiguous: tokens Hq*D / Hkv*D elements apart.
+detail::SdpaShape sdpa_shape(const detail::GqaDims& g, DType dt) {
+  return {g.B, g.T, g.Hq, g.Hkv, g.D, g.Hq * g.D, g.Hkv * g.D, dt};
+}
+
 }  // namespace
 
 void CudaBackend::rmsnorm_forward(const Tensor& x, const Tensor& weight, Tensor& y, Tensor& rstd, float eps) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const int64_t rows = detail::check_rmsnorm_forward(dev_check, x, weight, y, rstd, eps);
-  if (is16(x) || is16(y)) {
-    Tensor y32 = f32_target(y);
-    rmsnorm_forward(widen(*this, x), weight, y32, rstd, eps);
-    narrow(*this, y32, y);
-    return;
-  }
-  PP3D_CHECK_CUDA(kernels::rmsnorm_forward(y.data<float>(), rstd.data<float>(), x.data<float>(), weight.data<float>(),
-                                           rows, weight.numel(), eps, stream_));
+  PP3D_CHECK_CUDA(kernels::rmsnorm_forward(y.raw(), code(y), rstd.data<float>(), x.raw(), code(x),
+                                           weight.data<float>(), rows, weight.numel(), eps, stream_));
 }
 
 void CudaBackend::rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
@@ -76,74 +89,42 @@ void CudaBackend::rmsnorm_backward_f32(const Tensor& dy, const Tensor& x, const 
                                        Tensor& dx, Tensor& dweight) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const int64_t rows = detail::check_rmsnorm_backward(dev_check, dy, x, weight, rstd, dx, dweight);
-  if (is16(dy) || is16(x) || is16(dx)) {
-    Tensor dx32 = f32_target(dx);
-    rmsnorm_backward(widen(*this, dy), widen(*this, x), weight, rstd, dx32, dweight);
-    narrow(*this, dx32, dx);
-    return;
-  }
   const int64_t n = weight.numel();
   if (rows == 0) return;
   auto* partial = static_cast<float*>(
       scratch(0, static_cast<std::size_t>(kernels::rmsnorm_backward_chunks(rows) * n) * sizeof(float)));
-  PP3D_CHECK_CUDA(kernels::rmsnorm_backward(dx.data<float>(), dweight.data<float>(), dy.data<float>(),
-                                            x.data<float>(), weight.data<float>(), rstd.data<float>(), rows, n,
-                                            partial, stream_));
+  PP3D_CHECK_CUDA(kernels::rmsnorm_backward(dx.raw(), code(dx), dweight.data<float>(), dy.raw(), code(dy), x.raw(),
+                                            code(x), weight.data<float>(), rstd.data<float>(), rows, n, partial,
+                                            stream_));
 }
 
 void CudaBackend::swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   detail::check_swiglu(dev_check, "swiglu_forward", {&gate, &up, &out});
-  if (is16(gate) || is16(up) || is16(out)) {
-    Tensor out32 = f32_target(out);
-    swiglu_forward(widen(*this, gate), widen(*this, up), out32);
-    narrow(*this, out32, out);
-    return;
-  }
-  PP3D_CHECK_CUDA(
-      kernels::swiglu_forward(out.data<float>(), gate.data<float>(), up.data<float>(), gate.numel(), stream_));
+  PP3D_CHECK_CUDA(kernels::swiglu_forward(out.raw(), code(out), gate.raw(), code(gate), up.raw(), code(up),
+                                          gate.numel(), stream_));
 }
 
 void CudaBackend::swiglu_backward(const Tensor& gate, const Tensor& up, const Tensor& dout, Tensor& dgate,
                                   Tensor& dup) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   detail::check_swiglu(dev_check, "swiglu_backward", {&gate, &up, &dout, &dgate, &dup});
-  if (is16(gate) || is16(up) || is16(dout) || is16(dgate) || is16(dup)) {
-    const Tensor g32 = widen(*this, gate), u32 = widen(*this, up);
-    Tensor dg32 = f32_target(dgate), du32 = f32_target(dup);
-    swiglu_backward(g32, u32, widen(*this, dout), dg32, du32);
-    narrow(*this, dg32, dgate);
-    narrow(*this, du32, dup);
-    return;
-  }
-  PP3D_CHECK_CUDA(kernels::swiglu_backward(dgate.data<float>(), dup.data<float>(), gate.data<float>(),
-                                           up.data<float>(), dout.data<float>(), gate.numel(), stream_));
+  PP3D_CHECK_CUDA(kernels::swiglu_backward(dgate.raw(), code(dgate), dup.raw(), code(dup), gate.raw(), code(gate),
+                                           up.raw(), code(up), dout.raw(), code(dout), gate.numel(), stream_));
 }
 
 void CudaBackend::rope_forward(const Tensor& x, Tensor& y, int64_t pos0, float theta) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   detail::check_rope(dev_check, x, y, pos0, theta, "rope_forward");
-  if (is16(x) || is16(y)) {
-    Tensor y32 = f32_target(y);
-    rope_forward(widen(*this, x), y32, pos0, theta);
-    narrow(*this, y32, y);
-    return;
-  }
-  PP3D_CHECK_CUDA(kernels::rope(y.data<float>(), x.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), pos0,
+  PP3D_CHECK_CUDA(kernels::rope(y.raw(), code(y), x.raw(), code(x), x.size(0), x.size(1), x.size(2), x.size(3), pos0,
                                 theta, 1.0f, stream_));
 }
 
 void CudaBackend::rope_backward(const Tensor& dy, Tensor& dx, int64_t pos0, float theta) {
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   detail::check_rope(dev_check, dy, dx, pos0, theta, "rope_backward");
-  if (is16(dy) || is16(dx)) {
-    Tensor dx32 = f32_target(dx);
-    rope_backward(widen(*this, dy), dx32, pos0, theta);
-    narrow(*this, dx32, dx);
-    return;
-  }
-  PP3D_CHECK_CUDA(kernels::rope(dx.data<float>(), dy.data<float>(), dy.size(0), dy.size(1), dy.size(2), dy.size(3),
-                                pos0, theta, -1.0f, stream_));
+  PP3D_CHECK_CUDA(kernels::rope(dx.raw(), code(dx), dy.raw(), code(dy), dy.size(0), dy.size(1), dy.size(2),
+                                dy.size(3), pos0, theta, -1.0f, stream_));
 }
 
 void CudaBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& out, Tensor& lse,
@@ -151,6 +132,10 @@ void CudaBackend::gqa_attention_forward(const Tensor& q, const Tensor& k, const 
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const detail::GqaDims g = detail::check_gqa(dev_check, q, k, v, out, lse, "gqa_attention_forward");
   if (q.numel() == 0) return;
+  if (detail::CudnnSdpa* sdpa = is16(q) ? sdpa_for(q.dtype()) : nullptr) {
+    sdpa->forward(sdpa_shape(g, q.dtype()), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(), scale);
+    return;
+  }
   Tensor qkv = workspace({g.B, g.T, 3, g.Hq, g.D}, device());
   const Tensor q32 = widen(*this, q), k32 = widen(*this, k), v32 = widen(*this, v);
   PP3D_CHECK_CUDA(kernels::gqa_pack(qkv.data<float>(), q32.data<float>(), k32.data<float>(), v32.data<float>(),
@@ -171,6 +156,15 @@ void CudaBackend::gqa_attention_backward(const Tensor& dout, const Tensor& q, co
   const auto dev_check = [this](const Tensor& t, DType dt, const char* what) { check(t, dt, what); };
   const detail::GqaDims g = detail::check_gqa_backward(dev_check, dout, q, k, v, out, lse, dq, dk, dv);
   if (q.numel() == 0) return;
+  if (detail::CudnnSdpa* sdpa = is16(q) ? sdpa_for(q.dtype()) : nullptr) {
+    for (const Tensor* in : {&q, &k, &v, &dout})  // cuDNN reads the inputs while it writes the gradients
+      for (const Tensor* grad : {&dq, &dk, &dv})
+        PP3D_CHECK(grad->raw() != in->raw(), "gqa_attention_backward: dq, dk, dv must not share storage with q, k, "
+                                             "v or dout (16-bit, cuDNN fused attention)");
+    sdpa->backward(sdpa_shape(g, q.dtype()), q.raw(), k.raw(), v.raw(), out.raw(), dout.raw(), lse.data<float>(),
+                   dq.raw(), dk.raw(), dv.raw(), scale);
+    return;
+  }
   const int Hq = static_cast<int>(g.Hq), Hkv = static_cast<int>(g.Hkv), D = static_cast<int>(g.D);
   Tensor qkv = workspace({g.B, g.T, 3, g.Hq, g.D}, device());
   Tensor dqkv = workspace(qkv.shape(), device());
