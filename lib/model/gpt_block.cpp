@@ -156,9 +156,10 @@ Tensor Gpt::Block::backward(Backend& be, int64_t B, int64_t T, detail::BlockActs
   if (c16) {  // mlp_proj's input gradient fused with GELU's backward (cuBLASLt DGELU): dfc 16-bit
     dfc = mlp_proj.backward_dgelu(be, tp, dout.reshape({B, Tl, C}), a.gelu.reshape({B, T, -1}),
                                   a.fc.reshape({B, T, -1}), defer_weight);
-  } else {
-    const Tensor dgelu =
+  } else {  // (gelu freed before dfc is allocated: the planner's memory model counts this order)
+    Tensor dgelu =
         mlp_proj.backward(be, tp, dout.reshape({B, Tl, C}), in(a.gelu).reshape({B, T, -1}), true, defer_weight);
+    a.gelu = Tensor();
     dfc = new_act(be, a.fc.shape());
     be.gelu_backward(in(a.fc), dgelu.reshape(a.fc.shape()), dfc);
   }

@@ -31,7 +31,8 @@ namespace pp3d::detail {
 //    re-materialised block on top of the kept inputs) and the last Linear's
 //    backward: the 16-bit rounding of that gradient (Nl*C), its sequence
 //    all-gather (N*C, SP), the f32 input gradient N*F/t and its 16-bit
-//    rounding. With 16-bit storage and f32 compute a block's forward ends with
+//    rounding (GPT with 16-bit compute: only the rounding, the fused
+//    dgrad + GELU backward keeps the f32 result in Workspace). With 16-bit storage and f32 compute a block's forward ends with
 //    every per-op tensor and x2, out in f32 next to the first rounded copy.
 //  zb-h1 (split backward): stage r holds 1F1B's min(pp - r, m) full sets and
 //    the pending weight parts of min(pp, m) minus that many micro-batches:
@@ -76,8 +77,11 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   const double k = r.in_flight;  // micro-batch equivalents (interleaved: chunks / v)
   const double rc_extra = rc && L > 0 ? block_full - Nl * C * rb : 0.0;
   // The last Linear's backward (mlp_proj / down): d(out) rounded to 16 bits
-  // and all-gathered (SP), its f32 input gradient and that rounded.
-  const double last_linear = (c16 ? 2 * Nl * C : 0.0) + (sp ? N * C * gb : 0.0) + N * F / t * (c16 ? 6 : 4);
+  // and all-gathered (SP), its f32 input gradient and that rounded. GPT with
+  // 16-bit compute fuses that GEMM with GELU's backward (linear16_dgelu_backward):
+  // the f32 GEMM result is a Workspace tensor, only the 16-bit d(fc) is an Activation.
+  const double dgrad_bytes = !c16 ? 4.0 : llama ? 6.0 : 2.0;
+  const double last_linear = (c16 ? 2 * Nl * C : 0.0) + (sp ? N * C * gb : 0.0) + N * F / t * dgrad_bytes;
   // Llama: down's input gradient next to the gate and up gradients, the product freed.
   const double mlp_grads = llama ? std::max(last_linear, N * F / t * (3 * gb - ob)) : last_linear;
   // 16-bit storage with f32 compute: the forward's f32 tensors before rounding.
