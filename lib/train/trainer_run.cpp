@@ -65,9 +65,12 @@ void Trainer::log_header() {
             layout_.micro_batches, layout_.micro_batch, cfg_.max_steps, cfg_.lr, cfg_.min_lr, cfg_.lr_schedule,
             cfg_.warmup_steps, cfg_.weight_decay, cfg_.grad_clip, cfg_.seed);
   const char* half = cfg_.bf16 ? "bf16" : "fp16";
-  const std::string grads = fmt::format("{} gradients, {} activations, {} GEMM operands{}",
+  // With 16-bit compute the per-op activations are 16-bit whatever --activation-dtype says; it then
+  // decides the residual stream (and the hidden state between blocks / stages).
+  const std::string grads = fmt::format("{} gradients, {} {}, {} GEMM operands{}",
                                         cfg_.grad_dtype == "param" ? half : "f32",
                                         cfg_.activation_dtype == "param" ? half : "f32",
+                                        cfg_.compute16() ? "residual stream" : "activations",
                                         cfg_.compute16() ? half : "f32",
                                         cfg_.compute16() ? " and op inputs/outputs" : "");
   if (cfg_.bf16) log->info("mixed precision: bf16 parameters, {}, f32 master weights / Adam state", grads);

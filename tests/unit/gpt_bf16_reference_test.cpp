@@ -11,7 +11,7 @@
 // pp3d runs:
 //  - compute: --bf16 --compute-dtype param (GEMM operands bf16, residual f32);
 //  - compute16: the same plus --activation-dtype param (residual, saved activations bf16);
-//  - storage_only: --bf16 alone (f32 GEMM operands): the deliberate break, which must
+//  - storage_only: --bf16 --compute-dtype f32 (f32 GEMM operands): the deliberate break, which must
 //    fail the "pp3d/" bounds, or the test could not tell whether 16-bit GEMMs happen.
 // PP3D_REF_VERBOSE=1 prints every margin.
 #include <catch2/catch.hpp>
