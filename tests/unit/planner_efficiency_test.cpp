@@ -113,9 +113,9 @@ TEST_CASE("the cross-entropy moves 2 ab + 9 lb bytes per logit", "[planner][effi
 }
 
 TEST_CASE("pp3d's own precision: GEMMs at the rate its CUDA path runs them (issue 22)", "[planner][efficiency]") {
-  // pp3d --bf16 without --compute-dtype param multiplies through f32 copies with
+  // pp3d --bf16 --compute-dtype f32 multiplies through f32 copies with
   // CUBLAS_COMPUTE_32F (true fp32, 67 TFLOP/s on an H100) and attention is its f32
-  // flash kernel; with it, the linear GEMMs take 16-bit operands on tensor cores
+  // flash kernel; with 16-bit compute (the default of --bf16), the linear GEMMs take 16-bit operands on tensor cores
   // (989) and attention is cuDNN's SDPA in bf16. Published fp32 runs use TF32 (494.5).
   const GptConfig cfg = model(4, 4096, 32);
   Layout l;
