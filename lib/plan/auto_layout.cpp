@@ -58,6 +58,11 @@ ModelOptions trainer_options(const TrainConfig& c) {
   return o;
 }
 
+// The trainer's dtypes (--bf16/--fp16, --compute-dtype, --activation-dtype, --grad-dtype).
+Precision trainer_precision(const TrainConfig& c) {
+  return Precision::pp3d(c.bf16 || c.fp16, c.compute16(), c.activation_dtype == "param", c.grad_dtype == "param");
+}
+
 // The global batch an automatic layout keeps fixed.
 int64_t auto_global_batch(const TrainConfig& c, int world_size) {
   return c.global_batch_size > 0 ? c.global_batch_size
@@ -91,7 +96,7 @@ TrainerPlan trainer_plan(const TrainConfig& c, int world_size) {
   l.uneven_pp = p.model.num_layers % c.pp != 0;
   p.work.global_batch = pl.global_batch;
   p.work.seq_len = c.seq_len;
-  p.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16(), c.activation_dtype == "param");
+  p.precision = trainer_precision(c);
   p.options = trainer_options(c);
   return p;
 }
@@ -142,7 +147,7 @@ std::vector<Candidate> rank_trainer_layouts(const TrainConfig& c, int world_size
       PlanRequest req;
       req.gpus = world_size;
       req.work = {G, c.seq_len};
-      req.precision = Precision::pp3d(c.bf16 || c.fp16, c.compute16(), c.activation_dtype == "param");
+      req.precision = trainer_precision(c);
       req.options = trainer_options(c);
       const Planner planner(model, cluster, req);
       for (int zero = 0; zero <= 3; ++zero) {

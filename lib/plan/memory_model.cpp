@@ -183,11 +183,12 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
   }
   r.activations = r.in_flight * double(r.layers) * r.activation_per_layer + r.recompute_working + r.logits;
   if (opt.pp3d_accounting) {
-    // pp3d keeps each bucket's full f32 gradient buffer from the step's first
-    // backward until its reduce-scatter in the last micro-batch (ZeRO-2/3:
-    // with one micro-batch the buffers are freed as their asynchronous
-    // reduce-scatters complete, so this is then an upper bound), and counts
-    // ZeRO-3's gathered layers as params.
+    // pp3d keeps each bucket's full gradient buffer (in the gradient dtype:
+    // f32, or 16-bit with --grad-dtype param) from the step's first backward
+    // until its reduce-scatter in the last micro-batch (ZeRO-2/3: with one
+    // micro-batch the buffers are freed as their asynchronous reduce-scatters
+    // complete, so this is then an upper bound), and counts ZeRO-3's gathered
+    // layers as params.
     if (l.zero_stage >= 2 && l.dp > 1) r.grads = r.psi * prec.grad_bytes() * (1.0 + 1.0 / l.dp);
     if (l.zero_stage == 3 && l.dp > 1)
       r.params += detail::pp3d_zero3_gathered(cfg, l, stage, opt.prefetch_layers) * prec.param_bytes();
@@ -204,7 +205,9 @@ MemoryBreakdown predict_stage_memory(const GptConfig& cfg, const Layout& l, cons
   if (opt.pp3d_accounting) {
     // pp3d: p2p buffers are activations (counted there); ZeRO-1/2 stage the
     // reduce-scatter result and the post-step parameter all-gather through an
-    // owned-shard copy (Comm); TP/SP staging buffers are small and not modelled.
+    // owned-shard copy (Comm); TP/SP staging buffers are small and not modelled,
+    // nor are the CPU communicators' f32 staging copies of 16-bit buffers
+    // (--grad-dtype param; NCCL reduces them in 16 bits, docs/PLANNER.md).
     r.comm = l.dp > 1 && (l.zero_stage == 1 || l.zero_stage == 2)
                  ? r.psi * std::max(prec.grad_bytes(), prec.param_bytes()) / l.dp
                  : 0.0;

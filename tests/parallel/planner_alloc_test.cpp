@@ -11,7 +11,8 @@
 // and f32 parameter copies). Rank 0 prints a table of the per-category errors.
 // Precision: f32, --bf16 with f32 compute ("bf16"), --bf16 as it runs by
 // default with 16-bit compute ("bf16 c16"), with 16-bit activation storage too
-// ("c16 act16"), and 16-bit storage with f32 compute ("bf16 f32 act16").
+// ("c16 act16"), 16-bit storage with f32 compute ("bf16 f32 act16"), and
+// 16-bit parameter gradients (--grad-dtype param, "grad16").
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -60,6 +61,8 @@ void bf16(TrainConfig& c) { c.bf16 = true; }
 void bf16_act16(TrainConfig& c) { c.bf16 = true, c.activation_dtype = "param"; }
 // 16-bit storage with f32 compute (--compute-dtype f32 --activation-dtype param).
 void bf16_f32_act16(TrainConfig& c) { c.bf16 = true, c.compute_dtype = "f32", c.activation_dtype = "param"; }
+// --bf16 with 16-bit parameter gradients (--grad-dtype param: Grads 2 B/elem, buckets and ZeRO shards too).
+void bf16_grad16(TrainConfig& c) { c.bf16 = true, c.grad_dtype = "param"; }
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> all = {
@@ -70,12 +73,17 @@ const std::vector<Case>& cases() {
       {"serial bf16 c16 recompute", 1, [](TrainConfig& c) { bf16(c), c.recompute = true; }},
       {"serial bf16 c16 act16", 1, bf16_act16},
       {"serial bf16 f32 act16", 1, bf16_f32_act16},
+      {"serial bf16 c16 grad16", 1, bf16_grad16},
       {"dp2 zero0", 2, [](TrainConfig&) {}},
       {"dp2 zero1", 2, [](TrainConfig& c) { c.zero_stage = 1; }},
       {"dp2 zero2", 2, [](TrainConfig& c) { c.zero_stage = 2; }},
       {"dp2 zero3", 2, [](TrainConfig& c) { c.zero_stage = 3; }},
       {"dp2 zero3 bf16", 2, [](TrainConfig& c) { c.zero_stage = 3, c.bf16 = true, c.compute_dtype = "f32"; }},
       {"dp2 zero3 bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.zero_stage = 3; }},
+      {"dp2 zero0 bf16 c16 grad16", 2, bf16_grad16},
+      {"dp2 zero1 bf16 c16 grad16", 2, [](TrainConfig& c) { bf16_grad16(c), c.zero_stage = 1; }},
+      {"dp2 zero2 bf16 c16 grad16", 2, [](TrainConfig& c) { bf16_grad16(c), c.zero_stage = 2; }},
+      {"dp2 zero3 bf16 c16 grad16", 2, [](TrainConfig& c) { bf16_grad16(c), c.zero_stage = 3; }},
       {"tp2", 2, [](TrainConfig& c) { c.tp = 2; }},
       {"tp2 sp", 2, [](TrainConfig& c) { c.tp = 2, c.sequence_parallel = true; }},
       {"tp2 sp bf16 c16", 2, [](TrainConfig& c) { bf16(c), c.tp = 2, c.sequence_parallel = true; }},
@@ -104,6 +112,8 @@ const std::vector<Case>& cases() {
        [](TrainConfig& c) { c.tp = 2, c.pp = 2, c.zero_stage = 1, c.sequence_parallel = true, c.schedule = "zb-h1"; }},
       {"tp2 sp pp2 dp2 zero2 bf16 c16", 8,
        [](TrainConfig& c) { bf16(c), c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true; }},
+      {"tp2 sp pp2 dp2 zero2 bf16 c16 grad16", 8,
+       [](TrainConfig& c) { bf16_grad16(c), c.tp = 2, c.pp = 2, c.zero_stage = 2, c.sequence_parallel = true; }},
       {"tp2 sp pp2 dp2 zero3 bf16 act16", 8,
        [](TrainConfig& c) { bf16_act16(c), c.tp = 2, c.pp = 2, c.zero_stage = 3, c.sequence_parallel = true; }},
       {"tp2 sp pp2 dp2 zero1 zb-h1 bf16 c16", 8, [](TrainConfig& c) {

@@ -8,7 +8,7 @@
 // stage. Params, grads, optimizer state and activations must agree within 5%,
 // the tolerance of the GPT cases (planner_alloc_test.cpp); comm and workspace
 // are printed only. Rank 0 prints the table. Precision: f32, or bf16
-// parameters with 16-bit compute, 16-bit storage, or both (Mixed). (zb-h1
+// parameters with 16-bit compute, 16-bit storage, or both, or 16-bit gradients (Mixed). (zb-h1
 // with sequence parallelism is not a Llama layout for the planner, see
 // layout_check.cpp.)
 #include <cmath>
@@ -33,8 +33,9 @@ constexpr int64_t kSeq = 32, kGlobalBatch = 8;
 
 // Precision, as pp3d-train --arch llama runs it: f32; --bf16 (16-bit compute,
 // compute_dtype auto); --bf16 --activation-dtype param (16-bit storage too);
-// --bf16 --compute-dtype f32 --activation-dtype param.
-enum class Mixed { F32, Bf16, Bf16Act16, Bf16F32Act16 };
+// --bf16 --compute-dtype f32 --activation-dtype param; --bf16 --grad-dtype param
+// (16-bit parameter gradients, 16-bit compute).
+enum class Mixed { F32, Bf16, Bf16Act16, Bf16F32Act16, Bf16Grad16 };
 
 struct Case {
   std::string name;
@@ -76,6 +77,9 @@ const std::vector<Case>& cases() {
       {"dp2 zero2", "tp=1,pp=1,dp=2,mb=2,zero=2", 2},
       {"dp2 zero3", "tp=1,pp=1,dp=2,mb=2,zero=3", 2},
       {"dp2 zero3 bf16", "tp=1,pp=1,dp=2,mb=2,zero=3", 2, false, Mixed::Bf16},
+      {"serial bf16 grad16", "tp=1,pp=1,dp=1,mb=2", 1, false, Mixed::Bf16Grad16},
+      {"dp2 zero2 bf16 grad16", "tp=1,pp=1,dp=2,mb=2,zero=2", 2, false, Mixed::Bf16Grad16},
+      {"tp2 sp pp2 dp2 zero1 bf16 grad16", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=1", 8, false, Mixed::Bf16Grad16},
       {"tp2 sp pp2 dp2 zero2", "tp=2,pp=2,dp=2,mb=2,sp=1,zero=2", 8},
       {"tp2 pp2 dp2 zero3 tied", "tp=2,pp=2,dp=2,mb=2,sp=0,zero=3", 8, true},
       {"tp2 sp pp2 v2 dp2 zero1", "tp=2,pp=2,dp=2,mb=1,sp=1,zero=1,sched=interleaved,v=2", 8},
@@ -132,6 +136,8 @@ std::vector<double> measure(const Case& k, const Layout& l, std::shared_ptr<Comm
   if (half) opts.param_dtype = DType::BF16;
   if (c16) opts.compute_dtype = DType::BF16;
   if (act16) opts.activation_dtype = DType::BF16;
+  const bool grad16 = k.mixed == Mixed::Bf16Grad16;
+  if (grad16) opts.grad_dtype = DType::BF16;
   const PipelineSplit split = PipelineSplit::balanced(mc.num_layers, grid.pp(), l.virtual_stages);
   PipelineStage stage(make_llama_chunks(mc, *be, base, opts, split, grid.pp_rank()), grid.pp_group(),
                       grid.embedding_group(), pc, split);
@@ -167,7 +173,7 @@ std::vector<double> measure(const Case& k, const Layout& l, std::shared_ptr<Comm
   o.prefetch_layers = zc.prefetch_layers;
   const int st = grid.pp_rank();
   const MemoryBreakdown pred =
-      predict_stage_memory(llama_plan_config(mc), l, Precision::pp3d(half, c16, act16), work, o, st);
+      predict_stage_memory(llama_plan_config(mc), l, Precision::pp3d(half, c16, act16, grad16), work, o, st);
   return row(pred, peak, st);
 }
 

@@ -237,3 +237,35 @@ TEST_CASE("trainer_plan: --bf16's compute and activation dtypes set the activati
   fp32.bf16 = false, fp32.compute_dtype = "auto";
   CHECK(activations(fp32) == activations(f32));
 }
+
+// --grad-dtype param (16-bit parameter gradients) reaches the precision at both
+// places the trainer's dtypes enter the planner: trainer_plan (the memory report)
+// and the --tp/--pp/--zero-stage auto candidates, whose gradient memory and
+// DP gradient traffic halve (the ZeRO paper's 2 B gradients; byte counts against
+// the allocator: planner_alloc_test's grad16 cases).
+TEST_CASE("trainer_plan and auto layouts: --grad-dtype param counts 2-byte gradients", "[planner][auto]") {
+  TrainConfig c = tiny();
+  c.tp = 1, c.pp = 1, c.zero_stage = 0;
+  c.bf16 = true;
+  TrainConfig g16 = c;
+  g16.grad_dtype = "param";
+  CHECK(trainer_plan(c, 1).precision.grad_bytes() == 4);
+  CHECK(trainer_plan(g16, 1).precision.grad_bytes() == 2);
+  const TrainerPlan p = trainer_plan(g16, 2);
+  CHECK(predict_stage_memory(p.model, p.layout, p.precision, p.work, p.options, 0).grads ==
+        Approx(2.0 * double(stage_parameters(p.model, p.layout, 0))));
+  // The auto path: same candidates, each with half the gradient bytes and less DP traffic.
+  c.zero_stage = g16.zero_stage = -1;
+  const auto f32 = rank_trainer_layouts(c, 2, cpu_ranks_cluster(2), AutoLayoutRequest::from(c));
+  const auto half = rank_trainer_layouts(g16, 2, cpu_ranks_cluster(2), AutoLayoutRequest::from(g16));
+  int compared = 0;
+  for (const Candidate& a : f32)
+    for (const Candidate& b : half) {
+      if (a.layout.spec() != b.layout.spec()) continue;
+      ++compared;
+      CHECK(b.memory.grads == Approx(a.memory.grads / 2));
+      CHECK(b.memory.params == Approx(a.memory.params));
+      if (a.layout.dp > 1) CHECK(b.time.dp_comm < a.time.dp_comm);
+    }
+  CHECK(compared >= 4);  // dp 2 ZeRO 0-3 at least
+}

@@ -31,7 +31,7 @@ struct TrainerPlan {
   GptConfig model;
   Layout layout;         // dp from the world size; schedule, v, recompute, SP from c
   Workload work;         // global batch and seq_len of c
-  Precision precision;   // Precision::pp3d(--bf16 || --fp16, compute16(), --activation-dtype param)
+  Precision precision;   // Precision::pp3d(--bf16 || --fp16, compute16(), --activation-dtype param, --grad-dtype param)
   ModelOptions options;  // pp3d_accounting, --bucket-size-mb, --prefetch-layers, no workspace constant
 };
 // Requires c.tp, c.pp >= 1 and a layout c.resolve_layout(world_size) accepts.

@@ -53,10 +53,12 @@ struct Workload {
 // Adam moments, the ZeRO paper's K = 12): 2 B params, 2 B grads, 12 B optimizer
 // state per parameter. fp32 training: 4 B params, 4 B grads, 8 B Adam (m, v).
 //
-// pp3d's own trainer (lib/model, lib/parallel) keeps f32 gradients whatever
-// the parameter dtype; Precision::pp3d() sets the element-size overrides
-// accordingly (4 B grads; params 2 B with --bf16/--fp16, else 4 B; optimizer
-// 12 B or 8 B). Its activations are counted per tensor by the pp3d accounting
+// pp3d's own trainer (lib/model, lib/parallel) keeps f32 gradients by default
+// whatever the parameter dtype, or 16-bit ones with --grad-dtype param (the
+// parameter gradients, the bucket buffers, ZeRO-2/3 shards and the reductions
+// all in the 16-bit dtype: the ZeRO paper's 16Ψ family). Precision::pp3d()
+// sets the element-size overrides accordingly (grads 4 B, 2 B with `grad16`;
+// params 2 B with --bf16/--fp16, else 4 B; optimizer 12 B or 8 B). Its activations are counted per tensor by the pp3d accounting
 // (ModelOptions::pp3d_accounting, docs/PLANNER.md): act_elem is the stored
 // residual stream (block inputs, x2, the hidden state between layers and
 // stages: 4 B, 2 B with --activation-dtype param), `compute16` says the
@@ -100,10 +102,12 @@ struct Precision {
   // pp3d-train's precision: 16-bit parameters with --bf16/--fp16 (`half_params`),
   // 16-bit compute (`compute16`: TrainConfig::compute16(), the linear GEMMs and
   // attention on 16-bit operands, 16-bit per-op activations) and 16-bit
-  // activation storage (`act16`: --activation-dtype param); both need half_params.
-  static Precision pp3d(bool half_params, bool compute16 = false, bool act16 = false) {
+  // activation storage (`act16`: --activation-dtype param) and 16-bit parameter
+  // gradients (`grad16`: --grad-dtype param); all three need half_params.
+  static Precision pp3d(bool half_params, bool compute16 = false, bool act16 = false, bool grad16 = false) {
     const bool c16 = half_params && compute16;
-    return {half_params, 4, 4, half_params && act16 ? 2.0 : 4.0, false, c16, c16, true, c16};
+    return {half_params, 4, half_params && grad16 ? 2.0 : 4.0, half_params && act16 ? 2.0 : 4.0, false, c16, c16,
+            true, c16};
   }
 };
 
