@@ -41,7 +41,7 @@ namespace pp3d::detail {
 //    them as they are (f32, or 16-bit compute), else their f32 copies are
 //    Workspace) and output gradients (gb: d(out), d(x2) N*C; d(qkv) 3NC/t,
 //    d(fc) N*F/t); on the head stage the logits gradient N*V/t and ln_f's
-//    output N*C.
+//    output N*C. GPT with 16-bit compute: gpt16_input_part below.
 //  Llama (lib/model/llama_layers.cpp BlockLayer keeps): x, x2 (rb), h1, h2
 //    (Nl*C each, ob), rstd1, rstd2 (Nl each), RoPE'd q NC/t, k and v N*Ckv/t
 //    each (Ckv = kv_heads * head_dim), att NC/t, lse N*a/t, gate, up and the
@@ -50,6 +50,53 @@ namespace pp3d::detail {
 //    the incoming gradient (Nl*C) and max(down's backward as GPT's last
 //    Linear, down's input gradient + gate/up gradients 3N*F/t with the
 //    product freed).
+namespace {
+
+// zb-h1 input part of GPT with 16-bit compute (fused c_fc + GELU; traced with
+// the allocator): the peak of the current block's input part, then the stage
+// around it. The block's moments, from block_full (re-materialised with
+// recompute) and without the incoming gradient: (a) mlp_proj's fused
+// dgrad + DGELU: d(out) rounded (N*C 16-bit; SP: also the local Nl*C before
+// the gather) and d(fc) N*F/t (its f32 GEMM result is Workspace); (b) c_fc's
+// input gradient, fc freed: + ln2 re-gathered (SP, N*C), the f32 dx N*C and
+// its rounding (SP: the reduce-scattered Nl*C f32 instead); then x2, ln2's
+// statistics (and SP's local ln2) freed, the f32 d(x2) Nl*C and its rounding
+// N*C (gathered with SP) live to the end; (c) attn_proj's input gradient:
+// f32 N*C/t and its rounding d(att) (SP: + the local rounded d(x2));
+// (d) attention's backward: d(att) next to d(qkv) 3N*C/t; (e) c_attn's input
+// gradient, qkv and lse freed: + ln1 re-gathered (SP), the f32 dx N*C and its
+// rounding (SP: the reduce-scattered Nl*C f32). The upper blocks hold their
+// weight parts and the lower ones are kept, so the peak is in the top block
+// (the others kept) or in the bottom one (the others pending, and on a stage
+// that receives its gradient, the received one is still alive next to the
+// block's own incoming gradient); on the head stage the micro-batch's own
+// head weight part is pending too.
+double gpt16_input_part(const GptConfig& cfg, const Layout& l, double N, double Nl, double rb, double block_full,
+                        double block_kept, double block_weight, double head_weight, double full_sets,
+                        double weight_sets, double L, bool last) {
+  const double t = l.tp, C = double(cfg.hidden_size), F = double(cfg.mlp_hidden()), a = double(cfg.num_heads);
+  const bool sp = l.sequence_parallel && l.tp > 1;
+  const double g = 2.0;  // 16-bit per-op activations and gradients
+  const double dy = N * C * g, dfc = N * F / t * g, ln_gathered = sp ? N * C * g : 0.0;
+  const double dx_gemm = N * C * 4 + (sp ? Nl * C * 4 : N * C * g);  // a column-parallel input gradient
+  const double mlp = block_full + dy + dfc + (sp ? Nl * C * g : 0.0);
+  const double fc_in = block_full - N * F / t * g + dy + dfc + ln_gathered + dx_gemm;
+  const double after_ln2 = block_full - N * F / t * g - Nl * C * rb - 2 * Nl * 4 - (sp ? Nl * C * g : 0.0) + dy + dfc +
+                           ln_gathered + Nl * C * 4 + N * C * g;
+  const double proj_in = after_ln2 + (sp ? Nl * C * g : 0.0) + N * C / t * (4 + g);
+  const double attention = after_ln2 + N * C / t * g + 3 * N * C / t * g;
+  // qkv freed and d(qkv) (same size) kept; lse freed.
+  const double qkv_in = after_ln2 - N * a / t * 4 + ln_gathered + dx_gemm;
+  const double current = std::max({mlp, fc_in, proj_in, attention, qkv_in});
+  const double incoming = Nl * C * 4;
+  const double top = (L - 1) * block_kept;
+  const double bottom = (L - 1) * block_weight + (L > 1 && !last ? incoming : 0.0);
+  return (full_sets - 1) * L * block_kept + weight_sets * L * block_weight + std::max(top, bottom) + current +
+         incoming + (last ? (weight_sets + 1) * head_weight : 0.0);
+}
+
+}  // namespace
+
 void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& prec, const Workload& work,
                       const ModelOptions&, int stage, MemoryBreakdown& r) {
   const double s = double(plan_seq_len(cfg, work)), b = double(l.micro_batch), t = l.tp;
@@ -88,14 +135,18 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
   const double fwd_round = c16 || ob == 4 ? 0.0 : op_elems * (4 - ob) + Nl * C * ((4 - rb) + 4 + ob);
   const double transient = std::max(Nl * C * 4 + mlp_grads, fwd_round);
   // 1F1B / interleaved on a stage that receives activations: the next
-  // micro-batch's input is received before this backward runs.
+  // micro-batch's input is received before this backward runs (zb-h1: still
+  // counted for f32 and Llama, untraced there).
   const int64_t m = plan_micro_batches(l, work);
   const bool forwards_first = all_forwards_first(l, m);  // GPipe; interleaved with m = pp
-  const double pending = stage > 0 && !forwards_first && m > 1 ? Nl * C * rb : 0.0;
+  const bool zb = l.schedule == Schedule::ZeroBubbleH1;
+  // GPT with 16-bit compute under zb-h1 (allocator trace, pp2 and tp2 SP pp2):
+  // the next micro-batch's input arrives after the input part, not before it.
+  const bool zb_gpt16 = zb && c16 && !llama;
+  const double pending = stage > 0 && !forwards_first && m > 1 && !zb_gpt16 ? Nl * C * rb : 0.0;
   // Blocks of every in-flight micro-batch (chunk); a head's tensors live from
   // its forward to its backward, which follow each other on the last stage
   // except when all m forwards run first (GPipe, interleaved with m = pp).
-  const bool zb = l.schedule == Schedule::ZeroBubbleH1;
   const double full_sets = zb ? double(std::min<int64_t>(l.pp - stage, m)) : k, weight_sets = k - full_sets;
   // Per block: output gradients of q/k/v (c_attn), o, gate/up (c_fc), down;
   // the inputs h1 (ln1), h2 (ln2) (all-gathered with SP), att, product (gelu).
@@ -109,6 +160,7 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
                                                              : weight_sets * head_weight;
   double in_block = L > 0 ? blocks + other_heads + rc_extra + transient : 0.0;
   if (zb && L > 0) {
+    // (f32 and Llama; GPT with 16-bit compute: gpt16_input_part.)
     // The input part of a micro-batch's backward: its upper blocks already
     // hold weight-part tensors; the current block, next to its incoming
     // gradient, is counted whole (re-materialised with recompute) next to
@@ -125,7 +177,9 @@ void pp3d_activations(const GptConfig& cfg, const Layout& l, const Precision& pr
                                  (L - 1) * std::max(block_kept, block_weight) +
                                  std::max({block_full + d_outs, block_full + mlp_grads, block_end}) + Nl * C * 4 +
                                  other_heads;
-    in_block = std::max(in_block, in_input_part);
+    in_block = std::max(in_block, zb_gpt16 ? gpt16_input_part(cfg, l, N, Nl, rb, block_full, block_kept, block_weight,
+                                                               head_weight, full_sets, weight_sets, L, last)
+                                           : in_input_part);
   }
   // Head backward: the logits gradient next to the logits; then (logits
   // freed) its 16-bit copy and the head GEMM's f32 input gradient N*C (+ its
