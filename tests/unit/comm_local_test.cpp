@@ -34,7 +34,7 @@ TEST_CASE("local communicator: collectives are the identity", "[comm][local]") {
   REQUIRE_THROWS_AS(c.all_gather(t, wrong), Error);
 }
 
-TEST_CASE("local communicator: point-to-point is an error; split", "[comm][local]") {
+TEST_CASE("local communicator: point-to-point is an error, split", "[comm][local]") {
   LocalCommunicator c;
   Tensor t = Tensor::zeros({2});
   REQUIRE_THROWS_WITH(c.send(t, 0), Catch::Contains("no other rank"));

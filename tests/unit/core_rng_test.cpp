@@ -36,7 +36,7 @@ TEST_CASE("any row or column block equals that block of the full draw", "[core][
     for (int c = 0; c < 3; ++c) REQUIRE(v[r * 3 + c] == bf16_to_f32(f32_to_bf16(full[(2 + r) * N + 4 + c])));
 }
 
-TEST_CASE("keys differ by seed and name; normal draws have the right moments", "[core][rng]") {
+TEST_CASE("keys differ by seed and name, normal draws have the right moments", "[core][rng]") {
   REQUIRE(rng_key(1, "wte") != rng_key(2, "wte"));
   REQUIRE(rng_key(1, "wte") != rng_key(1, "wpe"));
   const uint64_t key = rng_key(7, "x");

@@ -131,7 +131,7 @@ TEST_CASE("16-bit LayerNorm, GELU, bias_grad (cpu): the f32 op of the widened in
   }
 }
 
-TEST_CASE("16-bit attention (cpu): P and dS rounded as a 16-bit flash kernel does; f32 attention is farther",
+TEST_CASE("16-bit attention (cpu): P and dS rounded as a 16-bit flash kernel does, f32 attention is farther",
           "[cpu_backend][act16][attention]") {
   auto be = make_cpu_backend();
   const int64_t T = 45, D = 16;

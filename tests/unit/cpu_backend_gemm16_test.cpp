@@ -109,7 +109,7 @@ TEST_CASE("gemm16 (cpu): f32 GEMM of the rounded operands, odd sizes, batches, b
         }
 }
 
-TEST_CASE("gemm16 (cpu): two f32 operands are both rounded; two 16-bit ones equal plain gemm bitwise",
+TEST_CASE("gemm16 (cpu): two f32 operands are both rounded, two 16-bit ones equal plain gemm bitwise",
           "[cpu_backend][gemm][gemm16]") {
   auto be = make_cpu_backend();
   const int64_t m = 9, n = 10, k = 67;

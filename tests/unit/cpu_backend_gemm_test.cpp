@@ -58,7 +58,7 @@ TEST_CASE("cpu gemm: transposes, alpha/beta and odd sizes match a double loop", 
   }
 }
 
-TEST_CASE("cpu gemm: beta = 0 ignores NaN in c; k = 0 scales c", "[cpu_backend][gemm]") {
+TEST_CASE("cpu gemm: beta = 0 ignores NaN in c, k = 0 scales c", "[cpu_backend][gemm]") {
   auto be = make_cpu_backend();
   Tensor a = random_tensor({3, 4}, 11), b = random_tensor({4, 5}, 12);
   Tensor c = Tensor::from_vector({3, 5}, std::vector<float>(15, std::numeric_limits<float>::quiet_NaN()));

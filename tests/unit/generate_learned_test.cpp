@@ -62,7 +62,7 @@ int structure_checks(Gpt& model, bool trained) {
 
 }  // namespace
 
-TEST_CASE("a model trained on the synthetic corpus generates its structure; an untrained one does not",
+TEST_CASE("a model trained on the synthetic corpus generates its structure, an untrained one does not",
           "[generate][train]") {
   TrainConfig c;
   c.num_layers = 2;

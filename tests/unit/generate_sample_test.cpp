@@ -174,7 +174,7 @@ TEST_CASE("sample_token with top-p keeps the smallest most likely set reaching p
   }
 }
 
-TEST_CASE("byte-level tokenisation round-trips; other vocabularies print ids", "[generate]") {
+TEST_CASE("byte-level tokenisation round-trips, other vocabularies print ids", "[generate]") {
   const std::string text = "alice has 7 apples.\n\xff";
   const std::vector<int32_t> ids = encode_bytes(text);
   REQUIRE(ids.size() == text.size());

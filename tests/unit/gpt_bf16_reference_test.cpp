@@ -86,7 +86,7 @@ Errors compare(const Fixture& fx, const Run& r, const std::string& prefix, const
 
 }  // namespace
 
-TEST_CASE("gpt bf16 reference: --compute-dtype param matches torch with the same rounding; f32 GEMMs do not",
+TEST_CASE("gpt bf16 reference: --compute-dtype param matches torch with the same rounding, f32 GEMMs do not",
           "[model][reference][bf16]") {
   const Fixture fx = read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixtures/gpt_bf16_reference.bin");
   const Run compute = run_pp3d(fx, DType::BF16, DType::F32);

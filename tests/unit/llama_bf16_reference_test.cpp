@@ -132,7 +132,7 @@ Fixture load() { return read_fixture(std::string(PP3D_SOURCE_DIR) + "/tests/fixt
 
 }  // namespace
 
-TEST_CASE("llama bf16/fp16 reference: compute_dtype param matches torch with the same rounding; f32 GEMMs do not",
+TEST_CASE("llama bf16/fp16 reference: compute_dtype param matches torch with the same rounding, f32 GEMMs do not",
           "[model][llama][reference][bf16]") {
   const Fixture fx = load();
   {

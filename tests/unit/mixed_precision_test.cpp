@@ -195,7 +195,7 @@ TEST_CASE("mixed precision: bf16 / fp16 training follows the f32 run and the los
   }
 }
 
-TEST_CASE("mixed precision: 16-bit gradients follow the f32 run and the loss falls; Grads bytes halve",
+TEST_CASE("mixed precision: 16-bit gradients follow the f32 run and the loss falls, Grads bytes halve",
           "[train][mixed_precision][grad16]") {
   const int steps = 20;
   const Run f32 = train(DType::F32, steps, 1.0f, false);

@@ -137,7 +137,7 @@ TEST_CASE("split backward: input part now, weight part later, equals the full ba
   CHECK(rec.log == std::vector<std::string>{"F<0", "F>0", "F<1", "F>1", "B<1", "B<0", "B>1", "B>0"});
 }
 
-TEST_CASE("a parameter listed by two layers is owned by the first; Eval keeps nothing") {
+TEST_CASE("a parameter listed by two layers is owned by the first, Eval keeps nothing") {
   Parameter w = scalar("w", 1.5f), v = scalar("v", 2.0f);
   Scale l0(w, false), l1(v, false), l2(w, false);
   Chain m(nullptr, {&l0, &l1, &l2});

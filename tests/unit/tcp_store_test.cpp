@@ -66,7 +66,7 @@ TEST_CASE("tcp store: set/get/wait/add/check/erase across ranks", "[comm][tcp]")
   for (int r = 0; r < kN; ++r) REQUIRE(added[static_cast<std::size_t>(r)] >= r + 1);
 }
 
-TEST_CASE("tcp store: get blocks until another rank sets; readers limit deletes", "[comm][tcp]") {
+TEST_CASE("tcp store: get blocks until another rank sets, readers limit deletes", "[comm][tcp]") {
   TcpStore s0("127.0.0.1", 0, 0, 2, 10.0);
   std::thread t([&] {
     TcpStore s1("127.0.0.1", s0.port(), 1, 2, 10.0);

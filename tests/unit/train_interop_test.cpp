@@ -94,7 +94,7 @@ TEST_CASE("llm.c checkpoint: write -> read reproduces every tensor, file order i
   fs::remove(path);
 }
 
-TEST_CASE("llm.c checkpoint: shards load exactly their slice; shape differences handled", "[interop]") {
+TEST_CASE("llm.c checkpoint: shards load exactly their slice, shape differences handled", "[interop]") {
   auto be = make_cpu_backend();
   const GptConfig cfg = tiny_config();
   Gpt full(cfg, *be, {}, GptOptions{5});

@@ -207,7 +207,7 @@ TEST_CASE("Trainer: trains on llm.c shards and text files", "[trainer]") {
   fs::remove_all(dir);
 }
 
-TEST_CASE("Trainer: --bf16 / --fp16 runs follow the fp32 losses; metrics carry the loss scale", "[trainer][mixed]") {
+TEST_CASE("Trainer: --bf16 / --fp16 runs follow the fp32 losses, metrics carry the loss scale", "[trainer][mixed]") {
   // Per-step losses of run() from metrics.jsonl (evaluation included: 16-bit forward).
   auto run = [](TrainConfig c, const std::string& name) {
     c.max_steps = 10;
@@ -285,7 +285,7 @@ TEST_CASE("TrainConfig: --activation-dtype param needs --bf16 / --fp16", "[train
   CHECK_NOTHROW(c.validate());
 }
 
-TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16; --bf16 computes in 16 bits unless "
+TEST_CASE("TrainConfig: --compute-dtype param needs --bf16 / --fp16, --bf16 computes in 16 bits unless "
           "--compute-dtype f32 (metrics say which)",
           "[trainer][mixed][gemm16]") {
   TrainConfig c = tiny();
