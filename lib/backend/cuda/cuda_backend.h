@@ -167,6 +167,13 @@ class CudaBackend final : public Backend {
                  const void* b, DType tb, float beta, void* c, DType tc, int64_t batch, int64_t stride_a,
                  int64_t stride_b, int64_t stride_c, const detail::LtEpilogue& epi = {});
 
+  // The fused 16-bit Linear ops' common path (cuda_gemm_epilogue.cpp): y[rows, n] =
+  // epilogue(a[rows, k] . op(b)) with op(b) = b^T (trans_b, b [n, k]) or b ([k, n]), a and b
+  // rounded to dt when f32, y (and `out16`'s other 16-bit tensors) already checked by the
+  // caller. Counts the call fused when cuBLASLt ran it; false (nothing written) otherwise.
+  bool fused_linear16(DType dt, bool trans_b, int64_t rows, int64_t n, int64_t k, const Tensor& a, const Tensor& b,
+                      Tensor& y, const detail::LtEpilogue& epi, const char* what);
+
   // The cuDNN SDPA for 16-bit attention (created on first use; nullptr when this build
   // lacks the cuDNN frontend). Logs the attention choice once.
   detail::CudnnSdpa* sdpa_for(DType dt);

@@ -9,6 +9,8 @@
 // rounded: the semantics Backend documents and the CPU backend emulates. cublasLt.h does
 // not say which GELU form it computes; tests/cuda/cuda_gemm_epilogue_test.cpp compares it
 // with the tanh-form kernels (kernels/gelu.cu) on the GPU.
+#include <string>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "pp3d/core/error.h"
@@ -45,6 +47,20 @@ detail::LtEpilogue bias_epilogue(const Tensor& bias) {
 
 }  // namespace
 
+bool CudaBackend::fused_linear16(DType dt, bool trans_b, int64_t rows, int64_t n, int64_t k, const Tensor& a,
+                                 const Tensor& b, Tensor& y, const detail::LtEpilogue& epi, const char* what) {
+  const std::string op(what);
+  check_float(a, (op + ": input (x or dy)").c_str());
+  check_float(b, (op + ": weight").c_str());
+  check_float(y, (op + ": output").c_str());
+  const Tensor a16 = operand16(*this, a, dt), b16 = operand16(*this, b, dt);
+  if (a16.dtype() != dt || b16.dtype() != dt ||
+      !lt_matmul(false, trans_b, rows, n, k, 1.0f, a16.raw(), dt, b16.raw(), dt, 0.0f, y.raw(), dt, 1, 0, 0, 0, epi))
+    return false;
+  ++epilogue_counts_.fused;
+  return true;
+}
+
 // CUBLASLT_EPILOGUE_BIAS: cuBLASLt adds the bias "before applying final postprocessing"
 // (cublasLt.h), i.e. to the f32 accumulator (compute/scale type f32), and converts the
 // sum to y's 16-bit type once: the base class's gemm16 -> f32 -> bias_add -> cast
@@ -53,17 +69,8 @@ void CudaBackend::linear16_forward(DType input_dtype, int64_t rows, int64_t out,
                                    const Tensor& w, const Tensor& bias, Tensor& y) {
   if (is16(input_dtype) && rows > 0 && out > 0 && in > 0 && holds(x, rows * in) && holds(w, out * in) &&
       holds16(y, input_dtype, rows * out) && bias_fits(bias, input_dtype, out)) {
-    check_float(x, "linear16_forward: x");
-    check_float(w, "linear16_forward: w");
-    check_float(y, "linear16_forward: y");
     if (bias.defined()) check_float(bias, "linear16_forward: bias");
-    const Tensor x16 = operand16(*this, x, input_dtype), w16 = operand16(*this, w, input_dtype);
-    if (x16.dtype() == input_dtype && w16.dtype() == input_dtype &&
-        lt_matmul(false, true, rows, out, in, 1.0f, x16.raw(), input_dtype, w16.raw(), input_dtype, 0.0f, y.raw(),
-                  input_dtype, 1, 0, 0, 0, bias_epilogue(bias))) {
-      ++epilogue_counts_.fused;
-      return;
-    }
+    if (fused_linear16(input_dtype, true, rows, out, in, x, w, y, bias_epilogue(bias), "linear16_forward")) return;
   }
   ++epilogue_counts_.fallback;
   Backend::linear16_forward(input_dtype, rows, out, in, x, w, bias, y);  // unfused (also the error messages)
@@ -77,22 +84,13 @@ void CudaBackend::linear16_gelu_forward(DType input_dtype, int64_t rows, int64_t
   if (is16(input_dtype) && rows > 0 && out > 0 && in > 0 && holds(x, rows * in) && holds(w, out * in) &&
       holds16(aux, input_dtype, rows * out) && holds16(y, input_dtype, rows * out) &&
       bias_fits(bias, input_dtype, out)) {
-    check_float(x, "linear16_gelu_forward: x");
-    check_float(w, "linear16_gelu_forward: w");
     check_float(aux, "linear16_gelu_forward: aux");
-    check_float(y, "linear16_gelu_forward: y");
     if (bias.defined()) check_float(bias, "linear16_gelu_forward: bias");
-    const Tensor x16 = operand16(*this, x, input_dtype), w16 = operand16(*this, w, input_dtype);
     detail::LtEpilogue e = bias_epilogue(bias);
     e.gelu = true;
     e.aux = aux.raw();
     e.aux_dtype = aux.dtype();
-    if (x16.dtype() == input_dtype && w16.dtype() == input_dtype &&
-        lt_matmul(false, true, rows, out, in, 1.0f, x16.raw(), input_dtype, w16.raw(), input_dtype, 0.0f, y.raw(),
-                  input_dtype, 1, 0, 0, 0, e)) {
-      ++epilogue_counts_.fused;
-      return;
-    }
+    if (fused_linear16(input_dtype, true, rows, out, in, x, w, y, e, "linear16_gelu_forward")) return;
   }
   ++epilogue_counts_.fallback;
   Backend::linear16_gelu_forward(input_dtype, rows, out, in, x, w, bias, aux, y);
@@ -105,21 +103,12 @@ void CudaBackend::linear16_dgelu_backward(DType input_dtype, int64_t rows, int64
                                           const Tensor& dy, const Tensor& w, const Tensor& aux, Tensor& dx) {
   if (is16(input_dtype) && rows > 0 && out > 0 && in > 0 && holds(dy, rows * out) && holds(w, out * in) &&
       holds16(aux, input_dtype, rows * in) && holds16(dx, input_dtype, rows * in)) {
-    check_float(dy, "linear16_dgelu_backward: dy");
-    check_float(w, "linear16_dgelu_backward: w");
     check_float(aux, "linear16_dgelu_backward: aux");
-    check_float(dx, "linear16_dgelu_backward: dx");
-    const Tensor dy16 = operand16(*this, dy, input_dtype), w16 = operand16(*this, w, input_dtype);
     detail::LtEpilogue e;
     e.dgelu = true;
     e.aux = aux.raw();
     e.aux_dtype = aux.dtype();
-    if (dy16.dtype() == input_dtype && w16.dtype() == input_dtype &&
-        lt_matmul(false, false, rows, in, out, 1.0f, dy16.raw(), input_dtype, w16.raw(), input_dtype, 0.0f, dx.raw(),
-                  input_dtype, 1, 0, 0, 0, e)) {
-      ++epilogue_counts_.fused;
-      return;
-    }
+    if (fused_linear16(input_dtype, false, rows, in, out, dy, w, dx, e, "linear16_dgelu_backward")) return;
   }
   ++epilogue_counts_.fallback;
   Backend::linear16_dgelu_backward(input_dtype, rows, out, in, dy, w, aux, dx);
