@@ -72,7 +72,11 @@ cmake --build "$build" -j "${PP3D_JOBS:-$(nproc)}" --target "${targets[@]}"
 rm -rf "$dir"
 mkdir -p "$dir/bin" "$dir/lib" "$dir/bench"
 for t in "${targets[@]}"; do
-  exe=$(find "$build" -type f -name "$t" -perm -u+x -not -path '*/CMakeFiles/*' | head -1)
+  # Not a copy in a bundle inside the build folder (the ctests device_bundle_self_contained
+  # and device_check_dry_run write theirs there); find's errors are ignored, as such a
+  # bundle may be rewritten while find walks it.
+  exe=$(find "$build" -type f -name "$t" -perm -u+x -not -path '*/CMakeFiles/*' -not -path "$dir/*" \
+          -not -path '*/device_bundle/*' -not -path '*/device_check_dry/*' 2>/dev/null | head -1 || true)
   [ -n "$exe" ] || { echo "device_bundle: built target $t not found under $build" >&2; exit 1; }
   cp "$exe" "$dir/bin/"
   strip --strip-unneeded "$dir/bin/$t"  # symbols only; CUDA fatbins stay
